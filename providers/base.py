@@ -1,0 +1,237 @@
+"""The node-provider contract: value types, the protocol every provider implements, the errors.
+
+A provider allocates machines and nothing else: it makes no scaling decisions and starts no
+services. It imports nothing from `runtime` or `autoscaler`.
+
+Error tree (callers branch on the type; each provider translates its SDK's errors in one place):
+
+    ProviderError
+     ├─ CapacityError(offering)  no capacity for that offering now: try the next one, remember it
+     ├─ QuotaError(quota)        an account limit: stop launching that kind, tell the user the quota
+     ├─ TransientError           throttling / 5xx: retry with jittered backoff
+     ├─ InstanceNotFound         the id is unknown to the cloud
+     ├─ AuthError                credentials or a permission are missing (the message names it)
+     └─ ConfigError              the provider or node_config section cannot work as written
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+# Tags every provider writes on the instances it launches (as labels / tags / record fields).
+TAG_CLUSTER = "rayctl-cluster-name"
+TAG_NODE_TYPE = "rayctl-node-type"
+TAG_NODE_KIND = "rayctl-node-kind"  # "head" | "worker"
+TAG_LAUNCH_HASH = "rayctl-launch-config"
+TAG_REQUEST_ID = "rayctl-request-id"
+TAG_NAME = "Name"
+
+NODE_KIND_HEAD = "head"
+NODE_KIND_WORKER = "worker"
+
+
+class Market(str, enum.Enum):
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+
+
+@dataclass(frozen=True, slots=True)
+class Offering:
+    """One way to get a node of a type: an instance type in a zone on a market."""
+
+    instance_type: str
+    zone: str = ""
+    market: Market = Market.ON_DEMAND
+
+    def key(self) -> str:
+        return f"{self.instance_type}/{self.zone or '-'}/{self.market.value}"
+
+
+class ProviderState(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    TERMINATED = "terminated"
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    id: str
+    node_type: str
+    offering: Offering
+    state: ProviderState
+    internal_ip: str = ""
+    external_ip: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    launched_at: float = 0.0  # unix seconds
+
+    @property
+    def is_head(self) -> bool:
+        return self.tags.get(TAG_NODE_KIND) == NODE_KIND_HEAD
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    exit_code: int
+    output: str  # stdout and stderr interleaved, as a person would have seen them
+
+
+class CommandRunner(Protocol):
+    """Runs commands on one node. Returned by `NodeProvider.command_runner`."""
+
+    def run(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> CommandResult:
+        """Run a shell command on the node; never raises for a non-zero exit code."""
+        ...
+
+    def put_file(self, local_path: str, remote_path: str) -> None:
+        """Copy a file or directory to the node (parent directories are created)."""
+        ...
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until the node answers commands; raise ProviderError naming host/user/key."""
+        ...
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    """Base of every error a provider raises."""
+
+
+class CapacityError(ProviderError):
+    def __init__(self, offering: Offering, message: str = "") -> None:
+        self.offering = offering
+        super().__init__(message or f"no capacity for {offering.key()}")
+
+
+class QuotaError(ProviderError):
+    def __init__(self, quota: str, message: str = "") -> None:
+        self.quota = quota
+        super().__init__(message or f"quota exceeded: {quota}")
+
+
+class TransientError(ProviderError):
+    pass
+
+
+class InstanceNotFound(ProviderError):
+    pass
+
+
+class AuthError(ProviderError):
+    pass
+
+
+class ConfigError(ProviderError):
+    pass
+
+
+# --- the protocol ---------------------------------------------------------------------------
+
+
+@runtime_checkable
+class NodeProvider(Protocol):
+    """Allocates and releases machines for one cluster.
+
+    Constructed as `Provider(cluster_name, provider_config: dict, node_types: dict)` where
+    `node_types` maps a node type name to its `available_node_types` entry (with `node_config`).
+    """
+
+    #: validates this provider's `provider:` section; `node_config_model` each type's node_config
+    config_model: type[BaseModel]
+    node_config_model: type[BaseModel]
+
+    def bootstrap(self) -> dict[str, Any]:
+        """Create or find prerequisites (networks, keys, roles). Idempotent: a second call
+        changes nothing and returns the same resolved provider config."""
+        ...
+
+    def offerings(self, node_type: str) -> list[Offering]:
+        """The offerings of a node type in the config's order of preference."""
+        ...
+
+    def node_resources(self, node_type: str) -> dict[str, float]:
+        """CPU / memory / GPU (and accelerator_type:<model>) of a type, for configs that leave
+        `resources` out. Empty when the provider cannot know."""
+        ...
+
+    def launch(
+        self,
+        node_type: str,
+        offering: Offering,
+        count: int,
+        request_id: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+        all_or_nothing: bool = False,
+    ) -> list[Instance]:
+        """Start `count` instances. Idempotent per `request_id`: instances already tagged with it
+        are returned instead of launching again. May return fewer than `count` unless
+        `all_or_nothing`, in which case it returns all or raises (and leaves nothing behind).
+        Raises CapacityError / QuotaError / TransientError / AuthError / ConfigError."""
+        ...
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        """Release instances. Unknown or already terminated ids count as success."""
+        ...
+
+    def list_instances(self) -> list[Instance]:
+        """Every non-terminated instance of this cluster, in one pass. May lag a launch by a
+        few seconds under eventual consistency."""
+        ...
+
+    def command_runner(self, instance: Instance) -> CommandRunner:
+        """A runner for commands on the instance (SSH for clouds, local for local slots)."""
+        ...
+
+    def purge(self) -> None:
+        """Delete what `bootstrap` created (rayctl down --purge); only that."""
+        ...
+
+
+# --- registry --------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, str] = {
+    # name -> "module:Class"; imported lazily so a cloud SDK is loaded only when used
+    "local": "providers.local:LocalProvider",
+    "fake": "providers.fake:FakeProvider",
+    "onprem": "providers.onprem:OnPremProvider",
+    "aws": "providers.aws:AWSProvider",
+    "gcp": "providers.gcp:GCPProvider",
+}
+
+
+def register(name: str, target: str) -> None:
+    """Register a provider class by "module:Class" path."""
+    _REGISTRY[name] = target
+
+
+def provider_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def provider_class(name: str) -> type[Any]:
+    """Import and return the provider class registered under `name`."""
+    import importlib
+
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(provider_names())
+        raise ConfigError(f"unknown provider type {name!r}; known types: {known}") from None
+    module_name, _, class_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, class_name)  # type: ignore[no-any-return]

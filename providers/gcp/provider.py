@@ -1,0 +1,142 @@
+"""GCPProvider: the NodeProvider for Google Compute Engine, assembled from this package's parts
+(bootstrap, launch, instances, resources) around one set of REST clients."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from providers.base import (
+    CommandRunner,
+    ConfigError,
+    Instance,
+    Market,
+    Offering,
+    ProviderError,
+)
+from providers.gcp.bootstrap import Bootstrapper, read_public_key
+from providers.gcp.clients import (
+    CALL_TIMEOUT_S,
+    NO_RETRY,
+    ComputeClients,
+    OperationWaiter,
+    make_clients,
+)
+from providers.gcp.config import GCPNodeConfig, GCPProviderConfig
+from providers.gcp.errors import gcp_errors
+from providers.gcp.instances import InstanceRegistry
+from providers.gcp.launch import LaunchContext, Launcher
+from providers.gcp.resources import resources_from
+
+
+def validate(model: type[BaseModel], data: Mapping[str, Any], where: str) -> Any:
+    """Validate a config section; every problem is listed with its path."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{where}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" if err["loc"]
+            else f"{where}: {err['msg']}"
+            for err in exc.errors())
+        raise ConfigError(problems) from None
+
+
+class GCPProvider:
+    """Allocates GCE VMs for one cluster. See providers/base.py for each method's contract."""
+
+    config_model = GCPProviderConfig
+    node_config_model = GCPNodeConfig
+
+    def __init__(self, cluster_name: str, provider_config: Mapping[str, Any],
+                 node_types: Mapping[str, Mapping[str, Any]], *,
+                 credentials: Any | None = None) -> None:
+        self.cluster_name = cluster_name
+        self.config: GCPProviderConfig = validate(GCPProviderConfig, provider_config, "provider")
+        self._node_types = dict(node_types)
+        self._node_configs: dict[str, GCPNodeConfig] = {
+            name: validate(GCPNodeConfig, entry.get("node_config") or {},
+                           f"available_node_types.{name}.node_config")
+            for name, entry in node_types.items()
+        }
+        self._credentials = credentials
+        self._lock = threading.Lock()
+        self._parts: tuple[ComputeClients, OperationWaiter, InstanceRegistry, Launcher] | None = None
+        self._resources: dict[str, dict[str, float]] = {}
+
+    # --- NodeProvider ---------------------------------------------------------------------
+
+    def bootstrap(self) -> dict[str, Any]:
+        clients, waiter, _, _ = self._wired()
+        return Bootstrapper(self.cluster_name, self.config, clients, waiter).run()
+
+    def offerings(self, node_type: str) -> list[Offering]:
+        """Preferred machine type first, across the zones; then the next machine type."""
+        node_config = self._node_config(node_type)
+        zones = node_config.zones or self.config.availability_zone
+        market = Market.SPOT if node_config.is_spot else Market.ON_DEMAND
+        return [Offering(machine_type, zone, market)
+                for machine_type in node_config.machineType for zone in zones]
+
+    def node_resources(self, node_type: str) -> dict[str, float]:
+        if node_type not in self._resources:
+            offering = self.offerings(node_type)[0]
+            clients, _, _, _ = self._wired()
+            with gcp_errors(f"look up machine type {offering.instance_type} in {offering.zone}"):
+                machine_type = clients.machine_types.get(
+                    project=self.config.project_id, zone=offering.zone,
+                    machine_type=offering.instance_type, timeout=CALL_TIMEOUT_S, retry=NO_RETRY)
+            self._resources[node_type] = resources_from(machine_type,
+                                                        self._node_config(node_type))
+        return dict(self._resources[node_type])
+
+    def launch(self, node_type: str, offering: Offering, count: int, request_id: str, *,
+               tags: Mapping[str, str] | None = None,
+               all_or_nothing: bool = False) -> list[Instance]:
+        if count < 1:
+            return []
+        _, _, _, launcher = self._wired()
+        return launcher.launch(node_type, self._node_config(node_type), offering, count,
+                               request_id, dict(tags or {}), all_or_nothing)
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        _, _, registry, _ = self._wired()
+        registry.delete(list(instance_ids))
+
+    def list_instances(self) -> list[Instance]:
+        _, _, registry, _ = self._wired()
+        return registry.list_cluster()
+
+    def command_runner(self, instance: Instance) -> CommandRunner:
+        raise ProviderError(
+            f"SSH command runner not available yet (instance {instance.id}); the gcp provider "
+            "allocates VMs but cannot run commands on them until the SSH runner lands")
+
+    def purge(self) -> None:
+        clients, waiter, _, _ = self._wired()
+        Bootstrapper(self.cluster_name, self.config, clients, waiter).purge()
+
+    # --- wiring ---------------------------------------------------------------------------
+
+    def _node_config(self, node_type: str) -> GCPNodeConfig:
+        try:
+            return self._node_configs[node_type]
+        except KeyError:
+            known = ", ".join(sorted(self._node_configs)) or "none"
+            raise ConfigError(f"unknown node type {node_type!r}; known: {known}") from None
+
+    def _wired(self) -> tuple[ComputeClients, OperationWaiter, InstanceRegistry, Launcher]:
+        """Build the clients on first use (imports the SDK), then reuse them."""
+        with self._lock:
+            if self._parts is None:
+                with gcp_errors("create Compute API clients"):
+                    clients = make_clients(self.config.api_endpoint, self._credentials)
+                project = self.config.project_id
+                waiter = OperationWaiter(clients, project, self.config.operation_timeout_s)
+                registry = InstanceRegistry(self.cluster_name, project, clients, waiter)
+                ctx = LaunchContext(self.cluster_name, self.config,
+                                    read_public_key(self.config.ssh_public_key))
+                self._parts = (clients, waiter, registry, Launcher(ctx, clients, waiter, registry))
+            return self._parts

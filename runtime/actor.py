@@ -1,0 +1,138 @@
+"""`@remote` on a class: `.remote()` asks the GCS to create the actor; a handle's methods submit
+calls straight to the actor's worker."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from runtime import ids
+from runtime.protocol import common_pb2, gcs_pb2
+from runtime.remote_function import check_options, encode_args, make_returns
+from runtime.resources import task_shape
+from runtime.serialization import dumps_function
+from runtime.task_submitter import TaskState
+
+ACTOR_OPTIONS = {"num_cpus", "num_gpus", "memory", "resources", "max_restarts", "max_task_retries",
+                 "max_concurrency", "name", "namespace", "lifetime", "scheduling_strategy", "runtime_env",
+                 "get_if_exists", "accelerator_type"}
+
+
+class ActorClass:
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        check_options(options, ACTOR_OPTIONS, f"actor class {cls.__name__}")
+        self._cls = cls
+        self._options = options
+        self.__name__ = cls.__name__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; use "
+                        f"{self.__name__}.remote()")
+
+    def options(self, **options: Any) -> ActorClass:
+        check_options(options, ACTOR_OPTIONS, f"actor class {self.__name__}")
+        return ActorClass(self._cls, {**self._options, **options})
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        from runtime.api import _core, _namespace, get_actor
+
+        cw = _core()
+        opts = self._options
+        if opts.get("lifetime") not in (None, "detached"):
+            raise ValueError(f"lifetime must be None or 'detached', got {opts['lifetime']!r}")
+        namespace = opts.get("namespace") or _namespace()
+        if opts.get("get_if_exists") and opts.get("name"):
+            try:
+                return get_actor(opts["name"], namespace)
+            except ValueError:
+                pass
+        init = self._cls.__init__
+        sig = inspect.signature(init) if init is not object.__init__ else None
+        bound_sig = sig.replace(parameters=list(sig.parameters.values())[1:]) if sig else None
+        enc_args, enc_kwargs, _ = encode_args(cw, f"{self.__name__}.__init__", bound_sig, args, kwargs)
+        for arg in [*enc_args, *enc_kwargs.values()]:
+            if arg[0] == "ref":  # constructor args are resolved here (the GCS cannot wait on owners)
+                value = cw.get([arg[1]], None)[0]
+                from runtime.serialization import serialize
+
+                data = serialize(value)
+                arg_index = enc_args.index(arg) if arg in enc_args else None
+                encoded = ("v", *data.inline())
+                if arg_index is not None:
+                    enc_args[arg_index] = encoded
+                else:
+                    key = next(k for k, v in enc_kwargs.items() if v is arg)
+                    enc_kwargs[key] = encoded
+        is_async = any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(self._cls, inspect.isfunction))
+        max_concurrency = int(opts.get("max_concurrency", 1000 if is_async else 1))
+        spec = {"cls": self._cls, "args": enc_args, "kwargs": enc_kwargs, "class_name": self.__name__,
+                "is_async": is_async, "max_concurrency": max_concurrency}
+        shape = task_shape(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"),
+                           opts.get("resources"), default_cpus=0)
+        actor_id = ids.random_id(8)
+        info = common_pb2.ActorInfo(
+            actor_id=actor_id, name=opts.get("name") or "", namespace=namespace,
+            max_restarts=int(opts.get("max_restarts", 0)), detached=opts.get("lifetime") == "detached",
+            creation_spec=dumps_function(spec), resources=shape, job_id=cw.job_id, class_name=self.__name__,
+            owner_address=cw.address)
+        reply = cw.gcs_call("CreateActor", gcs_pb2.CreateActorRequest(actor=info))
+        if reply.error:
+            raise ValueError(reply.error)
+        return ActorHandle(actor_id, self.__name__, _method_meta(self._cls), int(opts.get("max_task_retries", 0)))
+
+
+def _method_meta(cls: type) -> dict[str, int]:
+    meta = {}
+    for name, method in inspect.getmembers(cls, inspect.isfunction):
+        meta[name] = getattr(method, "__rayctl_num_returns__", 1)
+    return meta
+
+
+class ActorMethod:
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int) -> None:
+        self._handle = handle
+        self._name = name
+        self._num_returns = num_returns
+
+    def options(self, **options: Any) -> ActorMethod:
+        check_options(options, {"num_returns", "name"}, f"actor method {self._name}")
+        return ActorMethod(self._handle, self._name, int(options.get("num_returns", self._num_returns)))
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._handle._call(self._name, self._num_returns, args, kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"actor method {self._name} cannot be called directly; use .{self._name}.remote()")
+
+
+class ActorHandle:
+    def __init__(self, actor_id: str, class_name: str, methods: dict[str, int], max_task_retries: int) -> None:
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._methods = methods
+        self._max_task_retries = max_task_retries
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("__") or name not in self._methods:
+            raise AttributeError(f"actor {self._class_name} has no method {name!r}")
+        return ActorMethod(self, name, self._methods[name])
+
+    def _call(self, method: str, num_returns: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        from runtime.api import _core
+
+        cw = _core()
+        name = f"{self._class_name}.{method}"
+        enc_args, enc_kwargs, ref_ids = encode_args(cw, name, None, args, kwargs)
+        task_id = cw.task_ids.next()
+        return_ids, refs = make_returns(cw, task_id, num_returns)
+        spec = {"task_id": task_id, "actor_id": self._actor_id, "method": method, "name": name,
+                "args": enc_args, "kwargs": enc_kwargs, "num_returns": num_returns, "return_ids": return_ids}
+        cw.refs.add_submitted(ref_ids)
+        cw.actors.submit(self._actor_id, TaskState(spec, {}, return_ids, ref_ids, self._max_task_retries, False))
+        return refs[0] if num_returns == 1 else refs
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._max_task_retries))
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id})"

@@ -1,0 +1,318 @@
+"""The public API, mirroring Ray's core: init/shutdown, remote, get/put/wait, cancel/kill,
+get_actor, nodes and resources, the runtime context."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.actor import ActorClass, ActorHandle
+from runtime.auth import read_token_file, token_from_env
+from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
+from runtime.core_worker import CoreWorker
+from runtime.exceptions import GetTimeoutError
+from runtime.object_ref import ObjectRef
+from runtime.protocol import common_pb2, gcs_pb2
+from runtime.remote_function import RemoteFunction
+
+_state_lock = threading.Lock()
+
+
+@dataclass
+class _Session:
+    cw: CoreWorker
+    namespace: str
+    node: Any = None  # NodeHandle of a private cluster this driver started
+
+
+_session: _Session | None = None
+
+
+def _core() -> CoreWorker:
+    session = _session
+    if session is None:
+        from runtime import worker_context
+
+        cw = worker_context.current()
+        if cw is not None:
+            return cw
+        init()
+        assert _session is not None
+        return _session.cw
+    return session.cw
+
+
+def _namespace() -> str:
+    return _session.namespace if _session is not None else ""
+
+
+def is_initialized() -> bool:
+    return _session is not None
+
+
+def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus: float | None = None,
+         resources: dict[str, float] | None = None, object_store_memory: int | None = None,
+         namespace: str | None = None, ignore_reinit_error: bool = False, _temp_dir: str | None = None,
+         _token: str | None = None, **unsupported: Any) -> dict[str, Any]:
+    """Connect this process to a cluster. No address: start a private one for this process.
+    "auto": the cluster `rayctl start --head` started on this machine. "host:port": that GCS."""
+    global _session
+    if unsupported:
+        raise TypeError(f"init() got unsupported argument(s): {', '.join(sorted(unsupported))}")
+    with _state_lock:
+        if _session is not None:
+            if ignore_reinit_error:
+                return _context_info()
+            raise RuntimeError("runtime.init() was already called; call shutdown() first "
+                               "or pass ignore_reinit_error=True")
+        address = address or os.environ.get("RAYCTL_ADDRESS") or None
+        node = None
+        if address is None:
+            from runtime import node as node_mod
+
+            node = node_mod.start_head(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                       object_store_memory=object_store_memory, temp_dir=_temp_dir,
+                                       parent_pid=os.getpid())
+            gcs_address, token, raylet_port = node.gcs_address, read_token_file(node.token_file), node.raylet_local_port
+        else:
+            if num_cpus is not None or num_gpus is not None or resources:
+                raise ValueError("num_cpus/num_gpus/resources describe a new cluster; they cannot be "
+                                 "given when connecting to an existing one (address=...)")
+            gcs_address, token, raylet_port = _locate(address, _temp_dir, _token)
+        host = gcs_address.rpartition(":")[0]
+        cw = CoreWorker(gcs_address=gcs_address, token=token, raylet_port=raylet_port, host=host, mode="driver",
+                        namespace=namespace or "")
+        reply = cw.gcs_call("RegisterJob", gcs_pb2.RegisterJobRequest(
+            versions=common_pb2.Versions(python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=PROTOCOL_VERSION),
+            driver_address=cw.address, driver_pid=os.getpid(), namespace=namespace or ""))
+        cw.job_id = reply.job_id
+        cw.namespace = namespace or f"anonymous-{reply.job_id}"
+        cw.request(cw.raylet, "register_driver", {"job_id": reply.job_id})
+        _session = _Session(cw, cw.namespace, node)
+    atexit.register(shutdown)
+    return _context_info()
+
+
+def _locate(address: str, temp_dir: str | None, token: str | None) -> tuple[str, str, int]:
+    """GCS address, token and the local raylet's port for joining an existing cluster."""
+    from runtime import node as node_mod
+
+    info = node_mod.read_address_file(temp_dir)
+    if address == "auto":
+        if info is None:
+            raise ConnectionError("address='auto' but no cluster was started on this machine: run "
+                                  "`rayctl start --head` first, or pass address='host:port'")
+        address = info["address"]
+    token = token or token_from_env() or (read_token_file(info["token_file"]) if info else None)
+    if not token:
+        raise ConnectionError(f"no cluster token for {address}: set RAYCTL_TOKEN_FILE to the cluster's token file")
+    from runtime.cluster_client import local_raylet_port
+
+    return address, token, local_raylet_port(address, token)
+
+
+def _context_info() -> dict[str, Any]:
+    assert _session is not None
+    cw = _session.cw
+    return {"address": cw.gcs_address, "node_id": cw.node_id, "job_id": cw.job_id, "namespace": cw.namespace}
+
+
+def shutdown() -> None:
+    """Disconnect; a private cluster started by init() is stopped."""
+    global _session
+    with _state_lock:
+        session, _session = _session, None
+    if session is None:
+        return
+    cw = session.cw
+    try:
+        cw.gcs_call("FinishJob", gcs_pb2.JobIdRequest(job_id=cw.job_id), timeout=5)
+    except Exception:  # noqa: BLE001 - the cluster may already be gone
+        pass
+    cw.shutdown()
+    if session.node is not None:
+        from runtime.session import stop_session
+
+        stop_session(session.node.session_dir)
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """@remote, @remote(num_cpus=..., ...) on functions and classes."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError("remote() takes a function or class, or only keyword options")
+    return lambda target: _make_remote(target, options)
+
+
+def _make_remote(target: Any, options: dict[str, Any]) -> Any:
+    if isinstance(target, type):
+        return ActorClass(target, options)
+    return RemoteFunction(target, options)
+
+
+def method(*, num_returns: int = 1) -> Callable[[Any], Any]:
+    """Decorate an actor method to declare how many values it returns."""
+    def wrap(fn: Any) -> Any:
+        fn.__rayctl_num_returns__ = num_returns
+        return fn
+    return wrap
+
+
+def put(value: Any) -> ObjectRef:
+    return _core().put(value)
+
+
+def get(refs: Any, *, timeout: float | None = None) -> Any:
+    cw = _core()
+    if isinstance(refs, ObjectRef):
+        return cw.get([refs], timeout)[0]
+    if isinstance(refs, list | tuple):
+        bad = [r for r in refs if not isinstance(r, ObjectRef)]
+        if bad:
+            raise TypeError(f"get() takes ObjectRefs, got {type(bad[0]).__name__}")
+        return cw.get(list(refs), timeout)
+    raise TypeError(f"get() takes an ObjectRef or a list of them, got {type(refs).__name__}")
+
+
+async def get_async(ref: ObjectRef) -> Any:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, get, ref)
+
+
+def wait(refs: list[ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
+         fetch_local: bool = True) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Split refs into (ready, not ready) once `num_returns` are ready or `timeout` passes."""
+    if not isinstance(refs, list) or not all(isinstance(r, ObjectRef) for r in refs):
+        raise TypeError("wait() takes a list of ObjectRefs")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() got duplicate ObjectRefs")
+    if not 0 <= num_returns <= len(refs):
+        raise ValueError(f"num_returns={num_returns} must be between 0 and len(refs)={len(refs)}")
+    cw = _core()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    event = threading.Event()
+    while True:
+        ready = [r for r in refs if _is_ready(cw, r)]
+        if len(ready) >= num_returns or (deadline is not None and time.monotonic() >= deadline):
+            ready = ready[:num_returns] if len(ready) > num_returns else ready
+            ready_set = set(ready)
+            return ready, [r for r in refs if r not in ready_set]
+        event.clear()
+        for r in refs:
+            if r not in ready:
+                cw.refs.on_ready(r.id, event.set)
+        remaining = 0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic()))
+        event.wait(remaining)
+
+
+def _is_ready(cw: CoreWorker, ref: ObjectRef) -> bool:
+    status = cw.ready_status(ref.id)
+    if status is not None:
+        return status
+    try:  # borrowed: ask the owner, without blocking
+        cw._get_one(ref, time.monotonic())
+        return True
+    except GetTimeoutError:
+        return False
+    except Exception:  # noqa: BLE001 - an error is a result too
+        return True
+
+
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes `ref`: dropped if queued, interrupted if running (killed if force)."""
+    cw = _core()
+    cw.call_soon(cw.tasks.cancel, ref.task_id(), force)
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"kill() takes an actor handle, got {type(actor).__name__}")
+    cw = _core()
+    cw.gcs_call("KillActor", gcs_pb2.KillActorRequest(actor_id=actor._actor_id, no_restart=no_restart))
+    if no_restart:
+        from runtime.exceptions import ActorDiedError
+
+        error = ActorDiedError(f"actor {actor._class_name}({actor._actor_id}) was killed by rt.kill()")
+        cw.call_soon(cw.actors.mark_dead, actor._actor_id, error)
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    cw = _core()
+    ns = namespace if namespace is not None else (cw.namespace or _namespace())
+    reply = cw.gcs_call("GetActor", gcs_pb2.GetActorRequest(name=name, namespace=ns))
+    if not reply.found or reply.actor.state == "DEAD":
+        raise ValueError(f"no live actor named {name!r} in namespace {ns!r}")
+    from runtime.actor import ActorHandle as Handle
+
+    spec = __import__("pickle").loads(reply.actor.creation_spec)
+    from runtime.actor import _method_meta
+
+    return Handle(reply.actor.actor_id, reply.actor.class_name, _method_meta(spec["cls"]), 0)
+
+
+def nodes() -> list[dict[str, Any]]:
+    """Every node the GCS knows, in Ray's shape (NodeID, Alive, NodeManagerAddress, Resources...)."""
+    out = []
+    for n in _core().nodes():
+        out.append({"NodeID": n.node_id, "Alive": n.state != "DEAD", "State": n.state,
+                    "NodeManagerAddress": n.address, "NodeManagerPort": n.raylet_port,
+                    "Resources": dict(n.total), "Available": dict(n.available), "IsHead": n.is_head,
+                    "InstanceID": n.instance_id, "NodeType": n.node_type, "DeathReason": n.death_reason})
+    return out
+
+
+def cluster_resources() -> dict[str, float]:
+    return _sum_resources("total")
+
+
+def available_resources() -> dict[str, float]:
+    return _sum_resources("available")
+
+
+def _sum_resources(field: str) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for n in _core().nodes():
+        if n.state == "DEAD":
+            continue
+        for k, v in getattr(n, field).items():
+            total[k] = total.get(k, 0.0) + v
+    return total
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    job_id: str
+    node_id: str
+    worker_id: str
+    task_id: str
+    actor_id: str
+    namespace: str
+    gcs_address: str
+
+    def get_job_id(self) -> str:
+        return self.job_id
+
+    def get_node_id(self) -> str:
+        return self.node_id
+
+    def get_task_id(self) -> str | None:
+        return self.task_id or None
+
+    def get_actor_id(self) -> str | None:
+        return self.actor_id or None
+
+    def get_worker_id(self) -> str:
+        return self.worker_id
+
+
+def get_runtime_context() -> RuntimeContext:
+    cw = _core()
+    return RuntimeContext(cw.job_id, cw.node_id, cw.worker_id, cw.current_task_id, cw.current_actor_id,
+                          cw.namespace, cw.gcs_address)

@@ -1,0 +1,24 @@
+"""Tunables and version identity of the runtime, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+RAYCTL_VERSION = "0.1.0"
+PROTOCOL_VERSION = 1
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+# Values up to this size travel inline with task replies; larger ones go to the node's store.
+INLINE_OBJECT_MAX_BYTES = int(os.environ.get("RAYCTL_INLINE_OBJECT_MAX_BYTES", 100 * 1024))
+# How often a raylet reports resources and load to the GCS (seconds).
+HEARTBEAT_INTERVAL_S = float(os.environ.get("RAYCTL_HEARTBEAT_INTERVAL_S", 0.25))
+# A node silent for this long is declared dead by the GCS.
+NODE_DEATH_TIMEOUT_S = float(os.environ.get("RAYCTL_NODE_DEATH_TIMEOUT_S", 5.0))
+# Default object store size when init()/start gives none: 30% of memory, capped at 2 GiB.
+DEFAULT_OBJECT_STORE_MAX_BYTES = 2 * 1024**3
+DEFAULT_MAX_RETRIES = 3
+# Where sessions keep logs, pid files and sockets (a local provider slot overrides it).
+TEMP_DIR = os.environ.get("RAYCTL_TEMP_DIR", "/tmp/rayctl")
+TOKEN_ENV = "RAYCTL_TOKEN"
+TOKEN_FILE_ENV = "RAYCTL_TOKEN_FILE"

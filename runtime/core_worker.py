@@ -1,0 +1,302 @@
+"""The core worker: the library inside every driver and worker. It runs an asyncio I/O thread that
+holds the connections (the local raylet, other workers, the GCS), owns the objects this process
+created, serves other processes asking about them, and submits tasks and actor calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future as CFuture
+from typing import Any
+
+import grpc
+
+from runtime import ids, object_ref, shm
+from runtime.auth import call_metadata
+from runtime.constants import INLINE_OBJECT_MAX_BYTES
+from runtime.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError
+from runtime.object_ref import ObjectRef
+from runtime.protocol import gcs_pb2, gcs_pb2_grpc
+from runtime.reference_table import READY, Entry, ReferenceTable
+from runtime.serialization import Serialized, deserialize, serialize
+from runtime.transport import Connection, ConnectionLost, connect, serve
+
+log = logging.getLogger("rayctl.core_worker")
+
+
+class CoreWorker:
+    def __init__(self, *, gcs_address: str, token: str, raylet_port: int, host: str, mode: str,
+                 job_id: str = "", namespace: str = "", worker_id: str = "") -> None:
+        self.gcs_address = gcs_address
+        self.token = token
+        self.host = host
+        self.mode = mode  # "driver" | "worker"
+        self.job_id = job_id
+        self.namespace = namespace
+        self.worker_id = worker_id or ids.random_id(6)
+        self.task_ids = ids.TaskIdGenerator()
+        self.md = call_metadata(token)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="rayctl-io", daemon=True)
+        self._thread.start()
+        self._conns: dict[str, asyncio.Future[Connection]] = {}
+        self.handlers: dict[str, Callable[[Connection, Any], Any]] = {
+            "get_object": self._serve_get_object,
+            "release": self._serve_release,
+            "log": self._serve_log,
+        }
+        server = self.run(serve(host, 0, token, self._handle))
+        self.address = f"{host}:{server.sockets[0].getsockname()[1]}"
+        self._server = server
+        self.refs = ReferenceTable(self.address, self._free_object, self._release_borrowed)
+        self.raylet: Connection = self.run(connect(f"{host}:{raylet_port}", token, self._handle,
+                                                   {"role": mode, "address": self.address}))
+        hello = self.request(self.raylet, "hello")
+        self.node_id: str = hello["node_id"]
+        self.shm_dir: str = hello["shm_dir"]
+        self._channel = grpc.insecure_channel(gcs_address)
+        self.gcs = gcs_pb2_grpc.GcsStub(self._channel)
+        self._free_batch: list[str] = []
+        self._warned_shapes: set[tuple[tuple[str, float], ...]] = set()
+        self.log_sink: Callable[[str, str], None] = _print_log
+        from runtime.actor_submitter import ActorSubmitter
+        from runtime.task_submitter import TaskSubmitter
+
+        self.tasks = TaskSubmitter(self)
+        self.actors = ActorSubmitter(self)
+        self.current_task_id = ""
+        self.current_actor_id = ""
+        object_ref.set_reference_counter(self)
+        self.closed = False
+
+    # -- the I/O thread ------------------------------------------------------------------------
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def run(self, coro: Any, timeout: float | None = None) -> Any:
+        """Run a coroutine on the I/O thread from a user thread and wait for its result."""
+        fut: CFuture[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def request(self, conn: Connection, method: str, payload: Any = None, timeout: float | None = None) -> Any:
+        """A request over `conn`, from a user thread, waiting for the reply."""
+        async def go() -> Any:
+            return await conn.request(method, payload)
+
+        return self.run(go(), timeout)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    async def connection(self, address: str) -> Connection:
+        """A cached authenticated connection to another core worker."""
+        fut = self._conns.get(address)
+        if fut is not None:
+            if not fut.done():
+                return await asyncio.shield(fut)
+            if fut.exception() is None and fut.result().is_open:
+                return fut.result()
+        fut = self.loop.create_future()
+        self._conns[address] = fut
+        try:
+            conn = await connect(address, self.token, self._handle, {"role": self.mode, "address": self.address})
+        except BaseException as exc:
+            self._conns.pop(address, None)
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        fut.set_result(conn)
+        return conn
+
+    def _handle(self, conn: Connection, method: str, payload: Any) -> Any:
+        handler = self.handlers.get(method)
+        if handler is None:
+            raise ValueError(f"unknown method {method!r}")
+        return handler(conn, payload)
+
+    # -- objects: put / get ----------------------------------------------------------------------
+    def new_owned_ref(self, object_id: str) -> ObjectRef:
+        self.refs.new_owned(object_id)
+        return ObjectRef(object_id, self.address)
+
+    def put_serialized(self, object_id: str, data: Serialized) -> ObjectRef:
+        ref = self.new_owned_ref(object_id)
+        if data.contained_refs:
+            self.refs.mark_escaped(data.contained_refs)
+        if data.size <= INLINE_OBJECT_MAX_BYTES:
+            self.refs.complete(object_id, inline=data.inline(), size=data.size)
+        else:
+            size = shm.write_object(self.shm_dir, object_id, data.meta, data.buffers)
+            self.request(self.raylet, "seal", {"object_id": object_id, "size": size})
+            self.refs.complete(object_id, location=(self.node_id, self.shm_dir), size=size)
+        return ref
+
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself instead")
+        return self.put_serialized(self.task_ids.next() + "00", serialize(value))
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results = []
+        for ref in refs:
+            results.append(self._get_one(ref, deadline))
+        return results
+
+    def _get_one(self, ref: ObjectRef, deadline: float | None) -> Any:
+        entry = self.refs.get_entry(ref.id)
+        if entry is None:
+            status = self._ask_owner(ref, deadline)
+            return self._materialize(ref.id, status["inline"], status["location"], status["error"])
+        if entry.state != READY:
+            event = threading.Event()
+            if self.refs.on_ready(ref.id, event.set):
+                self._block_until(event, deadline, ref)
+        return self._materialize(ref.id, entry.inline, entry.location, entry.error)
+
+    def _block_until(self, event: threading.Event, deadline: float | None, ref: ObjectRef) -> None:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not event.wait(remaining):
+            raise GetTimeoutError(f"get() timed out waiting for {ref}")
+
+    def _ask_owner(self, ref: ObjectRef, deadline: float | None) -> dict[str, Any]:
+        async def ask() -> dict[str, Any]:
+            conn = await self.connection(ref.owner_address)
+            result: dict[str, Any] = await conn.request("get_object", ref.id)
+            return result
+
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return self.run(asyncio.wait_for(ask(), remaining))  # type: ignore[no-any-return]
+        except (asyncio.TimeoutError, TimeoutError):
+            raise GetTimeoutError(f"get() timed out waiting for {ref}") from None
+        except (ConnectionLost, OSError) as exc:
+            raise OwnerDiedError(f"the owner of {ref} ({ref.owner_address}) is unreachable: {exc}") from None
+
+    def _materialize(self, object_id: str, inline: Any, location: Any, error: Any) -> Any:
+        if error is not None:
+            from runtime.exceptions import TaskError
+
+            raise error.as_instanceof_cause() if isinstance(error, TaskError) else error
+        if inline is not None:
+            return deserialize(inline[0], inline[1])
+        node_id, shm_dir = location
+        if node_id != self.node_id:
+            raise ObjectLostError(f"object {object_id} lives on node {node_id}; cross-node transfer is not available yet")
+        try:
+            meta, buffers = shm.read_object(shm_dir, object_id)
+        except shm.ObjectNotFoundError:
+            path = self.request(self.raylet, "get_path", object_id)
+            meta, buffers = shm.read_object(os.path.dirname(path), object_id)
+        return deserialize(meta, buffers)
+
+    def ready_status(self, object_id: str) -> bool | None:
+        entry = self.refs.get_entry(object_id)
+        return None if entry is None else entry.state == READY
+
+    # -- serving other processes -----------------------------------------------------------------
+    async def _serve_get_object(self, conn: Connection, object_id: str) -> dict[str, Any]:
+        entry = self.refs.get_entry(object_id)
+        if entry is None:
+            lost = ObjectLostError(f"object {object_id} was freed or never existed at its owner {self.address}")
+            return {"inline": None, "location": None, "error": lost}
+        if entry.state != READY:
+            fut = self.loop.create_future()
+            if self.refs.on_ready(object_id, lambda: self.loop.call_soon_threadsafe(_set_done, fut)):
+                await fut
+        return {"inline": entry.inline, "location": entry.location, "error": entry.error}
+
+    def _serve_release(self, conn: Connection, object_id: str) -> None:
+        return None  # borrowed refs keep their object (escaped); see reference_table
+
+    def _serve_log(self, conn: Connection, payload: tuple[str, str]) -> None:
+        self.log_sink(*payload)
+
+    def _release_borrowed(self, object_id: str, owner_address: str) -> None:
+        pass  # the owner keeps escaped objects until it exits; nothing to tell it
+
+    def _free_object(self, object_id: str, entry: Entry) -> None:
+        if entry.location is None or self.closed:
+            return
+        self._free_batch.append(object_id)
+        if len(self._free_batch) == 1:
+            self.loop.call_soon_threadsafe(self._flush_frees)
+
+    def _flush_frees(self) -> None:
+        batch, self._free_batch = self._free_batch, []
+        if batch and self.raylet.is_open:
+            self.raylet.send("free", batch)
+
+    # -- counting (called by ObjectRef) -----------------------------------------------------------
+    def add_local_ref(self, ref: ObjectRef) -> None:
+        self.refs.add_local_ref(ref)
+
+    def remove_local_ref(self, ref: ObjectRef) -> None:
+        if not self.closed:
+            self.refs.remove_local_ref(ref)
+
+    def on_ref_deserialized(self, ref: ObjectRef) -> None:
+        pass
+
+    # -- GCS -------------------------------------------------------------------------------------
+    def gcs_call(self, method: str, request: Any, timeout: float = 30) -> Any:
+        return getattr(self.gcs, method)(request, metadata=self.md, timeout=timeout)
+
+    def nodes(self) -> list[Any]:
+        return list(self.gcs_call("GetNodes", gcs_pb2.Empty()).nodes)
+
+    def warn_infeasible(self, shape: dict[str, float], name: str) -> None:
+        from runtime.resources import describe, shape_key
+
+        key = shape_key(shape)
+        if key in self._warned_shapes:
+            return
+        try:
+            reply = self.gcs_call("CheckFeasible", gcs_pb2.FeasibleRequest(shape=shape), timeout=5)
+        except grpc.RpcError:
+            return
+        if reply.fits_a_node or reply.fits_launchable:
+            return
+        self._warned_shapes.add(key)
+        print(f"Warning: {name} needs {describe(shape)}, which no node of the cluster has and no node "
+              f"type the autoscaler may launch could provide; it stays pending until such a node joins.",
+              file=sys.stderr, flush=True)
+
+    def shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        object_ref.set_reference_counter(None)
+
+        async def close() -> None:
+            self._server.close()
+            for fut in self._conns.values():
+                if fut.done() and fut.exception() is None:
+                    fut.result().close()
+            self.raylet.close()
+
+        try:
+            self.run(close(), timeout=5)
+        except Exception:  # noqa: BLE001
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self._channel.close()
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _print_log(prefix: str, text: str) -> None:
+    stream = sys.stdout
+    for line in text.splitlines():
+        stream.write(f"{prefix} {line}\n")
+    stream.flush()

@@ -1,0 +1,166 @@
+"""Actor placement and restarts, owned by the GCS: pick a node with room, ask its raylet to start
+the actor's worker, restart on death up to max_restarts, keep pending actors as demand."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+
+from runtime.auth import call_metadata
+from runtime.gcs.tables import Tables
+from runtime.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
+from runtime.resources import fits
+
+log = logging.getLogger("rayctl.gcs.actors")
+
+
+class ActorManager:
+    def __init__(self, tables: Tables, token: str) -> None:
+        self.t = tables
+        self.md = call_metadata(token)
+        self._changed = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._channels: dict[str, raylet_pb2_grpc.RayletStub] = {}
+        self._starting: set[str] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _raylet(self, node: common_pb2.NodeInfo) -> raylet_pb2_grpc.RayletStub:
+        addr = f"{node.address}:{node.raylet_port}"
+        stub = self._channels.get(addr)
+        if stub is None:
+            stub = raylet_pb2_grpc.RayletStub(grpc.aio.insecure_channel(addr))
+            self._channels[addr] = stub
+        return stub
+
+    async def _save(self, actor: common_pb2.ActorInfo) -> None:
+        await self.t.put_actor(actor)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def create(self, actor: common_pb2.ActorInfo) -> tuple[common_pb2.ActorInfo, str]:
+        if actor.name:
+            existing_id = self.t.named.get(f"{actor.namespace}/{actor.name}")
+            existing = self.t.actors.get(existing_id or "")
+            if existing is not None and existing.state != "DEAD":
+                return existing, f"an actor named {actor.name!r} already exists in namespace {actor.namespace!r}"
+            await self.t.put_name(actor.namespace, actor.name, actor.actor_id)
+        actor.state = "PENDING"
+        await self._save(actor)
+        self.wake()
+        return actor, ""
+
+    async def get(self, actor_id: str, name: str, namespace: str, after_version: int,
+                  timeout_s: float) -> common_pb2.ActorInfo | None:
+        if not actor_id and name:
+            actor_id = self.t.named.get(f"{namespace}/{name}", "")
+        deadline = time.monotonic() + timeout_s
+        async with self._changed:
+            while True:
+                actor = self.t.actors.get(actor_id)
+                if actor is None or actor.version > after_version or time.monotonic() >= deadline:
+                    return actor
+                try:
+                    await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    return self.t.actors.get(actor_id)
+
+    async def scheduler_loop(self) -> None:
+        """Place PENDING/RESTARTING actors whenever something changed (and every second)."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            for actor in list(self.t.actors.values()):
+                if actor.state in ("PENDING", "RESTARTING") and actor.actor_id not in self._starting:
+                    node = self._pick_node(actor)
+                    if node is not None:
+                        self._starting.add(actor.actor_id)
+                        asyncio.ensure_future(self._start_on(actor, node))
+
+    def _pick_node(self, actor: common_pb2.ActorInfo) -> common_pb2.NodeInfo | None:
+        need = dict(actor.resources)
+        candidates = [n for n in self.t.nodes.values() if n.state == "ALIVE" and fits(need, dict(n.available))]
+        if not candidates:
+            return None
+        # spread actors: the node with the most free CPU first
+        return max(candidates, key=lambda n: n.available.get("CPU", 0.0))
+
+    async def _start_on(self, actor: common_pb2.ActorInfo, node: common_pb2.NodeInfo) -> None:
+        try:
+            reply = await self._raylet(node).StartActor(raylet_pb2.StartActorRequest(actor=actor),
+                                                        metadata=self.md, timeout=600)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("starting actor %s on node %s failed: %s", actor.actor_id, node.node_id, exc.details())
+            reply = None
+        finally:
+            self._starting.discard(actor.actor_id)
+        if actor.state == "DEAD":  # killed while starting
+            return
+        if reply is None or reply.no_room:
+            self.wake()
+            return
+        if reply.error:
+            actor.state = "DEAD"
+            actor.death_cause = reply.error
+        else:
+            actor.state = "ALIVE"
+            actor.address = reply.address
+            actor.node_id = node.node_id
+            actor.pid = reply.pid
+        await self._save(actor)
+
+    async def on_actor_died(self, actor_id: str, reason: str) -> None:
+        actor = self.t.actors.get(actor_id)
+        if actor is None or actor.state == "DEAD":
+            return
+        await self._restart_or_bury(actor, reason)
+
+    async def _restart_or_bury(self, actor: common_pb2.ActorInfo, reason: str) -> None:
+        if actor.max_restarts == -1 or actor.num_restarts < actor.max_restarts:
+            actor.num_restarts += 1
+            actor.state = "RESTARTING"
+            actor.address = ""
+            log.info("restarting actor %s (%d): %s", actor.actor_id, actor.num_restarts, reason)
+            await self._save(actor)
+            self.wake()
+        else:
+            await self._bury(actor, reason)
+
+    async def _bury(self, actor: common_pb2.ActorInfo, reason: str) -> None:
+        actor.state = "DEAD"
+        actor.death_cause = reason
+        actor.address = ""
+        await self._save(actor)
+        if actor.name and self.t.named.get(f"{actor.namespace}/{actor.name}") == actor.actor_id:
+            await self.t.put_name(actor.namespace, actor.name, None)
+
+    async def on_node_dead(self, node_id: str, reason: str) -> None:
+        for actor in list(self.t.actors.values()):
+            if actor.node_id == node_id and actor.state == "ALIVE":
+                await self._restart_or_bury(actor, f"its node died ({reason})")
+
+    async def kill(self, actor_id: str, no_restart: bool) -> None:
+        actor = self.t.actors.get(actor_id)
+        if actor is None or actor.state == "DEAD":
+            return
+        node = self.t.nodes.get(actor.node_id)
+        if no_restart:
+            await self._bury(actor, "killed by rt.kill()")
+        if node is not None and node.state == "ALIVE":
+            try:
+                await self._raylet(node).KillActorWorker(
+                    raylet_pb2.KillActorWorkerRequest(actor_id=actor_id, force=True), metadata=self.md, timeout=10)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("could not kill actor %s: %s", actor_id, exc.details())
+
+    async def on_job_finished(self, job_id: str) -> None:
+        for actor in list(self.t.actors.values()):
+            if actor.job_id == job_id and not actor.detached and actor.state != "DEAD":
+                await self.kill(actor.actor_id, no_restart=True)

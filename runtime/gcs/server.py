@@ -1,0 +1,252 @@
+"""The GCS process: a gRPC service over the Redis-backed tables. Nodes, health, jobs, KV, demand,
+actors (it places and restarts them). Run as `python -m runtime.gcs.server`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+
+from runtime import ids
+from runtime.auth import AioTokenServerInterceptor, read_token_file
+from runtime.constants import NODE_DEATH_TIMEOUT_S
+from runtime.gcs.actors import ActorManager
+from runtime.gcs.tables import Tables
+from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
+from runtime.resources import fits
+from runtime.session import watch_parent
+from runtime.transport import version_mismatch
+
+log = logging.getLogger("rayctl.gcs")
+
+
+def _versions_problem(v: common_pb2.Versions, what: str) -> str | None:
+    return version_mismatch({"python": v.python, "rayctl": v.rayctl, "protocol": v.protocol}, what)
+
+
+class GcsServicer(gcs_pb2_grpc.GcsServicer):
+    def __init__(self, tables: Tables, token: str, cluster_id: str, session_dir: str,
+                 death_timeout_s: float) -> None:
+        self.t = tables
+        self.token = token
+        self.cluster_id = cluster_id
+        self.session_dir = session_dir
+        self.death_timeout_s = death_timeout_s
+        self.actors = ActorManager(tables, token)
+        self._last_seen: dict[str, float] = {}
+        self._demand_dirty = asyncio.Event()
+
+    # -- nodes -------------------------------------------------------------------------------
+    async def RegisterNode(self, request: Any, context: Any) -> Any:
+        node = request.node
+        problem = _versions_problem(node.versions, "the GCS")
+        if problem:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
+        node.state = "ALIVE"
+        node.last_heartbeat = time.time()
+        await self.t.put_node(node)
+        self._last_seen[node.node_id] = time.monotonic()
+        await self.t.event("node_added", f"node {node.node_id} at {node.address} joined with {dict(node.total)}")
+        log.info("node %s registered at %s", node.node_id, node.address)
+        self.actors.wake()
+        return gcs_pb2.RegisterNodeReply(cluster_id=self.cluster_id, session_dir=self.session_dir)
+
+    async def Heartbeat(self, request: Any, context: Any) -> Any:
+        node = self.t.nodes.get(request.node_id)
+        if node is None or node.state == "DEAD":
+            return gcs_pb2.HeartbeatReply(unknown_node=True)
+        self._last_seen[request.node_id] = time.monotonic()
+        node.available.clear()
+        node.available.update(request.available)
+        node.idle_since = request.idle_since
+        node.last_heartbeat = time.time()
+        if request.load_changed:
+            load = [{"shape": dict(s.shape), "count": s.count, "infeasible": s.infeasible, "kind": s.kind}
+                    for s in request.load]
+            await self.t.put_load(request.node_id, load)
+            self._demand_dirty.set()
+            self.actors.wake()
+        return gcs_pb2.HeartbeatReply(nodes=[n for n in self.t.nodes.values() if n.state != "DEAD"])
+
+    async def GetNodes(self, request: Any, context: Any) -> Any:
+        return gcs_pb2.GetNodesReply(nodes=list(self.t.nodes.values()))
+
+    async def UnregisterNode(self, request: Any, context: Any) -> Any:
+        await self._mark_dead(request.node_id, request.reason or "node stopped")
+        return gcs_pb2.Empty()
+
+    async def _mark_dead(self, node_id: str, reason: str) -> None:
+        node = self.t.nodes.get(node_id)
+        if node is None or node.state == "DEAD":
+            return
+        node.state = "DEAD"
+        node.death_reason = reason
+        node.available.clear()
+        await self.t.put_node(node)
+        await self.t.drop_load(node_id)
+        await self.t.event("node_dead", f"node {node_id}: {reason}")
+        log.warning("node %s is dead: %s", node_id, reason)
+        self._demand_dirty.set()
+        await self.actors.on_node_dead(node_id, reason)
+
+    async def health_loop(self) -> None:
+        """Declare nodes dead after `death_timeout_s` without a heartbeat."""
+        start = time.monotonic()
+        while True:
+            await asyncio.sleep(min(0.5, self.death_timeout_s / 4))
+            now = time.monotonic()
+            for node_id, node in list(self.t.nodes.items()):
+                if node.state == "DEAD":
+                    continue
+                # after a GCS restart, every node gets a full timeout to re-appear
+                seen = self._last_seen.get(node_id, start)
+                if now - seen > self.death_timeout_s:
+                    await self._mark_dead(node_id, f"no heartbeat for {now - seen:.1f}s")
+
+    async def demand_loop(self) -> None:
+        """Publish a debounced demand-change notice (at most every 50 ms)."""
+        while True:
+            await self._demand_dirty.wait()
+            await asyncio.sleep(0.05)
+            self._demand_dirty.clear()
+            await self.t.notify_demand_changed()
+
+    # -- KV ------------------------------------------------------------------------------------
+    async def KvPut(self, request: Any, context: Any) -> Any:
+        key = self.t.key(f"kv:{request.ns}")
+        if request.overwrite:
+            await self.t.r.hset(key, request.key, request.value)
+            return gcs_pb2.KvReply(written=True)
+        written = await self.t.r.hsetnx(key, request.key, request.value)
+        return gcs_pb2.KvReply(written=bool(written))
+
+    async def KvGet(self, request: Any, context: Any) -> Any:
+        value = await self.t.r.hget(self.t.key(f"kv:{request.ns}"), request.key)
+        return gcs_pb2.KvReply(found=value is not None, value=value or b"")
+
+    async def KvDel(self, request: Any, context: Any) -> Any:
+        n = await self.t.r.hdel(self.t.key(f"kv:{request.ns}"), request.key)
+        return gcs_pb2.KvReply(found=bool(n))
+
+    async def KvKeys(self, request: Any, context: Any) -> Any:
+        keys = await self.t.r.hkeys(self.t.key(f"kv:{request.ns}"))
+        return gcs_pb2.KvReply(keys=[k.decode() for k in keys if k.decode().startswith(request.key)])
+
+    # -- jobs ----------------------------------------------------------------------------------
+    async def RegisterJob(self, request: Any, context: Any) -> Any:
+        problem = _versions_problem(request.versions, "the cluster")
+        if problem:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
+        job_id = ids.random_id(4)
+        await self.t.put_job(job_id, {"driver_address": request.driver_address, "driver_pid": request.driver_pid,
+                                      "namespace": request.namespace, "start": time.time(), "end": None})
+        return gcs_pb2.RegisterJobReply(job_id=job_id, cluster_id=self.cluster_id)
+
+    async def FinishJob(self, request: Any, context: Any) -> Any:
+        job = self.t.jobs.get(request.job_id)
+        if job is not None and job.get("end") is None:
+            job["end"] = time.time()
+            await self.t.put_job(request.job_id, job)
+            await self.actors.on_job_finished(request.job_id)
+        return gcs_pb2.Empty()
+
+    # -- actors --------------------------------------------------------------------------------
+    async def CreateActor(self, request: Any, context: Any) -> Any:
+        actor, error = await self.actors.create(request.actor)
+        return gcs_pb2.CreateActorReply(actor=actor, error=error)
+
+    async def GetActor(self, request: Any, context: Any) -> Any:
+        actor = await self.actors.get(request.actor_id, request.name, request.namespace,
+                                      request.after_version, request.timeout_s)
+        return gcs_pb2.GetActorReply(found=actor is not None, actor=actor)
+
+    async def KillActor(self, request: Any, context: Any) -> Any:
+        await self.actors.kill(request.actor_id, request.no_restart)
+        return gcs_pb2.Empty()
+
+    async def ReportActorDied(self, request: Any, context: Any) -> Any:
+        await self.actors.on_actor_died(request.actor_id, request.reason)
+        return gcs_pb2.Empty()
+
+    # -- feasibility ---------------------------------------------------------------------------
+    async def CheckFeasible(self, request: Any, context: Any) -> Any:
+        shape = dict(request.shape)
+        alive = [n for n in self.t.nodes.values() if n.state == "ALIVE"]
+        fits_now = any(fits(shape, dict(n.available)) for n in alive)
+        fits_node = any(fits(shape, dict(n.total)) for n in alive)
+        raw = await self.t.r.hget(self.t.key("kv:autoscaler"), "launchable_node_types")
+        launchable = json.loads(raw) if raw else {}
+        fits_type = any(fits(shape, res) for res in launchable.values())
+        return gcs_pb2.FeasibleReply(fits_now=fits_now, fits_a_node=fits_node, fits_launchable=fits_type)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    token = read_token_file(args.token_file)
+    client = aioredis.Redis(host=args.redis_host, port=args.redis_port, password=token)
+    for _ in range(500):
+        try:
+            await client.ping()
+            break
+        except Exception:  # noqa: BLE001 - redis may still be starting
+            await asyncio.sleep(0.01)
+    tables = Tables(client, args.cluster_id)
+    await tables.load()
+    servicer = GcsServicer(tables, token, args.cluster_id, args.session_dir, args.death_timeout_s)
+    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)],
+                             options=[("grpc.so_reuseport", 0)])
+    gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
+    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    await server.start()
+    if args.ready_file:
+        with open(args.ready_file + ".tmp", "w") as f:
+            f.write(str(port))
+        os.rename(args.ready_file + ".tmp", args.ready_file)
+    log.info("GCS listening on %s:%d (cluster %s)", args.host, port, args.cluster_id)
+    background = [asyncio.ensure_future(c) for c in
+                  (servicer.health_loop(), servicer.demand_loop(), servicer.actors.scheduler_loop())]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.parent_pid:
+        background.append(asyncio.ensure_future(watch_parent(args.parent_pid, stop.set)))
+    await stop.wait()
+    for task in background:
+        task.cancel()
+    await server.stop(0.5)
+    await client.aclose()
+    if args.owned_redis_pid:
+        try:
+            os.kill(args.owned_redis_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="rayctl global control store")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--redis-host", default="127.0.0.1")
+    p.add_argument("--redis-port", type=int, required=True)
+    p.add_argument("--token-file", required=True)
+    p.add_argument("--cluster-id", required=True)
+    p.add_argument("--session-dir", required=True)
+    p.add_argument("--ready-file", default="")
+    p.add_argument("--parent-pid", type=int, default=0, help="stop when this process exits")
+    p.add_argument("--owned-redis-pid", type=int, default=0, help="stop this Redis on exit")
+    p.add_argument("--death-timeout-s", type=float, default=NODE_DEATH_TIMEOUT_S)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

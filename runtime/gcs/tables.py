@@ -1,0 +1,84 @@
+"""The GCS's durable tables: every write goes to Redis (one key prefix per cluster) before the
+in-memory copy answers reads, so a restarted GCS reloads all of it.
+
+Keys (prefix = "rayctl:<cluster_id>:"):
+  nodes            hash node_id  -> NodeInfo (protobuf bytes)
+  actors           hash actor_id -> ActorInfo (protobuf bytes)
+  named_actors     hash "<namespace>/<name>" -> actor_id
+  jobs             hash job_id   -> JSON {driver_address, driver_pid, namespace, start, end}
+  kv:<ns>          hash key      -> value (internal KV)
+  load             hash node_id  -> JSON [{shape, count, infeasible, kind}]  (the demand)
+  demand_changed   pub/sub channel: a debounced notice when any node's load changes
+  events           stream of {kind, message, time}
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from runtime.protocol import common_pb2
+
+
+class Tables:
+    def __init__(self, client: aioredis.Redis, cluster_id: str) -> None:
+        self.r = client
+        self.prefix = f"rayctl:{cluster_id}:"
+        self.nodes: dict[str, common_pb2.NodeInfo] = {}
+        self.actors: dict[str, common_pb2.ActorInfo] = {}
+        self.named: dict[str, str] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    async def load(self) -> None:
+        """Reload every table from Redis (GCS start or restart)."""
+        for node_id, raw in (await self.r.hgetall(self.key("nodes"))).items():
+            info = common_pb2.NodeInfo()
+            info.ParseFromString(raw)
+            self.nodes[node_id.decode()] = info
+        for actor_id, raw in (await self.r.hgetall(self.key("actors"))).items():
+            actor = common_pb2.ActorInfo()
+            actor.ParseFromString(raw)
+            self.actors[actor_id.decode()] = actor
+        self.named = {k.decode(): v.decode() for k, v in (await self.r.hgetall(self.key("named_actors"))).items()}
+        self.jobs = {k.decode(): json.loads(v) for k, v in (await self.r.hgetall(self.key("jobs"))).items()}
+
+    async def put_node(self, info: common_pb2.NodeInfo) -> None:
+        await self.r.hset(self.key("nodes"), info.node_id, info.SerializeToString())
+        self.nodes[info.node_id] = info
+
+    async def put_actor(self, actor: common_pb2.ActorInfo) -> None:
+        actor.version += 1
+        await self.r.hset(self.key("actors"), actor.actor_id, actor.SerializeToString())
+        self.actors[actor.actor_id] = actor
+
+    async def put_name(self, namespace: str, name: str, actor_id: str | None) -> None:
+        key = f"{namespace}/{name}"
+        if actor_id is None:
+            await self.r.hdel(self.key("named_actors"), key)
+            self.named.pop(key, None)
+        else:
+            await self.r.hset(self.key("named_actors"), key, actor_id)
+            self.named[key] = actor_id
+
+    async def put_job(self, job_id: str, job: dict[str, Any]) -> None:
+        await self.r.hset(self.key("jobs"), job_id, json.dumps(job))
+        self.jobs[job_id] = job
+
+    async def put_load(self, node_id: str, load: list[dict[str, Any]]) -> None:
+        await self.r.hset(self.key("load"), node_id, json.dumps(load))
+
+    async def drop_load(self, node_id: str) -> None:
+        await self.r.hdel(self.key("load"), node_id)
+
+    async def notify_demand_changed(self) -> None:
+        await self.r.publish(self.key("demand_changed"), str(time.time()))
+
+    async def event(self, kind: str, message: str) -> None:
+        await self.r.xadd(self.key("events"), {"kind": kind, "message": message, "time": str(time.time())},
+                          maxlen=10000, approximate=True)

@@ -1,0 +1,54 @@
+from runtime.protocol import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RayletEmpty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StartActorRequest(_message.Message):
+    __slots__ = ("actor",)
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    actor: _common_pb2.ActorInfo
+    def __init__(self, actor: _Optional[_Union[_common_pb2.ActorInfo, _Mapping]] = ...) -> None: ...
+
+class StartActorReply(_message.Message):
+    __slots__ = ("address", "pid", "error", "no_room")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    NO_ROOM_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    pid: int
+    error: str
+    no_room: bool
+    def __init__(self, address: _Optional[str] = ..., pid: _Optional[int] = ..., error: _Optional[str] = ..., no_room: _Optional[bool] = ...) -> None: ...
+
+class KillActorWorkerRequest(_message.Message):
+    __slots__ = ("actor_id", "force")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    force: bool
+    def __init__(self, actor_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class NodeStatsReply(_message.Message):
+    __slots__ = ("node", "num_workers", "num_idle_workers", "object_store_used", "object_store_capacity", "load")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NUM_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_IDLE_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_STORE_USED_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_STORE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    node: _common_pb2.NodeInfo
+    num_workers: int
+    num_idle_workers: int
+    object_store_used: int
+    object_store_capacity: int
+    load: _containers.RepeatedCompositeFieldContainer[_common_pb2.ShapeCount]
+    def __init__(self, node: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., num_workers: _Optional[int] = ..., num_idle_workers: _Optional[int] = ..., object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ...) -> None: ...

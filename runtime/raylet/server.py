@@ -1,0 +1,383 @@
+"""The raylet: one per node. Owns the node's resources, its worker pool, its object store; grants
+worker leases to drivers and workers over the node-local transport; serves the GCS over gRPC;
+reports resources and queued demand to the GCS a few times a second.
+Run as `python -m runtime.raylet.server`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from runtime import ids
+from runtime.auth import AioTokenServerInterceptor, call_metadata, read_token_file
+from runtime.constants import HEARTBEAT_INTERVAL_S, PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
+from runtime.object_store import ObjectStore
+from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
+from runtime.raylet.worker_pool import Worker, WorkerPool
+from runtime.resources import add, fits, shape_key, subtract
+from runtime.session import record_pid, watch_parent
+from runtime.transport import Connection, serve
+
+log = logging.getLogger("rayctl.raylet")
+
+
+@dataclass(eq=False)
+class LeaseRequest:
+    shape: dict[str, float]
+    owner: Connection
+    future: asyncio.Future[dict[str, Any]]
+
+
+class Raylet:
+    def __init__(self, args: argparse.Namespace, token: str) -> None:
+        self.args = args
+        self.token = token
+        self.node_id: str = args.node_id
+        self.host: str = args.host
+        self.total: dict[str, float] = json.loads(args.resources)
+        self.available = dict(self.total)
+        self.queue: list[LeaseRequest] = []
+        self.leases: dict[str, tuple[Worker, dict[str, float]]] = {}
+        self.backlogs: dict[Connection, dict[tuple[tuple[str, float], ...], int]] = defaultdict(dict)
+        self.drivers: dict[Connection, str] = {}
+        self.actor_workers: dict[str, tuple[Worker, dict[str, float]]] = {}
+        self.cluster_view: list[common_pb2.NodeInfo] = []
+        self.idle_since = time.time()
+        self.load_changed = True
+        self.shm_dir = os.path.join(args.shm_root, f"rayctl-{self.node_id}")
+        self.store = ObjectStore(self.shm_dir, args.object_store_memory,
+                                 os.path.join(args.session_dir, "spill", self.node_id))
+        self.pool: WorkerPool | None = None
+        self.gcs: gcs_pb2_grpc.GcsStub | None = None
+        self.md = call_metadata(token)
+        self.stopping = asyncio.Event()
+
+    # -- leases ----------------------------------------------------------------------------
+    def request_lease(self, conn: Connection, payload: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        shape = payload["shape"]
+        self.backlogs[conn][shape_key(shape)] = payload.get("backlog", 1)
+        self.load_changed = True
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_event_loop().create_future()
+        self.queue.append(LeaseRequest(shape, conn, fut))
+        self.dispatch()
+        return fut
+
+    def dispatch(self) -> None:
+        """Grant queued leases in order while resources allow (a shape that does not fit now
+        does not block smaller shapes behind it)."""
+        for req in list(self.queue):
+            if req.future.done():
+                self.queue.remove(req)
+                continue
+            if fits(req.shape, self.available):
+                self.queue.remove(req)
+                subtract(self.available, req.shape)
+                asyncio.ensure_future(self._grant(req))
+        self._update_idle()
+
+    async def _grant(self, req: LeaseRequest) -> None:
+        assert self.pool is not None
+        try:
+            worker = await self.pool.acquire()
+        except Exception as exc:  # noqa: BLE001
+            add(self.available, req.shape)
+            if not req.future.done():
+                req.future.set_exception(exc)
+            return
+        if req.future.done() or not req.owner.is_open:  # the owner went away meanwhile
+            add(self.available, req.shape)
+            self.pool.release(worker)
+            self.dispatch()
+            return
+        lease_id = ids.random_id(6)
+        worker.lease_id = lease_id
+        worker.owner = req.owner
+        self.leases[lease_id] = (worker, req.shape)
+        req.future.set_result({"lease_id": lease_id, "worker_id": worker.worker_id, "address": worker.address,
+                               "node_id": self.node_id})
+
+    def return_lease(self, lease_id: str, kill: bool = False) -> None:
+        entry = self.leases.pop(lease_id, None)
+        if entry is None:
+            return
+        worker, shape = entry
+        add(self.available, shape)
+        assert self.pool is not None
+        if kill:
+            self.pool.kill(worker)
+        else:
+            self.pool.release(worker)
+        self.dispatch()
+
+    def _update_idle(self) -> None:
+        busy = bool(self.leases) or bool(self.actor_workers) or bool(self.queue)
+        if busy:
+            self.idle_since = 0.0
+        elif not self.idle_since:
+            self.idle_since = time.time()
+
+    def on_worker_death(self, worker: Worker, code: int) -> None:
+        if worker.lease_id:
+            self.return_lease(worker.lease_id)
+        if worker.actor_id:
+            entry = self.actor_workers.pop(worker.actor_id, None)
+            if entry is not None:
+                add(self.available, entry[1])
+                asyncio.ensure_future(self._report_actor_died(worker.actor_id, code))
+            self.dispatch()
+
+    async def _report_actor_died(self, actor_id: str, code: int) -> None:
+        if self.gcs is None or self.stopping.is_set():
+            return
+        try:
+            await self.gcs.ReportActorDied(gcs_pb2.ActorDiedRequest(
+                actor_id=actor_id, reason=f"the actor's worker process exited (code {code})"), metadata=self.md)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not report actor %s death: %s", actor_id, exc.details())
+
+    def on_connection_closed(self, conn: Connection) -> None:
+        """A driver or worker went away: drop its queued requests, return its leases."""
+        for req in list(self.queue):
+            if req.owner is conn:
+                self.queue.remove(req)
+        if self.backlogs.pop(conn, None):
+            self.load_changed = True
+        for lease_id, (worker, _) in list(self.leases.items()):
+            if worker.owner is conn:
+                self.return_lease(lease_id)
+        job_id = self.drivers.pop(conn, None)
+        if job_id and self.gcs is not None and not self.stopping.is_set():
+            asyncio.ensure_future(self.gcs.FinishJob(gcs_pb2.JobIdRequest(job_id=job_id), metadata=self.md))
+        self.dispatch()
+
+    def load(self) -> list[common_pb2.ShapeCount]:
+        totals: dict[tuple[tuple[str, float], ...], int] = defaultdict(int)
+        for backlog in self.backlogs.values():
+            for key, count in backlog.items():
+                totals[key] += count
+        nodes = self.cluster_view or []
+        result = []
+        for key, count in totals.items():
+            if count <= 0:
+                continue
+            shape = dict(key)
+            feasible = fits(shape, self.total) or any(fits(shape, dict(n.total)) for n in nodes)
+            result.append(common_pb2.ShapeCount(shape=shape, count=count, infeasible=not feasible, kind="task"))
+        return result
+
+    # -- the node-local transport --------------------------------------------------------------
+    def handle(self, conn: Connection, method: str, payload: Any) -> Any:
+        if method == "lease":
+            return self.request_lease(conn, payload)
+        if method == "return_lease":
+            self.return_lease(payload["lease_id"], payload.get("kill", False))
+            return None
+        if method == "backlog":
+            self.backlogs[conn][shape_key(payload["shape"])] = payload["count"]
+            self.load_changed = True
+            return None
+        if method == "seal":
+            self.store.add(payload["object_id"], payload["size"], primary=True)
+            return None
+        if method == "get_path":
+            return self.store.get_path(payload)
+        if method == "free":
+            for object_id in payload:
+                self.store.delete(object_id)
+            return None
+        if method == "register_worker":
+            assert self.pool is not None
+            if not conn.on_close:
+                conn.on_close.append(self.on_connection_closed)
+            worker = self.pool.on_registered(payload["worker_id"], conn, payload["address"])
+            if worker is not None:
+                self.dispatch()
+            return {"node_id": self.node_id}
+        if method == "register_driver":
+            self.drivers[conn] = payload["job_id"]
+            return {"node_id": self.node_id, "shm_dir": self.shm_dir}
+        if method == "hello":
+            conn.on_close.append(self.on_connection_closed)
+            return {"node_id": self.node_id, "shm_dir": self.shm_dir, "resources": self.total}
+        raise ValueError(f"unknown raylet method {method!r}")
+
+    # -- actors (called by the GCS over gRPC) --------------------------------------------------
+    async def start_actor(self, actor: common_pb2.ActorInfo) -> raylet_pb2.StartActorReply:
+        need = dict(actor.resources)
+        if not fits(need, self.available):
+            return raylet_pb2.StartActorReply(no_room=True)
+        subtract(self.available, need)
+        self._update_idle()
+        assert self.pool is not None
+        worker = await self.pool.acquire()
+        worker.actor_id = actor.actor_id
+        self.actor_workers[actor.actor_id] = (worker, need)
+        assert worker.conn is not None
+        try:
+            await worker.conn.request("create_actor", {
+                "actor_id": actor.actor_id, "spec": actor.creation_spec, "job_id": actor.job_id})
+        except Exception as exc:  # noqa: BLE001 - the constructor failed or the worker died
+            self.actor_workers.pop(actor.actor_id, None)
+            worker.actor_id = ""
+            add(self.available, need)
+            self.pool.kill(worker)
+            self.dispatch()
+            return raylet_pb2.StartActorReply(error=str(exc) or repr(exc))
+        return raylet_pb2.StartActorReply(address=worker.address, pid=worker.pid)
+
+    def kill_actor_worker(self, actor_id: str) -> None:
+        entry = self.actor_workers.get(actor_id)
+        if entry is not None and self.pool is not None:
+            self.pool.kill(entry[0])
+
+    # -- GCS link -----------------------------------------------------------------------------
+    def node_info(self) -> common_pb2.NodeInfo:
+        return common_pb2.NodeInfo(
+            node_id=self.node_id, address=self.host, raylet_port=self.args.grpc_port_bound,
+            local_port=self.args.local_port_bound, shm_dir=self.shm_dir, total=self.total,
+            available=self.available, state="ALIVE", instance_id=os.environ.get("RAYCTL_INSTANCE_ID", ""),
+            node_type=os.environ.get("RAYCTL_NODE_TYPE", ""), is_head=self.args.head,
+            versions=common_pb2.Versions(python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=PROTOCOL_VERSION))
+
+    async def register(self) -> None:
+        assert self.gcs is not None
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await self.gcs.RegisterNode(gcs_pb2.RegisterNodeRequest(node=self.node_info()),
+                                            metadata=self.md, timeout=5)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
+                    raise SystemExit(f"the GCS refused this node: {exc.details()}") from None
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"cannot reach the GCS at {self.args.gcs_address}: {exc.details()}") from None
+                await asyncio.sleep(0.02)
+
+    async def heartbeat_loop(self) -> None:
+        assert self.gcs is not None
+        last_ok = time.monotonic()
+        while not self.stopping.is_set():
+            changed = self.load_changed
+            self.load_changed = False
+            req = gcs_pb2.HeartbeatRequest(node_id=self.node_id, available=self.available,
+                                           load=self.load() if changed else [], idle_since=self.idle_since,
+                                           load_changed=changed)
+            try:
+                reply = await self.gcs.Heartbeat(req, metadata=self.md, timeout=2)
+                last_ok = time.monotonic()
+                if reply.unknown_node:
+                    await self.register()
+                    self.load_changed = True
+                else:
+                    self.cluster_view = list(reply.nodes)
+            except grpc.aio.AioRpcError:
+                self.load_changed = self.load_changed or changed
+                if time.monotonic() - last_ok > self.args.gcs_lost_timeout_s:
+                    log.error("GCS unreachable for %.0fs: stopping this node", self.args.gcs_lost_timeout_s)
+                    self.stopping.set()
+                    return
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+
+
+class RayletServicer(raylet_pb2_grpc.RayletServicer):
+    def __init__(self, raylet: Raylet) -> None:
+        self.r = raylet
+
+    async def StartActor(self, request: Any, context: Any) -> Any:
+        return await self.r.start_actor(request.actor)
+
+    async def KillActorWorker(self, request: Any, context: Any) -> Any:
+        self.r.kill_actor_worker(request.actor_id)
+        return raylet_pb2.RayletEmpty()
+
+    async def GetNodeStats(self, request: Any, context: Any) -> Any:
+        assert self.r.pool is not None
+        stats = self.r.store.stats()
+        return raylet_pb2.NodeStatsReply(
+            node=self.r.node_info(), num_workers=len(self.r.pool.workers), num_idle_workers=len(self.r.pool.idle),
+            object_store_used=stats.used_bytes, object_store_capacity=stats.capacity_bytes, load=self.r.load())
+
+    async def Shutdown(self, request: Any, context: Any) -> Any:
+        self.r.stopping.set()
+        return raylet_pb2.RayletEmpty()
+
+
+async def run(args: argparse.Namespace) -> None:
+    token = read_token_file(args.token_file)
+    raylet = Raylet(args, token)
+    local_server = await serve(args.host, args.local_port, token, raylet.handle)
+    args.local_port_bound = local_server.sockets[0].getsockname()[1]
+    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)])
+    raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
+    args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
+    await server.start()
+    raylet.pool = WorkerPool(
+        node_id=raylet.node_id, local_port=args.local_port_bound, host=args.host, token_file=args.token_file,
+        log_dir=os.path.join(args.session_dir, "logs"), shm_dir=raylet.shm_dir, gcs_address=args.gcs_address,
+        session_dir=args.session_dir, on_death=raylet.on_worker_death,
+        record_pid=lambda name, pid: record_pid(args.session_dir, f"{name}", pid))
+    for _ in range(args.prestart):
+        await raylet.pool.start_worker()
+    raylet.gcs = gcs_pb2_grpc.GcsStub(grpc.aio.insecure_channel(args.gcs_address))
+    await raylet.register()
+    if args.ready_file:
+        with open(args.ready_file + ".tmp", "w") as f:
+            json.dump({"node_id": raylet.node_id, "local_port": args.local_port_bound,
+                       "grpc_port": args.grpc_port_bound, "shm_dir": raylet.shm_dir}, f)
+        os.rename(args.ready_file + ".tmp", args.ready_file)
+    log.info("raylet %s up: local %d, grpc %d, resources %s", raylet.node_id, args.local_port_bound,
+             args.grpc_port_bound, raylet.total)
+    hb = asyncio.ensure_future(raylet.heartbeat_loop())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, raylet.stopping.set)
+    if args.parent_pid:
+        asyncio.ensure_future(watch_parent(args.parent_pid, raylet.stopping.set))
+    await raylet.stopping.wait()
+    hb.cancel()
+    try:
+        await raylet.gcs.UnregisterNode(gcs_pb2.NodeIdRequest(node_id=raylet.node_id, reason="node stopped"),
+                                        metadata=raylet.md, timeout=1)
+    except grpc.aio.AioRpcError:
+        pass
+    await raylet.pool.shutdown()
+    local_server.close()
+    await server.stop(0.2)
+    raylet.store.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="rayctl raylet")
+    p.add_argument("--node-id", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--local-port", type=int, default=0)
+    p.add_argument("--gcs-address", required=True)
+    p.add_argument("--token-file", required=True)
+    p.add_argument("--resources", required=True, help="JSON map of resource totals")
+    p.add_argument("--object-store-memory", type=int, required=True)
+    p.add_argument("--session-dir", required=True)
+    p.add_argument("--shm-root", required=True)
+    p.add_argument("--prestart", type=int, default=0)
+    p.add_argument("--head", action="store_true")
+    p.add_argument("--parent-pid", type=int, default=0, help="stop when this process exits")
+    p.add_argument("--ready-file", default="")
+    p.add_argument("--gcs-lost-timeout-s", type=float, default=60.0)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The raylet's pool of Python worker processes: prestarted, reused across leases, replaced when
+they die. A worker connects back over the node-local transport and says which port it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime import ids
+from runtime.transport import Connection
+
+log = logging.getLogger("rayctl.raylet.pool")
+
+
+@dataclass(eq=False)
+class Worker:
+    worker_id: str
+    proc: asyncio.subprocess.Process
+    conn: Connection | None = None
+    address: str = ""
+    lease_id: str = ""
+    actor_id: str = ""
+    owner: Connection | None = None
+    registered: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_event_loop().create_future())
+    dead: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class WorkerPool:
+    def __init__(self, *, node_id: str, local_port: int, host: str, token_file: str, log_dir: str,
+                 shm_dir: str, gcs_address: str, session_dir: str,
+                 on_death: Callable[[Worker, int], None], record_pid: Callable[[str, int], None]) -> None:
+        self.node_id = node_id
+        self.local_port = local_port
+        self.host = host
+        self.token_file = token_file
+        self.log_dir = log_dir
+        self.shm_dir = shm_dir
+        self.gcs_address = gcs_address
+        self.session_dir = session_dir
+        self.on_death = on_death
+        self.record_pid = record_pid
+        self.workers: dict[str, Worker] = {}
+        self.idle: list[Worker] = []
+        self._waiters: list[asyncio.Future[Worker]] = []
+        self.starting = 0
+
+    async def start_worker(self) -> Worker:
+        worker_id = ids.random_id(6)
+        env = dict(os.environ)
+        env.update({
+            "RAYCTL_WORKER_ID": worker_id, "RAYCTL_NODE_ID": self.node_id, "RAYCTL_NODE_HOST": self.host,
+            "RAYCTL_RAYLET_LOCAL_PORT": str(self.local_port), "RAYCTL_TOKEN_FILE": self.token_file,
+            "RAYCTL_SHM_DIR": self.shm_dir, "RAYCTL_GCS_ADDRESS": self.gcs_address,
+            "RAYCTL_SESSION_DIR": self.session_dir, "RAYCTL_LOG_DIR": self.log_dir,
+        })
+        env.pop("RAYCTL_TOKEN", None)
+        out = open(os.path.join(self.log_dir, f"worker-{worker_id}.out"), "ab")
+        err = open(os.path.join(self.log_dir, f"worker-{worker_id}.err"), "ab")
+        self.starting += 1
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "runtime.worker", env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=out, stderr=err)
+        finally:
+            out.close()
+            err.close()
+        worker = Worker(worker_id, proc)
+        self.workers[worker_id] = worker
+        self.record_pid(f"worker-{worker_id}", proc.pid)
+        asyncio.ensure_future(self._watch(worker))
+        return worker
+
+    async def _watch(self, worker: Worker) -> None:
+        code = await worker.proc.wait()
+        worker.dead = True
+        if not worker.registered.done():
+            self.starting -= 1
+            worker.registered.set_exception(RuntimeError(f"worker exited with code {code} before registering"))
+            worker.registered.exception()
+        self.workers.pop(worker.worker_id, None)
+        if worker in self.idle:
+            self.idle.remove(worker)
+        log.info("worker %s (pid %d) exited with code %s", worker.worker_id, worker.pid, code)
+        self.on_death(worker, code)
+
+    def on_registered(self, worker_id: str, conn: Connection, address: str) -> Worker | None:
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return None
+        worker.conn = conn
+        worker.address = address
+        if not worker.registered.done():
+            self.starting -= 1
+            worker.registered.set_result(None)
+        self.release(worker)
+        return worker
+
+    def release(self, worker: Worker) -> None:
+        """Return a worker to the idle list (or hand it to someone waiting)."""
+        worker.lease_id = ""
+        worker.owner = None
+        if worker.dead:
+            return
+        while self._waiters:
+            fut = self._waiters.pop(0)
+            if not fut.done():
+                fut.set_result(worker)
+                return
+        self.idle.append(worker)
+
+    async def acquire(self) -> Worker:
+        """An idle worker, starting a new one when none is free."""
+        while self.idle:
+            worker = self.idle.pop()
+            if not worker.dead:
+                return worker
+        fut: asyncio.Future[Worker] = asyncio.get_event_loop().create_future()
+        self._waiters.append(fut)
+        if self.starting < len(self._waiters):
+            asyncio.ensure_future(self._start_quietly())
+        return await fut
+
+    async def _start_quietly(self) -> None:
+        try:
+            await self.start_worker()
+        except Exception:
+            log.exception("could not start a worker")
+
+    def kill(self, worker: Worker, force: bool = True) -> None:
+        if worker.dead:
+            return
+        try:
+            worker.proc.kill() if force else worker.proc.terminate()
+        except ProcessLookupError:
+            pass
+
+    async def shutdown(self, grace_s: float = 1.0) -> None:
+        for worker in list(self.workers.values()):
+            try:
+                worker.proc.terminate()
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        for worker in list(self.workers.values()):
+            try:
+                await asyncio.wait_for(worker.proc.wait(), max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                self.kill(worker)
+                await worker.proc.wait()
+
+    def stats(self) -> dict[str, Any]:
+        return {"workers": len(self.workers), "idle": len(self.idle)}

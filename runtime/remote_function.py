@@ -1,0 +1,122 @@
+"""`@remote` on a function: `.remote()` submits a task, `.options()` overrides its settings."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from typing import Any
+
+from runtime import ids
+from runtime.constants import DEFAULT_MAX_RETRIES, INLINE_OBJECT_MAX_BYTES
+from runtime.object_ref import ObjectRef
+from runtime.resources import task_shape
+from runtime.serialization import dumps_function, serialize
+from runtime.task_submitter import TaskState
+
+TASK_OPTIONS = {"num_cpus", "num_gpus", "memory", "resources", "num_returns", "max_retries",
+                "retry_exceptions", "scheduling_strategy", "name", "runtime_env", "accelerator_type"}
+
+
+def check_options(options: dict[str, Any], allowed: set[str], what: str) -> None:
+    unknown = set(options) - allowed
+    if unknown:
+        import difflib
+
+        hints = []
+        for key in sorted(unknown):
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise TypeError(f"unknown option(s) for {what}: {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def encode_args(cw: Any, fn_name: str, signature: inspect.Signature | None, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any], list[str]]:
+    """Arguments as they travel: ObjectRefs kept for resolution, everything else serialized now
+    (so later mutation in the caller does not change what the task sees)."""
+    if signature is not None:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"wrong arguments for {fn_name}(): {exc}") from None
+    ref_ids: list[str] = []
+
+    def one(value: Any, label: str) -> Any:
+        if isinstance(value, ObjectRef):
+            if cw.refs.get_entry(value.id) is not None:
+                ref_ids.append(value.id)
+            return ("ref", value)
+        try:
+            data = serialize(value)
+        except Exception as exc:
+            raise TypeError(f"could not serialize {label} of {fn_name}() ({type(value).__name__}): {exc}") from exc
+        if data.contained_refs:
+            cw.refs.mark_escaped(data.contained_refs)
+        if data.size > INLINE_OBJECT_MAX_BYTES:
+            ref = cw.put_serialized(cw.task_ids.next() + "00", data)
+            ref_ids.append(ref.id)
+            return ("ref", ref)
+        return ("v", *data.inline())
+
+    enc_args = [one(a, f"argument {i} ") for i, a in enumerate(args)]
+    enc_kwargs = {k: one(v, f"argument {k!r}") for k, v in kwargs.items()}
+    return enc_args, enc_kwargs, ref_ids
+
+
+def make_returns(cw: Any, task_id: str, num_returns: int) -> tuple[list[str], list[ObjectRef]]:
+    return_ids = [ids.object_id_for(task_id, i + 1) for i in range(num_returns)]
+    refs = [cw.new_owned_ref(oid) for oid in return_ids]
+    return return_ids, refs
+
+
+class RemoteFunction:
+    def __init__(self, fn: Any, options: dict[str, Any]) -> None:
+        check_options(options, TASK_OPTIONS, f"remote function {fn.__name__}")
+        self._fn = fn
+        self._options = options
+        self._name = fn.__name__
+        self._pickled: bytes | None = None
+        self._fn_id = ""
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            self._signature = None
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"remote function {self._name} cannot be called directly; use {self._name}.remote()")
+
+    def options(self, **options: Any) -> RemoteFunction:
+        check_options(options, TASK_OPTIONS, f"remote function {self._name}")
+        clone = RemoteFunction.__new__(RemoteFunction)
+        clone.__dict__.update(self.__dict__)
+        clone._options = {**self._options, **options}
+        return clone
+
+    def _ensure_pickled(self) -> None:
+        if self._pickled is None:
+            self._pickled = dumps_function(self._fn)
+            self._fn_id = hashlib.sha1(self._pickled).hexdigest()[:16]
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        from runtime.api import _core
+
+        cw = _core()
+        self._ensure_pickled()
+        opts = self._options
+        num_returns = int(opts.get("num_returns", 1))
+        shape = task_shape(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"),
+                           opts.get("resources"), default_cpus=1)
+        enc_args, enc_kwargs, ref_ids = encode_args(cw, self._name, self._signature, args, kwargs)
+        task_id = cw.task_ids.next()
+        return_ids, refs = make_returns(cw, task_id, num_returns)
+        spec = {"task_id": task_id, "fn_id": self._fn_id, "fn_bytes": self._pickled,
+                "name": opts.get("name") or self._name, "args": enc_args, "kwargs": enc_kwargs,
+                "num_returns": num_returns, "return_ids": return_ids}
+        cw.refs.add_submitted(ref_ids)
+        max_retries = int(opts.get("max_retries", DEFAULT_MAX_RETRIES))
+        cw.tasks.submit(TaskState(spec, shape, return_ids, ref_ids, max_retries,
+                                  opts.get("retry_exceptions", False)))
+        if num_returns == 1:
+            return refs[0]
+        return refs

@@ -1,0 +1,334 @@
+"""Submitting normal tasks: resolve arguments, lease workers from the raylet per resource shape,
+push tasks straight to leased workers (no gRPC on the per-task path), retry on worker death.
+
+A lease is kept while tasks of its shape are queued and returned after a short linger, so a loop
+of `get(f.remote())` reuses one worker instead of asking the raylet each time. The raylet is told
+the backlog (every queued task counts) so the autoscaler sees real demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runtime.exceptions import TaskCancelledError, TaskError, WorkerCrashedError
+from runtime.object_ref import ObjectRef
+from runtime.resources import shape_key
+from runtime.transport import Connection, ConnectionLost
+
+if TYPE_CHECKING:
+    from runtime.core_worker import CoreWorker
+
+LEASE_LINGER_S = 0.02
+MAX_LEASE_REQUESTS_IN_FLIGHT = 16
+INFEASIBLE_WARNING_AFTER_S = 2.0
+
+
+@dataclass(eq=False)
+class TaskState:
+    spec: dict[str, Any]
+    shape: dict[str, float]
+    return_ids: list[str]
+    ref_args: list[str]  # owned objects passed as top-level args (counted while the task runs)
+    retries_left: int
+    retry_exceptions: bool | list[type]
+    unresolved: int = 0
+    cancelled: bool = False
+    lease: Lease | None = None
+
+
+@dataclass(eq=False)
+class Lease:
+    lease_id: str
+    conn: Connection
+    queue: ShapeQueue
+    busy: TaskState | None = None
+    linger: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class ShapeQueue:
+    shape: dict[str, float]
+    pending: deque[TaskState] = field(default_factory=deque)
+    leases: list[Lease] = field(default_factory=list)
+    requesting: int = 0
+    reported_backlog: int = -1
+    report_scheduled: bool = False
+
+
+class TaskSubmitter:
+    def __init__(self, cw: CoreWorker) -> None:
+        self.cw = cw
+        self.queues: dict[tuple[tuple[str, float], ...], ShapeQueue] = {}
+        self.by_task: dict[str, TaskState] = {}
+        self._inbox: list[TaskState] = []
+        self._inbox_lock = __import__("threading").Lock()
+
+    # -- from user threads -----------------------------------------------------------------------
+    def submit(self, state: TaskState) -> None:
+        with self._inbox_lock:
+            self._inbox.append(state)
+            first = len(self._inbox) == 1
+        if first:
+            self.cw.call_soon(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        with self._inbox_lock:
+            batch, self._inbox = self._inbox, []
+        touched = set()
+        for state in batch:
+            self.by_task[state.spec["task_id"]] = state
+            self._resolve_args(state)
+            if state.unresolved == 0:
+                touched.add(self._enqueue(state))
+        for q in touched:
+            self._pump(q)
+
+    # -- argument resolution --------------------------------------------------------------------
+    def _resolve_args(self, state: TaskState) -> None:
+        for where, value in _ref_slots(state.spec):
+            state.unresolved += 1
+            self.resolve_arg(state, where, value, lambda st=state: self._pump(self._enqueue(st)))
+
+    def resolve_arg(self, state: TaskState, where: tuple[str, Any], ref: ObjectRef,
+                    on_all_resolved: Callable[[], None]) -> None:
+        """Replace one ("ref", ref) argument by its value or location once ready (on the I/O
+        thread); call `on_all_resolved` when it was the last one."""
+        cw = self.cw
+
+        def fill(status: dict[str, Any]) -> None:
+            if status["error"] is not None:
+                encoded: tuple[Any, ...] = ("e", status["error"])
+            elif status["inline"] is not None:
+                encoded = ("v", *status["inline"])
+            else:
+                encoded = ("s", ref.id, status["location"])
+            container, key = where
+            state.spec[container][key] = encoded
+            state.unresolved -= 1
+            if state.unresolved == 0:
+                on_all_resolved()
+
+        entry = cw.refs.get_entry(ref.id)
+        if entry is not None:
+            def ready() -> None:
+                cw.loop.call_soon_threadsafe(fill, {"inline": entry.inline, "location": entry.location,
+                                                    "error": entry.error})
+            if not cw.refs.on_ready(ref.id, ready):
+                ready()
+            return
+
+        async def ask_owner() -> None:
+            try:
+                conn = await cw.connection(ref.owner_address)
+                fill(await conn.request("get_object", ref.id))
+            except (ConnectionLost, OSError) as exc:
+                from runtime.exceptions import OwnerDiedError
+
+                fill({"error": OwnerDiedError(f"owner of {ref} is gone: {exc}"), "inline": None, "location": None})
+
+        asyncio.ensure_future(ask_owner())
+
+    # -- queues and leases ------------------------------------------------------------------------
+    def _enqueue(self, state: TaskState) -> ShapeQueue:
+        key = shape_key(state.shape)
+        q = self.queues.get(key)
+        if q is None:
+            q = self.queues[key] = ShapeQueue(state.shape)
+        q.pending.append(state)
+        return q
+
+    def _pump(self, q: ShapeQueue) -> None:
+        for lease in q.leases:
+            if not q.pending:
+                break
+            if lease.busy is None:
+                self._push(lease, q.pending.popleft())
+        wanted = len(q.pending) - q.requesting
+        while wanted > 0 and q.requesting < MAX_LEASE_REQUESTS_IN_FLIGHT:
+            q.requesting += 1
+            wanted -= 1
+            asyncio.ensure_future(self._request_lease(q))
+        self._schedule_backlog_report(q)
+
+    def _schedule_backlog_report(self, q: ShapeQueue) -> None:
+        if q.report_scheduled or len(q.pending) == q.reported_backlog:
+            return
+        q.report_scheduled = True
+
+        def report() -> None:
+            q.report_scheduled = False
+            if len(q.pending) != q.reported_backlog and self.cw.raylet.is_open:
+                q.reported_backlog = len(q.pending)
+                self.cw.raylet.send("backlog", {"shape": q.shape, "count": q.reported_backlog})
+
+        self.cw.loop.call_later(0.05, report)
+
+    async def _request_lease(self, q: ShapeQueue) -> None:
+        cw = self.cw
+        warn = cw.loop.call_later(INFEASIBLE_WARNING_AFTER_S, self._maybe_warn, q)
+        try:
+            grant = await cw.raylet.request("lease", {"shape": q.shape, "backlog": len(q.pending)})
+            conn = await cw.connection(grant["address"])
+        except (ConnectionLost, OSError) as exc:
+            q.requesting -= 1
+            self._fail_pending(q, WorkerCrashedError(f"could not lease a worker: {exc}"))
+            return
+        finally:
+            warn.cancel()
+        q.requesting -= 1
+        lease = Lease(grant["lease_id"], conn, q)
+        q.leases.append(lease)
+        if q.pending:
+            self._push(lease, q.pending.popleft())
+            self._pump(q)
+        else:
+            self._return_lease(lease)
+
+    def _maybe_warn(self, q: ShapeQueue) -> None:
+        if q.pending:
+            name = q.pending[0].spec["name"]
+            self.cw.loop.run_in_executor(None, self.cw.warn_infeasible, q.shape, f"task {name}")
+
+    def _return_lease(self, lease: Lease, kill: bool = False) -> None:
+        if lease in lease.queue.leases:
+            lease.queue.leases.remove(lease)
+        if lease.linger is not None:
+            lease.linger.cancel()
+        if self.cw.raylet.is_open:
+            self.cw.raylet.send("return_lease", {"lease_id": lease.lease_id, "kill": kill})
+
+    def _fail_pending(self, q: ShapeQueue, error: BaseException) -> None:
+        if q.leases or q.requesting:
+            return  # others may still run them
+        while q.pending:
+            self._finish(q.pending.popleft(), error=error)
+
+    # -- pushing and replies ------------------------------------------------------------------------
+    def _push(self, lease: Lease, state: TaskState) -> None:
+        if lease.linger is not None:
+            lease.linger.cancel()
+            lease.linger = None
+        lease.busy = state
+        state.lease = lease
+        spec = state.spec
+        sent = lease.conn.context.setdefault("fns", set())
+        if spec["fn_id"] not in sent:
+            sent.add(spec["fn_id"])
+            spec = dict(spec, fn=spec["fn_bytes"])
+        try:
+            fut = lease.conn.request("push", _wire_spec(spec))
+        except ConnectionLost as exc:
+            fut = self.cw.loop.create_future()
+            fut.set_exception(exc)
+        fut.add_done_callback(lambda f: self._on_reply(lease, state, f))
+
+    def _on_reply(self, lease: Lease, state: TaskState, fut: asyncio.Future[Any]) -> None:
+        lease.busy = None
+        state.lease = None
+        q = lease.queue
+        exc = fut.exception()
+        if exc is not None:
+            self._return_lease(lease, kill=True)
+            if state.cancelled:
+                self._finish(state, error=TaskCancelledError(f"task {state.spec['name']} was cancelled"))
+            elif state.retries_left != 0:
+                state.retries_left -= 1
+                q.pending.appendleft(state)
+            else:
+                self._finish(state, error=WorkerCrashedError(
+                    f"the worker running task {state.spec['name']} died ({exc}); no retries left"))
+            self._pump(q)
+            return
+        reply = fut.result()
+        error = reply.get("error")
+        if error is not None and self._should_retry(state, error):
+            state.retries_left -= 1
+            q.pending.appendleft(state)
+        else:
+            self._finish(state, reply=reply)
+        if q.pending:
+            self._pump(q)
+        elif lease in q.leases:
+            lease.linger = self.cw.loop.call_later(LEASE_LINGER_S, self._linger_done, lease)
+
+    def _linger_done(self, lease: Lease) -> None:
+        lease.linger = None
+        if lease.busy is None and not lease.queue.pending:
+            self._return_lease(lease)
+            self._schedule_backlog_report(lease.queue)
+
+    def _should_retry(self, state: TaskState, error: BaseException) -> bool:
+        if state.retries_left == 0 or state.cancelled or not isinstance(error, TaskError):
+            return False
+        allowed = state.retry_exceptions
+        if allowed is True:
+            return True
+        if isinstance(allowed, list):
+            return isinstance(error.cause, tuple(allowed))
+        return False
+
+    def _finish(self, state: TaskState, reply: dict[str, Any] | None = None,
+                error: BaseException | None = None) -> None:
+        self.by_task.pop(state.spec["task_id"], None)
+        refs = self.cw.refs
+        if reply is not None and reply.get("error") is None:
+            for object_id, inline, location, size in reply["returns"]:
+                refs.complete(object_id, inline=inline, location=location, size=size)
+        else:
+            err = error if error is not None else reply["error"]  # type: ignore[index]
+            for object_id in state.return_ids:
+                refs.complete(object_id, error=err)
+        if state.ref_args:
+            refs.remove_submitted(state.ref_args)
+
+    # -- cancel -------------------------------------------------------------------------------------
+    def cancel(self, task_id: str, force: bool) -> None:
+        state = self.by_task.get(task_id)
+        if state is None:
+            return
+        state.cancelled = True
+        for q in self.queues.values():
+            if state in q.pending:
+                q.pending.remove(state)
+                self._finish(state, error=TaskCancelledError(f"task {state.spec['name']} was cancelled"))
+                return
+        lease = state.lease
+        if lease is not None:
+            if force:
+                self._return_lease(lease, kill=True)
+                lease.conn.close()
+            else:
+                lease.conn.send("cancel", task_id)
+
+
+def _ref_slots(spec: dict[str, Any]) -> list[tuple[tuple[str, Any], ObjectRef]]:
+    slots = []
+    for i, arg in enumerate(spec["args"]):
+        if arg[0] == "ref":
+            slots.append((("args", i), arg[1]))
+    for k, arg in spec["kwargs"].items():
+        if arg[0] == "ref":
+            slots.append((("kwargs", k), arg[1]))
+    return slots
+
+
+def _wire_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k != "fn_bytes"}
+
+
+def format_remote_error(name: str, exc: BaseException) -> TaskError:
+    """Wrap an exception raised by user code, keeping the original when it can travel."""
+    import cloudpickle
+
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    cause: BaseException | None = exc
+    try:
+        cloudpickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - an exception that cannot be pickled travels as text
+        cause = RuntimeError(f"{type(exc).__name__}: {exc}")
+    return TaskError(name, tb, cause)

@@ -1,0 +1,283 @@
+"""The direct transport: length-prefixed pickled messages over TCP between core workers and to the
+local raylet. gRPC costs ~1 ms a call here, this path ~0.05 ms, so tasks and actor calls use it.
+
+Every connection starts with a handshake: the client sends the cluster token and its versions; the
+server compares the token (constant time) *before* unpickling anything, then the versions. Only
+authenticated peers ever get a pickled byte read.
+
+Messages are tuples:  ("req", rid, method, payload)  ->  ("rep", rid, ok, payload)
+                      ("msg", method, payload)        (one-way)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import pickle
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from runtime.auth import tokens_equal
+from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
+from runtime.exceptions import AuthenticationError, VersionMismatchError
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct("!I")
+_MAGIC = b"RAYCTL/1"
+MAX_FRAME = 1 << 31
+
+Handler = Callable[["Connection", str, Any], Any]
+
+
+def local_versions() -> dict[str, Any]:
+    return {"python": PYTHON_VERSION, "rayctl": RAYCTL_VERSION, "protocol": PROTOCOL_VERSION}
+
+
+def version_mismatch(theirs: dict[str, Any], what: str) -> str | None:
+    """A message naming both sides when `theirs` differs from ours, else None."""
+    ours = local_versions()
+    for key in ("protocol", "rayctl", "python"):
+        if theirs.get(key) != ours[key]:
+            return (
+                f"version mismatch with {what}: it runs {key} {theirs.get(key)!r}, this process "
+                f"runs {key} {ours[key]!r} (python {ours['python']}, rayctl {ours['rayctl']}, "
+                f"protocol {ours['protocol']}); use the same Python and rayctl on every node and driver"
+            )
+    return None
+
+
+class ConnectionLost(ConnectionError):
+    pass
+
+
+class Connection(asyncio.Protocol):
+    """One framed, authenticated connection (either side)."""
+
+    def __init__(self, handler: Handler | None, token: str, server_side: bool) -> None:
+        self._handler = handler
+        self._token = token
+        self._server_side = server_side
+        self._buf = bytearray()
+        self._authed = False
+        self._next_rid = 0
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        self.handshake_done: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        self.peer_info: dict[str, Any] = {}
+        self.on_close: list[Callable[[Connection], None]] = []
+        self.context: dict[str, Any] = {}  # per-connection state a handler may keep
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        err = ConnectionLost(f"connection lost: {exc}" if exc else "connection closed")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+        if not self.handshake_done.done():
+            self.handshake_done.set_exception(err)
+            self.handshake_done.exception()  # mark retrieved
+        if not self.closed.done():
+            self.closed.set_result(None)
+        for cb in self.on_close:
+            try:
+                cb(self)
+            except Exception:
+                log.exception("on_close callback failed")
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos = 0
+        n = len(buf)
+        while n - pos >= 4:
+            (size,) = _LEN.unpack_from(buf, pos)
+            if n - pos - 4 < size:
+                break
+            frame = bytes(buf[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+            if not self._authed:
+                if not self._handshake(frame):
+                    return
+                continue
+            self._dispatch(pickle.loads(frame))
+        if pos:
+            del buf[:pos]
+
+    # -- handshake ----------------------------------------------------------------------------
+    def _handshake(self, frame: bytes) -> bool:
+        try:
+            info = json.loads(frame.decode())
+        except (UnicodeDecodeError, ValueError):
+            return self._refuse("garbage instead of a rayctl handshake")
+        if self._server_side:
+            if not isinstance(info, dict) or info.get("magic") != _MAGIC.decode():
+                return self._refuse("not a rayctl peer")
+            if not tokens_equal(str(info.get("token", "")), self._token):
+                return self._refuse("missing or wrong cluster token")
+            problem = version_mismatch(info.get("versions", {}), "this node")
+            if problem:
+                return self._refuse(problem)
+            self.peer_info = info.get("info", {})
+            self._write_raw(json.dumps({"ok": True, "versions": local_versions()}).encode())
+        else:
+            if not info.get("ok"):
+                err: Exception = AuthenticationError(info.get("error", "refused"))
+                if "version mismatch" in str(info.get("error", "")):
+                    err = VersionMismatchError(info["error"])
+                self.handshake_done.set_exception(err)
+                return False
+        self._authed = True
+        if not self.handshake_done.done():
+            self.handshake_done.set_result(None)
+        return True
+
+    def _refuse(self, reason: str) -> bool:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        log.warning("refused connection from %s: %s", peer, reason)
+        self._write_raw(json.dumps({"ok": False, "error": reason}).encode())
+        if self.transport:
+            self.transport.close()
+        return False
+
+    def start_client_handshake(self, info: dict[str, Any]) -> None:
+        hello = {"magic": _MAGIC.decode(), "token": self._token, "versions": local_versions(), "info": info}
+        self._write_raw(json.dumps(hello).encode())
+
+    # -- sending ----------------------------------------------------------------------------
+    def _write_raw(self, payload: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionLost("connection closed")
+        self.transport.write(_LEN.pack(len(payload)) + payload)
+
+    def _write(self, msg: tuple[Any, ...]) -> None:
+        data = pickle.dumps(msg, protocol=5)
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionLost("connection closed")
+        if len(data) > 65536:
+            self.transport.writelines((_LEN.pack(len(data)), data))
+        else:
+            self.transport.write(_LEN.pack(len(data)) + data)
+
+    def send(self, method: str, payload: Any = None) -> None:
+        """One-way message."""
+        self._write(("msg", method, payload))
+
+    def request(self, method: str, payload: Any = None) -> asyncio.Future[Any]:
+        """Send a request; the future resolves with the reply payload or raises its error."""
+        self._next_rid += 1
+        rid = self._next_rid
+        fut: asyncio.Future[Any] = asyncio.get_event_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            self._write(("req", rid, method, payload))
+        except ConnectionLost:
+            self._pending.pop(rid, None)
+            raise
+        return fut
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    # -- receiving --------------------------------------------------------------------------
+    def _dispatch(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "rep":
+            fut = self._pending.pop(msg[1], None)
+            if fut is not None and not fut.done():
+                if msg[2]:
+                    fut.set_result(msg[3])
+                else:
+                    fut.set_exception(msg[3] if isinstance(msg[3], BaseException) else RuntimeError(msg[3]))
+            return
+        if self._handler is None:
+            return
+        if kind == "msg":
+            self._run_handler(None, msg[1], msg[2])
+        elif kind == "req":
+            self._run_handler(msg[1], msg[2], msg[3])
+
+    def _run_handler(self, rid: int | None, method: str, payload: Any) -> None:
+        assert self._handler is not None
+        try:
+            result = self._handler(self, method, payload)
+        except Exception as exc:  # noqa: BLE001 - errors go back to the caller
+            if rid is None:
+                log.exception("handler for %s failed", method)
+            else:
+                self._reply(rid, False, exc)
+            return
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            task = asyncio.ensure_future(result)
+            if rid is not None:
+                task.add_done_callback(lambda t, rid=rid: self._reply_from_task(rid, t))
+            else:
+                task.add_done_callback(_log_task_error)
+        elif rid is not None:
+            self._reply(rid, True, result)
+
+    def _reply_from_task(self, rid: int, task: asyncio.Future[Any]) -> None:
+        if task.cancelled():
+            self._reply(rid, False, RuntimeError("cancelled"))
+        elif task.exception() is not None:
+            self._reply(rid, False, task.exception())
+        else:
+            self._reply(rid, True, task.result())
+
+    def _reply(self, rid: int, ok: bool, payload: Any) -> None:
+        try:
+            self._write(("rep", rid, ok, payload))
+        except ConnectionLost:
+            pass
+        except Exception as exc:  # an unpicklable error or result: say so instead of hanging
+            self._write(("rep", rid, False, RuntimeError(f"cannot send reply: {exc!r}")))
+
+
+def _log_task_error(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("message handler failed", exc_info=task.exception())
+
+
+async def serve(host: str, port: int, token: str, handler: Handler) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: Connection(handler, token, True), host, port)
+
+
+async def connect(
+    address: str, token: str, handler: Handler | None = None, info: dict[str, Any] | None = None,
+    timeout_s: float = 10.0,
+) -> Connection:
+    """Open an authenticated connection to `host:port`."""
+    host, _, port = address.rpartition(":")
+    loop = asyncio.get_running_loop()
+    _, conn = await asyncio.wait_for(
+        loop.create_connection(lambda: Connection(handler, token, False), host, int(port)), timeout_s
+    )
+    conn.start_client_handshake(info or {})
+    await asyncio.wait_for(conn.handshake_done, timeout_s)
+    return conn
+
+
+async def wait_all(futures: list[Awaitable[Any]]) -> list[Any]:
+    return list(await asyncio.gather(*futures))

@@ -1,0 +1,283 @@
+"""A worker process (`python -m runtime.worker`), started by its raylet. The I/O thread receives
+pushed tasks and actor calls; the main thread runs them (an actor with max_concurrency > 1 uses a
+thread pool, an async actor its own event loop). Output goes to the worker's log files and,
+line by line, to the driver that submitted the task."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import io
+import os
+import queue
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from runtime import shm
+from runtime.auth import token_from_env
+from runtime.constants import INLINE_OBJECT_MAX_BYTES
+from runtime.core_worker import CoreWorker
+from runtime.exceptions import TaskCancelledError
+from runtime.serialization import deserialize, serialize
+from runtime.task_submitter import format_remote_error
+from runtime.transport import Connection
+
+
+class StreamToOwner(io.TextIOBase):
+    """sys.stdout/stderr replacement: the log file, plus the owner's terminal with a prefix."""
+
+    def __init__(self, worker: Worker, raw: Any) -> None:
+        self.worker = worker
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        self.raw.write(text)
+        local = self.worker.local
+        conn: Connection | None = getattr(local, "conn", None)
+        if conn is not None and text:
+            pending = getattr(local, "partial", "") + text
+            complete, sep, local.partial = pending.rpartition("\n")
+            if sep:
+                self._send(conn, complete)
+        return len(text)
+
+    def _send(self, conn: Connection, text: str) -> None:
+        prefix = getattr(self.worker.local, "prefix", "")
+        try:
+            self.worker.cw.call_soon(_send_quietly, conn, "log", (prefix, text))
+        except RuntimeError:
+            pass
+
+    def end_task(self) -> None:
+        """Send what is left of an unfinished line when a task ends."""
+        local = self.worker.local
+        conn = getattr(local, "conn", None)
+        partial = getattr(local, "partial", "")
+        local.partial = ""
+        if conn is not None and partial:
+            self._send(conn, partial)
+        self.raw.flush()
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def _send_quietly(conn: Connection, method: str, payload: Any) -> None:
+    if conn.is_open:
+        conn.send(method, payload)
+
+
+class Worker:
+    def __init__(self) -> None:
+        token = token_from_env()
+        assert token, "a worker needs RAYCTL_TOKEN_FILE"
+        self.cw = CoreWorker(
+            gcs_address=os.environ["RAYCTL_GCS_ADDRESS"], token=token, host=os.environ["RAYCTL_NODE_HOST"],
+            raylet_port=int(os.environ["RAYCTL_RAYLET_LOCAL_PORT"]), mode="worker",
+            worker_id=os.environ["RAYCTL_WORKER_ID"])
+        self.functions: dict[str, Any] = {}
+        self.actor: Any = None
+        self.actor_id = ""
+        self.actor_name = ""
+        self.async_loop: asyncio.AbstractEventLoop | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.semaphore: asyncio.Semaphore | None = None
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.local = threading.local()
+        self.running: dict[str, int] = {}  # task_id -> thread id
+        from runtime import worker_context
+
+        worker_context.set_current(self.cw)
+        self.cw.handlers.update({"push": self._on_push, "create_actor": self._on_create_actor,
+                                 "cancel": self._on_cancel})
+        self.pid = os.getpid()
+        sys.stdout = StreamToOwner(self, sys.stdout)  # type: ignore[assignment]
+        sys.stderr = StreamToOwner(self, sys.stderr)  # type: ignore[assignment]
+        self.cw.raylet.on_close.append(lambda _c: self.jobs.put(None))
+        self.cw.request(self.cw.raylet, "register_worker", {
+            "worker_id": self.cw.worker_id, "address": self.cw.address, "pid": self.pid})
+
+    # -- I/O thread side --------------------------------------------------------------------------
+    def _on_push(self, conn: Connection, spec: dict[str, Any]) -> asyncio.Future[Any]:
+        fut = self.cw.loop.create_future()
+        if self.async_loop is not None and spec.get("actor_id"):
+            self._run_async_method(conn, spec, fut)
+        elif self.pool is not None and spec.get("actor_id"):
+            self.pool.submit(self._execute, conn, spec, fut)
+        else:
+            self.jobs.put((self._execute, conn, spec, fut))
+        return fut
+
+    def _on_create_actor(self, conn: Connection, payload: dict[str, Any]) -> asyncio.Future[Any]:
+        fut = self.cw.loop.create_future()
+        self.jobs.put((self._create_actor, conn, payload, fut))
+        return fut
+
+    def _on_cancel(self, conn: Connection, task_id: str) -> None:
+        thread_id = self.running.get(task_id)
+        if thread_id is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                                       ctypes.py_object(TaskCancelledError))
+
+    # -- main thread ---------------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            fn, *args = job
+            fn(*args)
+
+    def _resolve(self, arg: tuple[Any, ...]) -> Any:
+        kind = arg[0]
+        if kind == "v":
+            return deserialize(arg[1], arg[2])
+        if kind == "e":
+            raise arg[1]
+        return self.cw._materialize(arg[1], None, arg[2], None)
+
+    def _execute(self, conn: Connection, spec: dict[str, Any], fut: asyncio.Future[Any]) -> None:
+        task_id = spec["task_id"]
+        self.local.conn = conn
+        self.local.prefix = f"({spec['name']} pid={self.pid}, node={self.cw.node_id[:8]})"
+        self.cw.current_task_id = task_id
+        self.running[task_id] = threading.get_ident()
+        try:
+            reply = self._run_user_code(spec)
+        except TaskCancelledError:
+            reply = {"error": format_remote_error(spec["name"], TaskCancelledError(f"task {spec['name']} cancelled"))}
+        finally:
+            self.running.pop(task_id, None)
+            sys.stdout.end_task()  # type: ignore[attr-defined]
+            sys.stderr.end_task()  # type: ignore[attr-defined]
+            self.local.conn = None
+            self.cw.current_task_id = ""
+        self.cw.call_soon(_resolve_future, fut, reply)
+
+    def _run_user_code(self, spec: dict[str, Any]) -> dict[str, Any]:
+        upstream = _upstream_error(spec)
+        if upstream is not None:  # a dependency failed: this task fails with that error, unrun
+            return {"error": upstream}
+        try:
+            fn = self._function(spec)
+            args = [self._resolve(a) for a in spec["args"]]
+            kwargs = {k: self._resolve(v) for k, v in spec["kwargs"].items()}
+            result = fn(*args, **kwargs)
+            return self._package_returns(spec, result)
+        except TaskCancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any user error goes back to the caller
+            return {"error": format_remote_error(spec["name"], exc)}
+
+    def _function(self, spec: dict[str, Any]) -> Any:
+        if spec.get("actor_id"):
+            return getattr(self.actor, spec["method"])
+        fn = self.functions.get(spec["fn_id"])
+        if fn is None:
+            fn = self.functions[spec["fn_id"]] = deserialize(spec["fn"], [])
+        return fn
+
+    def _package_returns(self, spec: dict[str, Any], result: Any) -> dict[str, Any]:
+        n = spec["num_returns"]
+        values = [result] if n == 1 else list(result) if n > 1 else []
+        if n > 1 and len(values) != n:
+            raise ValueError(f"{spec['name']} declared num_returns={n} but returned {len(values)} values")
+        returns = []
+        for object_id, value in zip(spec["return_ids"], values, strict=True):
+            data = serialize(value)
+            if data.contained_refs:
+                self.cw.refs.mark_escaped(data.contained_refs)
+            if data.size <= INLINE_OBJECT_MAX_BYTES:
+                returns.append((object_id, data.inline(), None, data.size))
+            else:
+                size = shm.write_object(self.cw.shm_dir, object_id, data.meta, data.buffers)
+                self.cw.request(self.cw.raylet, "seal", {"object_id": object_id, "size": size})
+                returns.append((object_id, None, (self.cw.node_id, self.cw.shm_dir), size))
+        return {"returns": returns, "error": None}
+
+    # -- actors ----------------------------------------------------------------------------------------
+    def _create_actor(self, conn: Connection, payload: dict[str, Any], fut: asyncio.Future[Any]) -> None:
+        try:
+            spec = deserialize(payload["spec"], [])
+            cls = spec["cls"]
+            args = [self._resolve(a) for a in spec["args"]]
+            kwargs = {k: self._resolve(v) for k, v in spec["kwargs"].items()}
+            self.actor_id = payload["actor_id"]
+            self.cw.current_actor_id = self.actor_id
+            self.actor_name = spec["class_name"]
+            self.local.prefix = f"({self.actor_name} pid={self.pid}, node={self.cw.node_id[:8]})"
+            self.actor = cls(*args, **kwargs)
+            if spec["is_async"]:
+                self._start_async_loop(spec["max_concurrency"])
+            elif spec["max_concurrency"] > 1:
+                self.pool = ThreadPoolExecutor(spec["max_concurrency"], thread_name_prefix="actor")
+            self.cw.call_soon(_resolve_future, fut, None)
+        except Exception as exc:  # noqa: BLE001
+            err = format_remote_error(f"{payload.get('actor_id')}.__init__", exc)
+            self.cw.call_soon(_fail_future, fut, RuntimeError(str(err)))
+
+    def _start_async_loop(self, max_concurrency: int) -> None:
+        loop = asyncio.new_event_loop()
+        self.async_loop = loop
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            self.semaphore = asyncio.Semaphore(max_concurrency)
+            ready.set()
+            loop.run_forever()
+
+        threading.Thread(target=run, name="actor-async", daemon=True).start()
+        ready.wait()
+
+    def _run_async_method(self, conn: Connection, spec: dict[str, Any], fut: asyncio.Future[Any]) -> None:
+        async def call() -> None:
+            assert self.semaphore is not None
+            async with self.semaphore:
+                self.local.conn = conn
+                self.local.prefix = f"({self.actor_name} pid={self.pid}, node={self.cw.node_id[:8]})"
+                try:
+                    method = getattr(self.actor, spec["method"])
+                    args = [self._resolve(a) for a in spec["args"]]
+                    kwargs = {k: self._resolve(v) for k, v in spec["kwargs"].items()}
+                    result = method(*args, **kwargs)
+                    if asyncio.iscoroutine(result):
+                        result = await result
+                    reply = self._package_returns(spec, result)
+                except Exception as exc:  # noqa: BLE001
+                    reply = {"error": format_remote_error(spec["name"], exc)}
+            self.cw.call_soon(_resolve_future, fut, reply)
+
+        assert self.async_loop is not None
+        asyncio.run_coroutine_threadsafe(call(), self.async_loop)
+
+
+def _upstream_error(spec: dict[str, Any]) -> BaseException | None:
+    for arg in [*spec["args"], *spec["kwargs"].values()]:
+        if arg[0] == "e":
+            return arg[1]  # type: ignore[no-any-return]
+    return None
+
+
+def _resolve_future(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _fail_future(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def main() -> None:
+    worker = Worker()
+    try:
+        worker.run_forever()
+    finally:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

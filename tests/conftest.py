@@ -1,0 +1,66 @@
+"""Shared fixtures: a private runtime cluster (real Redis, GCS, raylet and workers) per module,
+in its own temp dir, stopped and checked for leftovers at the end."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy, or fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def session_pids(temp_dir: str) -> list[int]:
+    from runtime.session import all_sessions, session_processes
+
+    return [p.pid for s in all_sessions(temp_dir) for p in session_processes(s)]
+
+
+@pytest.fixture(scope="module")
+def temp_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="rayctl-test-")
+    try:
+        yield path
+    finally:
+        from runtime.session import all_sessions, stop_session
+
+        for session in all_sessions(path):
+            stop_session(session, grace_s=2)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(temp_dir: str) -> Iterator[Any]:
+    """A private cluster with 2 CPUs and a custom resource, shared by one test module."""
+    import runtime as rt
+
+    rt.init(num_cpus=2, resources={"widget": 2}, object_store_memory=256 * 1024**2, _temp_dir=temp_dir)
+    shm_dirs = glob.glob("/dev/shm/rayctl-*")
+    try:
+        yield rt
+    finally:
+        pids = session_pids(temp_dir)
+        rt.shutdown()
+        gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+        assert not alive, f"processes left after shutdown: {alive}"
+        leftover = [d for d in shm_dirs if os.path.exists(d)]
+        assert not leftover, f"shm dirs left after shutdown: {leftover}"

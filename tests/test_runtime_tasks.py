@@ -1,0 +1,263 @@
+"""Tasks, objects and errors on a real one-node cluster, written as a Ray user would."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from runtime import exceptions as rx
+
+
+def test_tasks_return_values(cluster) -> None:
+    rt = cluster
+
+    @rt.remote
+    def add(a, b=10):
+        return a + b
+
+    assert rt.get(add.remote(1)) == 11
+    assert rt.get([add.remote(i, b=i) for i in range(50)]) == [2 * i for i in range(50)]
+
+
+def test_object_refs_as_arguments_are_resolved_nested_ones_are_not(cluster) -> None:
+    rt = cluster
+
+    @rt.remote
+    def double(x):
+        return 2 * x
+
+    @rt.remote
+    def inspect_nested(box):
+        inner = box["ref"]
+        return type(inner).__name__, rt.get(inner)
+
+    a = double.remote(21)
+    assert rt.get(double.remote(a)) == 84
+    kind, value = rt.get(inspect_nested.remote({"ref": a}))
+    assert (kind, value) == ("ObjectRef", 42)
+    put_ref = rt.put([1, 2, 3])
+    assert rt.get(double.remote(put_ref)) == [1, 2, 3, 1, 2, 3]
+
+
+def test_large_numpy_round_trip_is_zero_copy_and_read_only(cluster) -> None:
+    rt = cluster
+    array = np.arange(4_000_000, dtype=np.float64)  # 32 MB: goes to shared memory
+    ref = rt.put(array)
+    got = rt.get(ref)
+    assert np.array_equal(got, array)
+    assert not got.flags.writeable, "objects are immutable: a zero-copy view must be read-only"
+    assert not got.flags.owndata
+
+    @rt.remote
+    def total(x):
+        return float(x.sum())
+
+    @rt.remote
+    def make(n):
+        return np.ones(n, dtype=np.uint8)
+
+    assert rt.get(total.remote(ref)) == float(array.sum())
+    big = rt.get(make.remote(20_000_000))
+    assert big.nbytes == 20_000_000 and int(big[-1]) == 1
+
+
+def test_multiple_returns(cluster) -> None:
+    rt = cluster
+
+    @rt.remote(num_returns=3)
+    def three():
+        return 1, "two", [3]
+
+    a, b, c = three.remote()
+    assert rt.get([a, b, c]) == [1, "two", [3]]
+
+
+def test_remote_exception_keeps_type_and_traceback(cluster) -> None:
+    rt = cluster
+
+    @rt.remote(max_retries=0)
+    def boom(x):
+        raise ValueError(f"bad value {x}")
+
+    with pytest.raises(ValueError) as info:
+        rt.get(boom.remote(7))
+    err = info.value
+    assert isinstance(err, rx.TaskError)
+    assert isinstance(err.cause, ValueError)
+    assert "bad value 7" in str(err) and "in boom" in err.remote_traceback
+
+
+def test_error_propagates_through_dependent_tasks(cluster) -> None:
+    rt = cluster
+
+    @rt.remote
+    def fail():
+        raise KeyError("missing")
+
+    @rt.remote
+    def use(x):
+        return x
+
+    with pytest.raises(KeyError):
+        rt.get(use.remote(fail.remote()))
+
+
+def test_get_timeout(cluster) -> None:
+    rt = cluster
+
+    @rt.remote
+    def slow():
+        time.sleep(5)
+
+    start = time.monotonic()
+    with pytest.raises(rx.GetTimeoutError):
+        rt.get(slow.remote(), timeout=0.2)
+    assert time.monotonic() - start < 2
+
+
+def test_wrong_arguments_fail_at_submit(cluster) -> None:
+    rt = cluster
+
+    @rt.remote
+    def one(a):
+        return a
+
+    with pytest.raises(TypeError, match="wrong arguments for"):
+        one.remote(1, 2)
+    with pytest.raises(TypeError, match="cannot be called directly"):
+        one(1)
+
+
+def test_unpicklable_argument_is_named(cluster) -> None:
+    rt = cluster
+    import threading
+
+    @rt.remote
+    def take(a, lock):
+        return a
+
+    with pytest.raises(TypeError, match="argument 1"):
+        take.remote(1, threading.Lock())
+
+
+def test_wait(cluster) -> None:
+    rt = cluster
+
+    @rt.remote
+    def sleepy(t):
+        time.sleep(t)
+        return t
+
+    fast, slow = sleepy.remote(0), sleepy.remote(3)
+    ready, not_ready = rt.wait([fast, slow], num_returns=1, timeout=2)
+    assert ready == [fast] and not_ready == [slow]
+    ready, not_ready = rt.wait([fast, slow], num_returns=2, timeout=0.1)
+    assert ready == [fast] and not_ready == [slow]
+    rt.cancel(slow, force=True)
+
+
+def test_worker_crash_is_retried_then_reported(cluster, tmp_path) -> None:
+    rt = cluster
+    marker = tmp_path / "crashed-once"
+
+    @rt.remote(max_retries=2)
+    def crash_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)
+        return "survived"
+
+    assert rt.get(crash_once.remote(str(marker)), timeout=30) == "survived"
+
+    @rt.remote(max_retries=0)
+    def always_crash():
+        os._exit(1)
+
+    with pytest.raises(rx.WorkerCrashedError):
+        rt.get(always_crash.remote(), timeout=30)
+
+
+def test_retry_exceptions(cluster, tmp_path) -> None:
+    rt = cluster
+    counter = tmp_path / "count"
+    counter.write_text("0")
+
+    @rt.remote(max_retries=3, retry_exceptions=True)
+    def flaky(path):
+        n = int(open(path).read()) + 1
+        open(path, "w").write(str(n))
+        if n < 3:
+            raise RuntimeError("flaky")
+        return n
+
+    assert rt.get(flaky.remote(str(counter)), timeout=30) == 3
+
+
+def test_cancel_a_running_task(cluster) -> None:
+    rt = cluster
+
+    @rt.remote(max_retries=0)
+    def forever():
+        while True:
+            time.sleep(0.01)
+
+    ref = forever.remote()
+    time.sleep(0.3)
+    rt.cancel(ref)
+    with pytest.raises((rx.TaskCancelledError, rx.TaskError)):
+        rt.get(ref, timeout=10)
+
+
+def test_resources_and_custom_resources(cluster) -> None:
+    rt = cluster
+    total = rt.cluster_resources()
+    assert total["CPU"] == 2 and total["widget"] == 2
+
+    @rt.remote(resources={"widget": 1}, num_cpus=0)
+    def uses_widget():
+        return rt.get_runtime_context().get_node_id()
+
+    assert rt.get(uses_widget.remote()) == rt.nodes()[0]["NodeID"]
+
+
+def test_prints_are_streamed_with_a_prefix(cluster, capfd) -> None:
+    rt = cluster
+
+    @rt.remote
+    def chatty(i):
+        print(f"hello from task {i}")
+        return i
+
+    rt.get([chatty.remote(i) for i in range(3)])
+
+    def seen() -> bool:
+        out = capfd.readouterr().out
+        seen.text += out  # type: ignore[attr-defined]
+        return all(f"hello from task {i}" in seen.text for i in range(3))  # type: ignore[attr-defined]
+
+    seen.text = ""  # type: ignore[attr-defined]
+    from conftest import wait_for
+
+    wait_for(seen, 5, "task output in the driver's terminal")
+    line = next(l for l in seen.text.splitlines() if "hello from task 0" in l)  # type: ignore[attr-defined]
+    assert line.startswith("(chatty pid=") and "node=" in line
+
+
+def test_infeasible_task_stays_pending_and_warns(cluster, capfd) -> None:
+    rt = cluster
+
+    @rt.remote(num_gpus=8)
+    def needs_gpus():
+        return 1
+
+    ref = needs_gpus.remote()
+    ready, _ = rt.wait([ref], timeout=3)
+    assert not ready, "an infeasible task must stay pending (it is demand), not fail"
+    from conftest import wait_for
+
+    text = []
+    wait_for(lambda: text.append(capfd.readouterr().err) or "GPU: 8" in "".join(text), 10, "infeasible warning")
+    rt.cancel(ref)
