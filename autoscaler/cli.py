@@ -7,12 +7,15 @@ import os
 import signal
 import sys
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="rayctl: a Ray-style runtime and the cluster manager that grows and shrinks it.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="rayctl: a Ray-style runtime and the cluster manager that grows and shrinks it.",
+)
 
 
 def _resources(raw: str | None) -> dict[str, float]:
@@ -21,25 +24,43 @@ def _resources(raw: str | None) -> dict[str, float]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f'--resources must be a JSON object like \'{{"custom": 2}}\': {exc}') from None
+        raise typer.BadParameter(
+            f"--resources must be a JSON object like '{{\"custom\": 2}}': {exc}"
+        ) from None
     if not isinstance(value, dict) or not all(isinstance(v, int | float) for v in value.values()):
-        raise typer.BadParameter('--resources must be a JSON object of numbers, like \'{"custom": 2}\'')
+        raise typer.BadParameter(
+            "--resources must be a JSON object of numbers, like '{\"custom\": 2}'"
+        )
     return {str(k): float(v) for k, v in value.items()}
 
 
 @app.command()
 def start(
-    head: Annotated[bool, typer.Option("--head", help="start a head node (Redis, GCS, raylet)")] = False,
-    address: Annotated[Optional[str], typer.Option(help="join the cluster at HOST:PORT (or $RAYCTL_HEAD_ADDRESS)")] = None,
+    head: Annotated[
+        bool, typer.Option("--head", help="start a head node (Redis, GCS, raylet)")
+    ] = False,
+    address: Annotated[
+        str | None, typer.Option(help="join the cluster at HOST:PORT (or $RAYCTL_HEAD_ADDRESS)")
+    ] = None,
     port: Annotated[int, typer.Option(help="GCS port of a head node (0 = any free port)")] = 0,
-    node_ip_address: Annotated[str, typer.Option(help="address this node's services bind to")] = "127.0.0.1",
-    num_cpus: Annotated[Optional[float], typer.Option(help="CPUs to offer (default: all)")] = None,
-    num_gpus: Annotated[Optional[float], typer.Option(help="GPUs to offer")] = None,
-    resources: Annotated[Optional[str], typer.Option(help='custom resources as JSON, e.g. \'{"tpu": 4}\'')] = None,
-    object_store_memory: Annotated[Optional[int], typer.Option(help="object store bytes")] = None,
-    token_file: Annotated[Optional[str], typer.Option(help="cluster token file (or $RAYCTL_TOKEN_FILE)")] = None,
-    temp_dir: Annotated[Optional[str], typer.Option(help="where sessions keep logs and pid files")] = None,
-    autoscaling_config: Annotated[Optional[str], typer.Option(help="run the autoscaler monitor with this cluster config")] = None,
+    node_ip_address: Annotated[
+        str, typer.Option(help="address this node's services bind to")
+    ] = "127.0.0.1",
+    num_cpus: Annotated[float | None, typer.Option(help="CPUs to offer (default: all)")] = None,
+    num_gpus: Annotated[float | None, typer.Option(help="GPUs to offer")] = None,
+    resources: Annotated[
+        str | None, typer.Option(help="custom resources as JSON, e.g. '{\"tpu\": 4}'")
+    ] = None,
+    object_store_memory: Annotated[int | None, typer.Option(help="object store bytes")] = None,
+    token_file: Annotated[
+        str | None, typer.Option(help="cluster token file (or $RAYCTL_TOKEN_FILE)")
+    ] = None,
+    temp_dir: Annotated[
+        str | None, typer.Option(help="where sessions keep logs and pid files")
+    ] = None,
+    autoscaling_config: Annotated[
+        str | None, typer.Option(help="run the autoscaler monitor with this cluster config")
+    ] = None,
     block: Annotated[bool, typer.Option(help="stay in the foreground until interrupted")] = False,
 ) -> None:
     """Start this machine's node: a head (--head) or a worker joining --address."""
@@ -48,26 +69,53 @@ def start(
     custom = _resources(resources)
     if head:
         if autoscaling_config:
-            typer.echo("the autoscaler monitor is not available yet; starting the head without it", err=True)
-        info = start_head_node(host=node_ip_address, port=port, num_cpus=num_cpus, num_gpus=num_gpus,
-                               resources=custom, object_store_memory=object_store_memory, temp_dir=temp_dir)
+            typer.echo(
+                "the autoscaler monitor is not available yet; starting the head without it",
+                err=True,
+            )
+        info = start_head_node(
+            host=node_ip_address,
+            port=port,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            resources=custom,
+            object_store_memory=object_store_memory,
+            temp_dir=temp_dir,
+        )
         typer.echo(f"Started a head node. Cluster address: {info['address']}")
-        typer.echo(f"  token file: {info['token_file']} (hand it to joining nodes as RAYCTL_TOKEN_FILE)")
+        typer.echo(
+            f"  token file: {info['token_file']} (hand it to joining nodes as RAYCTL_TOKEN_FILE)"
+        )
         typer.echo(f"  logs: {info['logs']}")
-        typer.echo("  connect a driver: rt.init(address=\"auto\") on this machine, or "
-                   f"rt.init(address=\"{info['address']}\") with RAYCTL_TOKEN_FILE set")
-        typer.echo("  join another node: rayctl start --address " + info["address"] + " --token-file <file>")
+        typer.echo(
+            '  connect a driver: rt.init(address="auto") on this machine, or '
+            f'rt.init(address="{info["address"]}") with RAYCTL_TOKEN_FILE set'
+        )
+        typer.echo(
+            "  join another node: rayctl start --address "
+            + info["address"]
+            + " --token-file <file>"
+        )
         typer.echo("  stop: rayctl stop")
     else:
         address = address or os.environ.get("RAYCTL_HEAD_ADDRESS")
         if not address:
-            typer.echo("give --head, or --address HOST:PORT (or set RAYCTL_HEAD_ADDRESS) to join a cluster", err=True)
+            typer.echo(
+                "give --head, or --address HOST:PORT (or set RAYCTL_HEAD_ADDRESS) to join a cluster",
+                err=True,
+            )
             raise typer.Exit(2)
         try:
-            info = start_worker_node(address=address, host=node_ip_address, num_cpus=num_cpus,
-                                     num_gpus=num_gpus, resources=custom,
-                                     object_store_memory=object_store_memory, token_file=token_file,
-                                     temp_dir=temp_dir)
+            info = start_worker_node(
+                address=address,
+                host=node_ip_address,
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                resources=custom,
+                object_store_memory=object_store_memory,
+                token_file=token_file,
+                temp_dir=temp_dir,
+            )
         except (ConnectionError, FileNotFoundError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
@@ -86,7 +134,7 @@ def start(
 
 @app.command()
 def stop(
-    temp_dir: Annotated[Optional[str], typer.Option(help="the --temp-dir given to start")] = None,
+    temp_dir: Annotated[str | None, typer.Option(help="the --temp-dir given to start")] = None,
     grace_period: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 5.0,
 ) -> None:
     """Stop every process that `rayctl start` started on this machine, and nothing else."""

@@ -43,8 +43,10 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         rt.init(address="auto")
-        print(f"connected in {time.perf_counter() - t0:.2f}s; nodes: {len(rt.nodes())}, "
-              f"resources: {rt.cluster_resources()}")
+        print(
+            f"connected in {time.perf_counter() - t0:.2f}s; nodes: {len(rt.nodes())}, "
+            f"resources: {rt.cluster_resources()}"
+        )
         t0 = time.perf_counter()
         results = rt.get([simulate.remote(i) for i in range(200)])
         print(f"200 simulations in {time.perf_counter() - t0:.2f}s, mean {np.mean(results):+.5f}")

@@ -35,7 +35,7 @@ NODE_KIND_HEAD = "head"
 NODE_KIND_WORKER = "worker"
 
 
-class Market(str, enum.Enum):
+class Market(enum.StrEnum):
     ON_DEMAND = "on-demand"
     SPOT = "spot"
 
@@ -52,7 +52,7 @@ class Offering:
         return f"{self.instance_type}/{self.zone or '-'}/{self.market.value}"
 
 
-class ProviderState(str, enum.Enum):
+class ProviderState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     STOPPING = "stopping"

@@ -23,7 +23,23 @@ from runtime.constants import RAYCTL_VERSION as __version__
 from runtime.object_ref import ObjectRef
 
 __all__ = [
-    "ObjectRef", "RuntimeContext", "__version__", "available_resources", "cancel", "cluster_resources",
-    "exceptions", "get", "get_actor", "get_runtime_context", "init", "is_initialized", "kill", "method",
-    "nodes", "put", "remote", "shutdown", "wait",
+    "ObjectRef",
+    "RuntimeContext",
+    "__version__",
+    "available_resources",
+    "cancel",
+    "cluster_resources",
+    "exceptions",
+    "get",
+    "get_actor",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "kill",
+    "method",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
 ]

@@ -13,9 +13,22 @@ from runtime.resources import task_shape
 from runtime.serialization import dumps_function
 from runtime.task_submitter import TaskState
 
-ACTOR_OPTIONS = {"num_cpus", "num_gpus", "memory", "resources", "max_restarts", "max_task_retries",
-                 "max_concurrency", "name", "namespace", "lifetime", "scheduling_strategy", "runtime_env",
-                 "get_if_exists", "accelerator_type"}
+ACTOR_OPTIONS = {
+    "num_cpus",
+    "num_gpus",
+    "memory",
+    "resources",
+    "max_restarts",
+    "max_task_retries",
+    "max_concurrency",
+    "name",
+    "namespace",
+    "lifetime",
+    "scheduling_strategy",
+    "runtime_env",
+    "get_if_exists",
+    "accelerator_type",
+}
 
 
 class ActorClass:
@@ -26,8 +39,10 @@ class ActorClass:
         self.__name__ = cls.__name__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"actor class {self.__name__} cannot be instantiated directly; use "
-                        f"{self.__name__}.remote()")
+        raise TypeError(
+            f"actor class {self.__name__} cannot be instantiated directly; use "
+            f"{self.__name__}.remote()"
+        )
 
     def options(self, **options: Any) -> ActorClass:
         check_options(options, ACTOR_OPTIONS, f"actor class {self.__name__}")
@@ -46,12 +61,18 @@ class ActorClass:
                 return get_actor(opts["name"], namespace)
             except ValueError:
                 pass
-        init = self._cls.__init__
-        sig = inspect.signature(init) if init is not object.__init__ else None
+        init = vars(self._cls).get("__init__") or next(
+            (vars(base)["__init__"] for base in self._cls.__mro__ if "__init__" in vars(base)), None
+        )
+        sig = inspect.signature(init) if init is not None and init is not object.__init__ else None
         bound_sig = sig.replace(parameters=list(sig.parameters.values())[1:]) if sig else None
-        enc_args, enc_kwargs, _ = encode_args(cw, f"{self.__name__}.__init__", bound_sig, args, kwargs)
+        enc_args, enc_kwargs, _ = encode_args(
+            cw, f"{self.__name__}.__init__", bound_sig, args, kwargs
+        )
         for arg in [*enc_args, *enc_kwargs.values()]:
-            if arg[0] == "ref":  # constructor args are resolved here (the GCS cannot wait on owners)
+            if (
+                arg[0] == "ref"
+            ):  # constructor args are resolved here (the GCS cannot wait on owners)
                 value = cw.get([arg[1]], None)[0]
                 from runtime.serialization import serialize
 
@@ -63,22 +84,45 @@ class ActorClass:
                 else:
                     key = next(k for k, v in enc_kwargs.items() if v is arg)
                     enc_kwargs[key] = encoded
-        is_async = any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(self._cls, inspect.isfunction))
+        is_async = any(
+            inspect.iscoroutinefunction(m)
+            for _, m in inspect.getmembers(self._cls, inspect.isfunction)
+        )
         max_concurrency = int(opts.get("max_concurrency", 1000 if is_async else 1))
-        spec = {"cls": self._cls, "args": enc_args, "kwargs": enc_kwargs, "class_name": self.__name__,
-                "is_async": is_async, "max_concurrency": max_concurrency}
-        shape = task_shape(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"),
-                           opts.get("resources"), default_cpus=0)
+        spec = {
+            "cls": self._cls,
+            "args": enc_args,
+            "kwargs": enc_kwargs,
+            "class_name": self.__name__,
+            "is_async": is_async,
+            "max_concurrency": max_concurrency,
+        }
+        shape = task_shape(
+            opts.get("num_cpus"),
+            opts.get("num_gpus"),
+            opts.get("memory"),
+            opts.get("resources"),
+            default_cpus=0,
+        )
         actor_id = ids.random_id(8)
         info = common_pb2.ActorInfo(
-            actor_id=actor_id, name=opts.get("name") or "", namespace=namespace,
-            max_restarts=int(opts.get("max_restarts", 0)), detached=opts.get("lifetime") == "detached",
-            creation_spec=dumps_function(spec), resources=shape, job_id=cw.job_id, class_name=self.__name__,
-            owner_address=cw.address)
+            actor_id=actor_id,
+            name=opts.get("name") or "",
+            namespace=namespace,
+            max_restarts=int(opts.get("max_restarts", 0)),
+            detached=opts.get("lifetime") == "detached",
+            creation_spec=dumps_function(spec),
+            resources=shape,
+            job_id=cw.job_id,
+            class_name=self.__name__,
+            owner_address=cw.address,
+        )
         reply = cw.gcs_call("CreateActor", gcs_pb2.CreateActorRequest(actor=info))
         if reply.error:
             raise ValueError(reply.error)
-        return ActorHandle(actor_id, self.__name__, _method_meta(self._cls), int(opts.get("max_task_retries", 0)))
+        return ActorHandle(
+            actor_id, self.__name__, _method_meta(self._cls), int(opts.get("max_task_retries", 0))
+        )
 
 
 def _method_meta(cls: type) -> dict[str, int]:
@@ -96,17 +140,23 @@ class ActorMethod:
 
     def options(self, **options: Any) -> ActorMethod:
         check_options(options, {"num_returns", "name"}, f"actor method {self._name}")
-        return ActorMethod(self._handle, self._name, int(options.get("num_returns", self._num_returns)))
+        return ActorMethod(
+            self._handle, self._name, int(options.get("num_returns", self._num_returns))
+        )
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._handle._call(self._name, self._num_returns, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"actor method {self._name} cannot be called directly; use .{self._name}.remote()")
+        raise TypeError(
+            f"actor method {self._name} cannot be called directly; use .{self._name}.remote()"
+        )
 
 
 class ActorHandle:
-    def __init__(self, actor_id: str, class_name: str, methods: dict[str, int], max_task_retries: int) -> None:
+    def __init__(
+        self, actor_id: str, class_name: str, methods: dict[str, int], max_task_retries: int
+    ) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
@@ -117,7 +167,9 @@ class ActorHandle:
             raise AttributeError(f"actor {self._class_name} has no method {name!r}")
         return ActorMethod(self, name, self._methods[name])
 
-    def _call(self, method: str, num_returns: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(
+        self, method: str, num_returns: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         from runtime.api import _core
 
         cw = _core()
@@ -125,14 +177,27 @@ class ActorHandle:
         enc_args, enc_kwargs, ref_ids = encode_args(cw, name, None, args, kwargs)
         task_id = cw.task_ids.next()
         return_ids, refs = make_returns(cw, task_id, num_returns)
-        spec = {"task_id": task_id, "actor_id": self._actor_id, "method": method, "name": name,
-                "args": enc_args, "kwargs": enc_kwargs, "num_returns": num_returns, "return_ids": return_ids}
+        spec = {
+            "task_id": task_id,
+            "actor_id": self._actor_id,
+            "method": method,
+            "name": name,
+            "args": enc_args,
+            "kwargs": enc_kwargs,
+            "num_returns": num_returns,
+            "return_ids": return_ids,
+        }
         cw.refs.add_submitted(ref_ids)
-        cw.actors.submit(self._actor_id, TaskState(spec, {}, return_ids, ref_ids, self._max_task_retries, False))
+        cw.actors.submit(
+            self._actor_id, TaskState(spec, {}, return_ids, ref_ids, self._max_task_retries, False)
+        )
         return refs[0] if num_returns == 1 else refs
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._max_task_retries))
+        return (
+            ActorHandle,
+            (self._actor_id, self._class_name, self._methods, self._max_task_retries),
+        )
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id})"

@@ -74,7 +74,9 @@ class ActorSubmitter:
         aq.inflight += 1
         fut.add_done_callback(lambda f: self._on_reply(aq, conn, state, f))
 
-    def _on_reply(self, aq: ActorQueue, conn: Connection, state: TaskState, fut: asyncio.Future[Any]) -> None:
+    def _on_reply(
+        self, aq: ActorQueue, conn: Connection, state: TaskState, fut: asyncio.Future[Any]
+    ) -> None:
         aq.inflight -= 1
         exc = fut.exception()
         if exc is None:
@@ -86,18 +88,26 @@ class ActorSubmitter:
             state.retries_left -= 1
             aq.pending.appendleft(state)
         else:
-            self.cw.tasks._finish(state, error=ActorDiedError(
-                f"actor {aq.actor_id} died while running {state.spec['name']} ({exc}); "
-                "set max_task_retries to retry calls on a restarted actor"))
+            self.cw.tasks._finish(
+                state,
+                error=ActorDiedError(
+                    f"actor {aq.actor_id} died while running {state.spec['name']} ({exc}); "
+                    "set max_task_retries to retry calls on a restarted actor"
+                ),
+            )
         self._pump(aq)
 
     async def _resolve_actor(self, aq: ActorQueue) -> None:
         cw = self.cw
         try:
             while True:
-                request = gcs_pb2.GetActorRequest(actor_id=aq.actor_id, after_version=aq.version, timeout_s=10)
+                request = gcs_pb2.GetActorRequest(
+                    actor_id=aq.actor_id, after_version=aq.version, timeout_s=10
+                )
                 try:
-                    reply = await cw.loop.run_in_executor(None, lambda: cw.gcs_call("GetActor", request, 15))
+                    reply = await cw.loop.run_in_executor(
+                        None, cw.gcs_call, "GetActor", request, 15
+                    )
                 except grpc.RpcError:
                     await asyncio.sleep(0.2)
                     continue
@@ -107,8 +117,10 @@ class ActorSubmitter:
                 actor = reply.actor
                 aq.version = actor.version
                 if actor.state == "DEAD":
-                    aq.dead_error = ActorDiedError(f"actor {actor.class_name}({aq.actor_id}) is dead: "
-                                                   f"{actor.death_cause or 'unknown cause'}")
+                    aq.dead_error = ActorDiedError(
+                        f"actor {actor.class_name}({aq.actor_id}) is dead: "
+                        f"{actor.death_cause or 'unknown cause'}"
+                    )
                     break
                 if actor.state == "ALIVE" and actor.address:
                     try:

@@ -56,10 +56,19 @@ def is_initialized() -> bool:
     return _session is not None
 
 
-def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus: float | None = None,
-         resources: dict[str, float] | None = None, object_store_memory: int | None = None,
-         namespace: str | None = None, ignore_reinit_error: bool = False, _temp_dir: str | None = None,
-         _token: str | None = None, **unsupported: Any) -> dict[str, Any]:
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    namespace: str | None = None,
+    ignore_reinit_error: bool = False,
+    _temp_dir: str | None = None,
+    _token: str | None = None,
+    **unsupported: Any,
+) -> dict[str, Any]:
     """Connect this process to a cluster. No address: start a private one for this process.
     "auto": the cluster `rayctl start --head` started on this machine. "host:port": that GCS."""
     global _session
@@ -69,28 +78,55 @@ def init(address: str | None = None, *, num_cpus: float | None = None, num_gpus:
         if _session is not None:
             if ignore_reinit_error:
                 return _context_info()
-            raise RuntimeError("runtime.init() was already called; call shutdown() first "
-                               "or pass ignore_reinit_error=True")
+            raise RuntimeError(
+                "runtime.init() was already called; call shutdown() first "
+                "or pass ignore_reinit_error=True"
+            )
         address = address or os.environ.get("RAYCTL_ADDRESS") or None
         node = None
         if address is None:
             from runtime import node as node_mod
 
-            node = node_mod.start_head(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                                       object_store_memory=object_store_memory, temp_dir=_temp_dir,
-                                       parent_pid=os.getpid())
-            gcs_address, token, raylet_port = node.gcs_address, read_token_file(node.token_file), node.raylet_local_port
+            node = node_mod.start_head(
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                resources=resources,
+                object_store_memory=object_store_memory,
+                temp_dir=_temp_dir,
+                parent_pid=os.getpid(),
+            )
+            gcs_address, token, raylet_port = (
+                node.gcs_address,
+                read_token_file(node.token_file),
+                node.raylet_local_port,
+            )
         else:
             if num_cpus is not None or num_gpus is not None or resources:
-                raise ValueError("num_cpus/num_gpus/resources describe a new cluster; they cannot be "
-                                 "given when connecting to an existing one (address=...)")
+                raise ValueError(
+                    "num_cpus/num_gpus/resources describe a new cluster; they cannot be "
+                    "given when connecting to an existing one (address=...)"
+                )
             gcs_address, token, raylet_port = _locate(address, _temp_dir, _token)
         host = gcs_address.rpartition(":")[0]
-        cw = CoreWorker(gcs_address=gcs_address, token=token, raylet_port=raylet_port, host=host, mode="driver",
-                        namespace=namespace or "")
-        reply = cw.gcs_call("RegisterJob", gcs_pb2.RegisterJobRequest(
-            versions=common_pb2.Versions(python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=PROTOCOL_VERSION),
-            driver_address=cw.address, driver_pid=os.getpid(), namespace=namespace or ""))
+        cw = CoreWorker(
+            gcs_address=gcs_address,
+            token=token,
+            raylet_port=raylet_port,
+            host=host,
+            mode="driver",
+            namespace=namespace or "",
+        )
+        reply = cw.gcs_call(
+            "RegisterJob",
+            gcs_pb2.RegisterJobRequest(
+                versions=common_pb2.Versions(
+                    python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=PROTOCOL_VERSION
+                ),
+                driver_address=cw.address,
+                driver_pid=os.getpid(),
+                namespace=namespace or "",
+            ),
+        )
         cw.job_id = reply.job_id
         cw.namespace = namespace or f"anonymous-{reply.job_id}"
         cw.request(cw.raylet, "register_driver", {"job_id": reply.job_id})
@@ -106,12 +142,16 @@ def _locate(address: str, temp_dir: str | None, token: str | None) -> tuple[str,
     info = node_mod.read_address_file(temp_dir)
     if address == "auto":
         if info is None:
-            raise ConnectionError("address='auto' but no cluster was started on this machine: run "
-                                  "`rayctl start --head` first, or pass address='host:port'")
+            raise ConnectionError(
+                "address='auto' but no cluster was started on this machine: run "
+                "`rayctl start --head` first, or pass address='host:port'"
+            )
         address = info["address"]
     token = token or token_from_env() or (read_token_file(info["token_file"]) if info else None)
     if not token:
-        raise ConnectionError(f"no cluster token for {address}: set RAYCTL_TOKEN_FILE to the cluster's token file")
+        raise ConnectionError(
+            f"no cluster token for {address}: set RAYCTL_TOKEN_FILE to the cluster's token file"
+        )
     from runtime.cluster_client import local_raylet_port
 
     return address, token, local_raylet_port(address, token)
@@ -120,7 +160,12 @@ def _locate(address: str, temp_dir: str | None, token: str | None) -> tuple[str,
 def _context_info() -> dict[str, Any]:
     assert _session is not None
     cw = _session.cw
-    return {"address": cw.gcs_address, "node_id": cw.node_id, "job_id": cw.job_id, "namespace": cw.namespace}
+    return {
+        "address": cw.gcs_address,
+        "node_id": cw.node_id,
+        "job_id": cw.job_id,
+        "namespace": cw.namespace,
+    }
 
 
 def shutdown() -> None:
@@ -159,9 +204,11 @@ def _make_remote(target: Any, options: dict[str, Any]) -> Any:
 
 def method(*, num_returns: int = 1) -> Callable[[Any], Any]:
     """Decorate an actor method to declare how many values it returns."""
+
     def wrap(fn: Any) -> Any:
         fn.__rayctl_num_returns__ = num_returns
         return fn
+
     return wrap
 
 
@@ -186,8 +233,13 @@ async def get_async(ref: ObjectRef) -> Any:
     return await loop.run_in_executor(None, get, ref)
 
 
-def wait(refs: list[ObjectRef], *, num_returns: int = 1, timeout: float | None = None,
-         fetch_local: bool = True) -> tuple[list[ObjectRef], list[ObjectRef]]:
+def wait(
+    refs: list[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Split refs into (ready, not ready) once `num_returns` are ready or `timeout` passes."""
     if not isinstance(refs, list) or not all(isinstance(r, ObjectRef) for r in refs):
         raise TypeError("wait() takes a list of ObjectRefs")
@@ -235,11 +287,15 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"kill() takes an actor handle, got {type(actor).__name__}")
     cw = _core()
-    cw.gcs_call("KillActor", gcs_pb2.KillActorRequest(actor_id=actor._actor_id, no_restart=no_restart))
+    cw.gcs_call(
+        "KillActor", gcs_pb2.KillActorRequest(actor_id=actor._actor_id, no_restart=no_restart)
+    )
     if no_restart:
         from runtime.exceptions import ActorDiedError
 
-        error = ActorDiedError(f"actor {actor._class_name}({actor._actor_id}) was killed by rt.kill()")
+        error = ActorDiedError(
+            f"actor {actor._class_name}({actor._actor_id}) was killed by rt.kill()"
+        )
         cw.call_soon(cw.actors.mark_dead, actor._actor_id, error)
 
 
@@ -261,10 +317,21 @@ def nodes() -> list[dict[str, Any]]:
     """Every node the GCS knows, in Ray's shape (NodeID, Alive, NodeManagerAddress, Resources...)."""
     out = []
     for n in _core().nodes():
-        out.append({"NodeID": n.node_id, "Alive": n.state != "DEAD", "State": n.state,
-                    "NodeManagerAddress": n.address, "NodeManagerPort": n.raylet_port,
-                    "Resources": dict(n.total), "Available": dict(n.available), "IsHead": n.is_head,
-                    "InstanceID": n.instance_id, "NodeType": n.node_type, "DeathReason": n.death_reason})
+        out.append(
+            {
+                "NodeID": n.node_id,
+                "Alive": n.state != "DEAD",
+                "State": n.state,
+                "NodeManagerAddress": n.address,
+                "NodeManagerPort": n.raylet_port,
+                "Resources": dict(n.total),
+                "Available": dict(n.available),
+                "IsHead": n.is_head,
+                "InstanceID": n.instance_id,
+                "NodeType": n.node_type,
+                "DeathReason": n.death_reason,
+            }
+        )
     return out
 
 
@@ -314,5 +381,12 @@ class RuntimeContext:
 
 def get_runtime_context() -> RuntimeContext:
     cw = _core()
-    return RuntimeContext(cw.job_id, cw.node_id, cw.worker_id, cw.current_task_id, cw.current_actor_id,
-                          cw.namespace, cw.gcs_address)
+    return RuntimeContext(
+        cw.job_id,
+        cw.node_id,
+        cw.worker_id,
+        cw.current_task_id,
+        cw.current_actor_id,
+        cw.namespace,
+        cw.gcs_address,
+    )

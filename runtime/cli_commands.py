@@ -10,24 +10,56 @@ from typing import Any
 from runtime import ids
 from runtime.auth import read_token_file, token_from_env
 from runtime.constants import TEMP_DIR
-from runtime.node import read_address_file, start_head, start_raylet, write_address_file, ADDRESS_FILE
+from runtime.node import (
+    ADDRESS_FILE,
+    read_address_file,
+    start_head,
+    start_raylet,
+    write_address_file,
+)
 from runtime.session import all_sessions, session_dir_for, stop_session
 
 
-def start_head_node(*, host: str, port: int, num_cpus: float | None, num_gpus: float | None,
-                    resources: dict[str, float], object_store_memory: int | None,
-                    temp_dir: str | None) -> dict[str, Any]:
+def start_head_node(
+    *,
+    host: str,
+    port: int,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float],
+    object_store_memory: int | None,
+    temp_dir: str | None,
+) -> dict[str, Any]:
     temp_dir = temp_dir or TEMP_DIR
-    handle = start_head(host=host, port=port, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                        object_store_memory=object_store_memory, temp_dir=temp_dir)
+    handle = start_head(
+        host=host,
+        port=port,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=resources,
+        object_store_memory=object_store_memory,
+        temp_dir=temp_dir,
+    )
     write_address_file(temp_dir, handle)
-    return {"address": handle.gcs_address, "token_file": handle.token_file,
-            "logs": os.path.join(handle.session_dir, "logs"), "node_id": handle.node_id}
+    return {
+        "address": handle.gcs_address,
+        "token_file": handle.token_file,
+        "logs": os.path.join(handle.session_dir, "logs"),
+        "node_id": handle.node_id,
+    }
 
 
-def start_worker_node(*, address: str, host: str, num_cpus: float | None, num_gpus: float | None,
-                      resources: dict[str, float], object_store_memory: int | None, token_file: str | None,
-                      temp_dir: str | None) -> dict[str, Any]:
+def start_worker_node(
+    *,
+    address: str,
+    host: str,
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float],
+    object_store_memory: int | None,
+    token_file: str | None,
+    temp_dir: str | None,
+) -> dict[str, Any]:
     temp_dir = temp_dir or TEMP_DIR
     session = session_dir_for(temp_dir, f"node-{ids.random_id(4)}")
     own_token = os.path.join(session, "token")
@@ -35,9 +67,16 @@ def start_worker_node(*, address: str, host: str, num_cpus: float | None, num_gp
     fd = os.open(own_token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token)
-    handle = start_raylet(gcs_address=address, token_file=own_token, session_dir=session, host=host,
-                          num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                          object_store_memory=object_store_memory)
+    handle = start_raylet(
+        gcs_address=address,
+        token_file=own_token,
+        session_dir=session,
+        host=host,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=resources,
+        object_store_memory=object_store_memory,
+    )
     return {"node_id": handle.node_id, "logs": os.path.join(session, "logs")}
 
 
@@ -50,7 +89,9 @@ def _find_token(token_file: str | None, temp_dir: str) -> str:
     info = read_address_file(temp_dir)
     if info:
         return read_token_file(info["token_file"])
-    raise ValueError("no cluster token: pass --token-file, or set RAYCTL_TOKEN_FILE to the head's token file")
+    raise ValueError(
+        "no cluster token: pass --token-file, or set RAYCTL_TOKEN_FILE to the head's token file"
+    )
 
 
 def stop_all(*, temp_dir: str | None, grace_s: float) -> int:

@@ -15,7 +15,9 @@ def local_raylet_port(gcs_address: str, token: str, timeout_s: float = 10.0) -> 
         try:
             reply = stub.GetNodes(gcs_pb2.Empty(), metadata=call_metadata(token), timeout=timeout_s)
         except grpc.RpcError as exc:
-            raise ConnectionError(f"cannot reach the cluster at {gcs_address}: {exc.details()}") from None
+            raise ConnectionError(
+                f"cannot reach the cluster at {gcs_address}: {exc.details()}"
+            ) from None
     host = gcs_address.rpartition(":")[0]
     alive = [n for n in reply.nodes if n.state == "ALIVE"]
     local = [n for n in alive if n.address == host] or alive

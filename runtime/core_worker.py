@@ -5,6 +5,7 @@ created, serves other processes asking about them, and submits tasks and actor c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -30,8 +31,18 @@ log = logging.getLogger("rayctl.core_worker")
 
 
 class CoreWorker:
-    def __init__(self, *, gcs_address: str, token: str, raylet_port: int, host: str, mode: str,
-                 job_id: str = "", namespace: str = "", worker_id: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        gcs_address: str,
+        token: str,
+        raylet_port: int,
+        host: str,
+        mode: str,
+        job_id: str = "",
+        namespace: str = "",
+        worker_id: str = "",
+    ) -> None:
         self.gcs_address = gcs_address
         self.token = token
         self.host = host
@@ -54,8 +65,14 @@ class CoreWorker:
         self.address = f"{host}:{server.sockets[0].getsockname()[1]}"
         self._server = server
         self.refs = ReferenceTable(self.address, self._free_object, self._release_borrowed)
-        self.raylet: Connection = self.run(connect(f"{host}:{raylet_port}", token, self._handle,
-                                                   {"role": mode, "address": self.address}))
+        self.raylet: Connection = self.run(
+            connect(
+                f"{host}:{raylet_port}",
+                token,
+                self._handle,
+                {"role": mode, "address": self.address},
+            )
+        )
         hello = self.request(self.raylet, "hello")
         self.node_id: str = hello["node_id"]
         self.shm_dir: str = hello["shm_dir"]
@@ -84,8 +101,11 @@ class CoreWorker:
         fut: CFuture[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
 
-    def request(self, conn: Connection, method: str, payload: Any = None, timeout: float | None = None) -> Any:
+    def request(
+        self, conn: Connection, method: str, payload: Any = None, timeout: float | None = None
+    ) -> Any:
         """A request over `conn`, from a user thread, waiting for the reply."""
+
         async def go() -> Any:
             return await conn.request(method, payload)
 
@@ -105,7 +125,9 @@ class CoreWorker:
         fut = self.loop.create_future()
         self._conns[address] = fut
         try:
-            conn = await connect(address, self.token, self._handle, {"role": self.mode, "address": self.address})
+            conn = await connect(
+                address, self.token, self._handle, {"role": self.mode, "address": self.address}
+            )
         except BaseException as exc:
             self._conns.pop(address, None)
             fut.set_exception(exc)
@@ -174,10 +196,12 @@ class CoreWorker:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             return self.run(asyncio.wait_for(ask(), remaining))  # type: ignore[no-any-return]
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise GetTimeoutError(f"get() timed out waiting for {ref}") from None
         except (ConnectionLost, OSError) as exc:
-            raise OwnerDiedError(f"the owner of {ref} ({ref.owner_address}) is unreachable: {exc}") from None
+            raise OwnerDiedError(
+                f"the owner of {ref} ({ref.owner_address}) is unreachable: {exc}"
+            ) from None
 
     def _materialize(self, object_id: str, inline: Any, location: Any, error: Any) -> Any:
         if error is not None:
@@ -188,7 +212,9 @@ class CoreWorker:
             return deserialize(inline[0], inline[1])
         node_id, shm_dir = location
         if node_id != self.node_id:
-            raise ObjectLostError(f"object {object_id} lives on node {node_id}; cross-node transfer is not available yet")
+            raise ObjectLostError(
+                f"object {object_id} lives on node {node_id}; cross-node transfer is not available yet"
+            )
         try:
             meta, buffers = shm.read_object(shm_dir, object_id)
         except shm.ObjectNotFoundError:
@@ -204,11 +230,15 @@ class CoreWorker:
     async def _serve_get_object(self, conn: Connection, object_id: str) -> dict[str, Any]:
         entry = self.refs.get_entry(object_id)
         if entry is None:
-            lost = ObjectLostError(f"object {object_id} was freed or never existed at its owner {self.address}")
+            lost = ObjectLostError(
+                f"object {object_id} was freed or never existed at its owner {self.address}"
+            )
             return {"inline": None, "location": None, "error": lost}
         if entry.state != READY:
             fut = self.loop.create_future()
-            if self.refs.on_ready(object_id, lambda: self.loop.call_soon_threadsafe(_set_done, fut)):
+            if self.refs.on_ready(
+                object_id, functools.partial(self.loop.call_soon_threadsafe, _set_done, fut)
+            ):
                 await fut
         return {"inline": entry.inline, "location": entry.location, "error": entry.error}
 
@@ -264,9 +294,12 @@ class CoreWorker:
         if reply.fits_a_node or reply.fits_launchable:
             return
         self._warned_shapes.add(key)
-        print(f"Warning: {name} needs {describe(shape)}, which no node of the cluster has and no node "
-              f"type the autoscaler may launch could provide; it stays pending until such a node joins.",
-              file=sys.stderr, flush=True)
+        print(
+            f"Warning: {name} needs {describe(shape)}, which no node of the cluster has and no node "
+            f"type the autoscaler may launch could provide; it stays pending until such a node joins.",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def shutdown(self) -> None:
         if self.closed:

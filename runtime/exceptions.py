@@ -16,7 +16,9 @@ class TaskError(RuntimeBaseError):
     exception's class, so `except ValueError` works as it does in Ray.
     """
 
-    def __init__(self, function_name: str, remote_traceback: str, cause: BaseException | None) -> None:
+    def __init__(
+        self, function_name: str, remote_traceback: str, cause: BaseException | None
+    ) -> None:
         self.function_name = function_name
         self.remote_traceback = remote_traceback
         self.cause = cause
@@ -34,12 +36,15 @@ class TaskError(RuntimeBaseError):
     def as_instanceof_cause(self) -> BaseException:
         """An exception that is both a TaskError and an instance of the cause's class."""
         cause_cls = type(self.cause) if self.cause is not None else None
-        if cause_cls is None or issubclass(cause_cls, TaskError) or cause_cls.__module__ == "builtins" and cause_cls in (
-            SystemExit, KeyboardInterrupt, GeneratorExit
+        if (
+            cause_cls is None
+            or issubclass(cause_cls, TaskError)
+            or cause_cls.__module__ == "builtins"
+            and cause_cls in (SystemExit, KeyboardInterrupt, GeneratorExit)
         ):
             return self
         try:
-            cls = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls), {})
+            cls: Any = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls), {})
             err = cls.__new__(cls)
             err.function_name = self.function_name
             err.remote_traceback = self.remote_traceback

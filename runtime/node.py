@@ -43,12 +43,18 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def default_resources(num_cpus: float | None, num_gpus: float | None,
-                      resources: dict[str, float] | None, memory: int | None = None) -> dict[str, float]:
+def default_resources(
+    num_cpus: float | None,
+    num_gpus: float | None,
+    resources: dict[str, float] | None,
+    memory: int | None = None,
+) -> dict[str, float]:
     total: dict[str, float] = {"CPU": float(os.cpu_count() or 1 if num_cpus is None else num_cpus)}
     if num_gpus:
         total["GPU"] = float(num_gpus)
-    total["memory"] = float(memory if memory is not None else int(psutil.virtual_memory().total * 0.7))
+    total["memory"] = float(
+        memory if memory is not None else int(psutil.virtual_memory().total * 0.7)
+    )
     total.update({k: float(v) for k, v in (resources or {}).items()})
     return {k: v for k, v in total.items() if v > 0}
 
@@ -57,19 +63,34 @@ def default_object_store_bytes() -> int:
     return int(min(psutil.virtual_memory().total * 0.3, DEFAULT_OBJECT_STORE_MAX_BYTES))
 
 
-def _spawn(args: list[str], log_path: str, session_dir: str, name: str,
-           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    args: list[str], log_path: str, session_dir: str, name: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
     record_pid(session_dir, name, proc.pid)
     return proc
 
 
-def start_head(*, host: str = "127.0.0.1", port: int = 0, num_cpus: float | None = None,
-               num_gpus: float | None = None, resources: dict[str, float] | None = None,
-               object_store_memory: int | None = None, temp_dir: str | None = None,
-               parent_pid: int = 0, death_timeout_s: float | None = None) -> NodeHandle:
+def start_head(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    temp_dir: str | None = None,
+    parent_pid: int = 0,
+    death_timeout_s: float | None = None,
+) -> NodeHandle:
     """Start Redis, the GCS and a raylet. Ports are chosen up front so all three start at once."""
     temp_dir = temp_dir or TEMP_DIR
     cluster_id = ids.random_id(4)
@@ -81,36 +102,79 @@ def start_head(*, host: str = "127.0.0.1", port: int = 0, num_cpus: float | None
     procs = []
     with open(token_file) as f:
         password = f.read().strip()
-    redis_proc = start_redis(host, redis_port, password, os.path.join(session, "redis"),
-                             os.path.join(session, "logs", "redis.log"))
+    redis_proc = start_redis(
+        host,
+        redis_port,
+        password,
+        os.path.join(session, "redis"),
+        os.path.join(session, "logs", "redis.log"),
+    )
     record_pid(session, "redis", redis_proc.pid)
     procs.append(redis_proc)
     gcs_ready = os.path.join(session, "gcs.ready")
-    gcs_args = [sys.executable, "-m", "runtime.gcs.server", "--host", host, "--port", str(gcs_port),
-                "--redis-host", host, "--redis-port", str(redis_port), "--token-file", token_file,
-                "--cluster-id", cluster_id, "--session-dir", session, "--ready-file", gcs_ready]
+    gcs_args = [
+        sys.executable,
+        "-m",
+        "runtime.gcs.server",
+        "--host",
+        host,
+        "--port",
+        str(gcs_port),
+        "--redis-host",
+        host,
+        "--redis-port",
+        str(redis_port),
+        "--token-file",
+        token_file,
+        "--cluster-id",
+        cluster_id,
+        "--session-dir",
+        session,
+        "--ready-file",
+        gcs_ready,
+    ]
     if death_timeout_s is not None:
         gcs_args += ["--death-timeout-s", str(death_timeout_s)]
     if parent_pid:
         gcs_args += ["--parent-pid", str(parent_pid), "--owned-redis-pid", str(redis_proc.pid)]
     procs.append(_spawn(gcs_args, os.path.join(session, "logs", "gcs.log"), session, "gcs"))
     gcs_address = f"{host}:{gcs_port}"
-    handle = start_raylet(gcs_address=gcs_address, token_file=token_file, session_dir=session, host=host,
-                          num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                          object_store_memory=object_store_memory, head=True, parent_pid=parent_pid,
-                          wait_procs=procs)
+    handle = start_raylet(
+        gcs_address=gcs_address,
+        token_file=token_file,
+        session_dir=session,
+        host=host,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        resources=resources,
+        object_store_memory=object_store_memory,
+        head=True,
+        parent_pid=parent_pid,
+        wait_procs=procs,
+    )
     handle.procs = procs + handle.procs
     handle.cluster_id = cluster_id
     wait_for_file(gcs_ready, 30, handle.procs)
     return handle
 
 
-def start_raylet(*, gcs_address: str, token_file: str, session_dir: str, host: str = "127.0.0.1",
-                 num_cpus: float | None = None, num_gpus: float | None = None,
-                 resources: dict[str, float] | None = None, object_store_memory: int | None = None,
-                 head: bool = False, parent_pid: int = 0, prestart: int | None = None,
-                 wait_procs: list[subprocess.Popen[bytes]] | None = None,
-                 env: dict[str, str] | None = None, gcs_lost_timeout_s: float | None = None) -> NodeHandle:
+def start_raylet(
+    *,
+    gcs_address: str,
+    token_file: str,
+    session_dir: str,
+    host: str = "127.0.0.1",
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    head: bool = False,
+    parent_pid: int = 0,
+    prestart: int | None = None,
+    wait_procs: list[subprocess.Popen[bytes]] | None = None,
+    env: dict[str, str] | None = None,
+    gcs_lost_timeout_s: float | None = None,
+) -> NodeHandle:
     node_id = ids.random_id(8)
     total = default_resources(num_cpus, num_gpus, resources)
     ready = os.path.join(session_dir, f"raylet-{node_id}.ready")
@@ -118,21 +182,54 @@ def start_raylet(*, gcs_address: str, token_file: str, session_dir: str, host: s
     shm_base = shm_root()
     record_shm_dir(session_dir, os.path.join(shm_base, f"rayctl-{node_id}"))
     n_prestart = int(total.get("CPU", 0)) if prestart is None else prestart
-    args = [sys.executable, "-m", "runtime.raylet.server", "--node-id", node_id, "--host", host,
-            "--gcs-address", gcs_address, "--token-file", token_file, "--resources", json.dumps(total),
-            "--object-store-memory", str(store_bytes), "--session-dir", session_dir, "--shm-root", shm_base,
-            "--prestart", str(min(n_prestart, 8)), "--ready-file", ready]
+    args = [
+        sys.executable,
+        "-m",
+        "runtime.raylet.server",
+        "--node-id",
+        node_id,
+        "--host",
+        host,
+        "--gcs-address",
+        gcs_address,
+        "--token-file",
+        token_file,
+        "--resources",
+        json.dumps(total),
+        "--object-store-memory",
+        str(store_bytes),
+        "--session-dir",
+        session_dir,
+        "--shm-root",
+        shm_base,
+        "--prestart",
+        str(min(n_prestart, 8)),
+        "--ready-file",
+        ready,
+    ]
     if head:
         args.append("--head")
     if parent_pid:
         args += ["--parent-pid", str(parent_pid)]
     if gcs_lost_timeout_s is not None:
         args += ["--gcs-lost-timeout-s", str(gcs_lost_timeout_s)]
-    proc = _spawn(args, os.path.join(session_dir, "logs", f"raylet-{node_id}.log"), session_dir,
-                  f"raylet-{node_id}", env=env)
+    proc = _spawn(
+        args,
+        os.path.join(session_dir, "logs", f"raylet-{node_id}.log"),
+        session_dir,
+        f"raylet-{node_id}",
+        env=env,
+    )
     info: dict[str, Any] = json.loads(wait_for_file(ready, 30, [proc, *(wait_procs or [])]))
-    return NodeHandle(gcs_address=gcs_address, token_file=token_file, session_dir=session_dir, node_id=node_id,
-                      raylet_local_port=info["local_port"], shm_dir=info["shm_dir"], procs=[proc])
+    return NodeHandle(
+        gcs_address=gcs_address,
+        token_file=token_file,
+        session_dir=session_dir,
+        node_id=node_id,
+        raylet_local_port=info["local_port"],
+        shm_dir=info["shm_dir"],
+        procs=[proc],
+    )
 
 
 def write_address_file(temp_dir: str, handle: NodeHandle) -> str:
@@ -140,8 +237,14 @@ def write_address_file(temp_dir: str, handle: NodeHandle) -> str:
     os.makedirs(temp_dir, exist_ok=True)
     path = os.path.join(temp_dir, ADDRESS_FILE)
     with open(path + ".tmp", "w") as f:
-        json.dump({"address": handle.gcs_address, "token_file": handle.token_file,
-                   "session_dir": handle.session_dir}, f)
+        json.dump(
+            {
+                "address": handle.gcs_address,
+                "token_file": handle.token_file,
+                "session_dir": handle.session_dir,
+            },
+            f,
+        )
     os.rename(path + ".tmp", path)
     return path
 

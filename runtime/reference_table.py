@@ -18,14 +18,24 @@ PENDING, READY = 0, 1
 
 
 class Entry:
-    __slots__ = ("state", "inline", "location", "error", "waiters", "local", "submitted", "escaped", "size")
+    __slots__ = (
+        "state",
+        "inline",
+        "location",
+        "error",
+        "waiters",
+        "local",
+        "submitted",
+        "escaped",
+        "size",
+    )
 
     def __init__(self) -> None:
         self.state = PENDING
         self.inline: tuple[bytes, list[bytes]] | None = None
         self.location: tuple[str, str] | None = None  # (node_id, shm_dir) of the primary copy
         self.error: BaseException | None = None
-        self.waiters: list[Callable[[], None]] = []
+        self.waiters: list[Callable[[], object]] = []
         self.local = 0
         self.submitted = 0
         self.escaped = False
@@ -33,8 +43,12 @@ class Entry:
 
 
 class ReferenceTable:
-    def __init__(self, my_address: str, free_callback: Callable[[str, Entry], None],
-                 release_borrowed: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        my_address: str,
+        free_callback: Callable[[str, Entry], None],
+        release_borrowed: Callable[[str, str], None],
+    ) -> None:
         self.lock = threading.Lock()
         self.my_address = my_address
         self.owned: dict[str, Entry] = {}
@@ -49,9 +63,15 @@ class ReferenceTable:
             self.owned[object_id] = entry
         return entry
 
-    def complete(self, object_id: str, *, inline: tuple[bytes, list[bytes]] | None = None,
-                 location: tuple[str, str] | None = None, error: BaseException | None = None,
-                 size: int = 0) -> None:
+    def complete(
+        self,
+        object_id: str,
+        *,
+        inline: tuple[bytes, list[bytes]] | None = None,
+        location: tuple[str, str] | None = None,
+        error: BaseException | None = None,
+        size: int = 0,
+    ) -> None:
         with self.lock:
             entry = self.owned.get(object_id)
             if entry is None:
@@ -74,7 +94,7 @@ class ReferenceTable:
             if entry is not None:
                 entry.state = PENDING
 
-    def on_ready(self, object_id: str, wake: Callable[[], None]) -> bool:
+    def on_ready(self, object_id: str, wake: Callable[[], object]) -> bool:
         """Call `wake` once the owned object is ready; False if it is ready already (or unknown)."""
         with self.lock:
             entry = self.owned.get(object_id)

@@ -13,8 +13,19 @@ from runtime.resources import task_shape
 from runtime.serialization import dumps_function, serialize
 from runtime.task_submitter import TaskState
 
-TASK_OPTIONS = {"num_cpus", "num_gpus", "memory", "resources", "num_returns", "max_retries",
-                "retry_exceptions", "scheduling_strategy", "name", "runtime_env", "accelerator_type"}
+TASK_OPTIONS = {
+    "num_cpus",
+    "num_gpus",
+    "memory",
+    "resources",
+    "num_returns",
+    "max_retries",
+    "retry_exceptions",
+    "scheduling_strategy",
+    "name",
+    "runtime_env",
+    "accelerator_type",
+}
 
 
 def check_options(options: dict[str, Any], allowed: set[str], what: str) -> None:
@@ -26,11 +37,18 @@ def check_options(options: dict[str, Any], allowed: set[str], what: str) -> None
         for key in sorted(unknown):
             close = difflib.get_close_matches(key, sorted(allowed), n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TypeError(f"unknown option(s) for {what}: {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}")
+        raise TypeError(
+            f"unknown option(s) for {what}: {', '.join(hints)}; allowed: {', '.join(sorted(allowed))}"
+        )
 
 
-def encode_args(cw: Any, fn_name: str, signature: inspect.Signature | None, args: tuple[Any, ...],
-                kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any], list[str]]:
+def encode_args(
+    cw: Any,
+    fn_name: str,
+    signature: inspect.Signature | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[list[Any], dict[str, Any], list[str]]:
     """Arguments as they travel: ObjectRefs kept for resolution, everything else serialized now
     (so later mutation in the caller does not change what the task sees)."""
     if signature is not None:
@@ -48,7 +66,9 @@ def encode_args(cw: Any, fn_name: str, signature: inspect.Signature | None, args
         try:
             data = serialize(value)
         except Exception as exc:
-            raise TypeError(f"could not serialize {label} of {fn_name}() ({type(value).__name__}): {exc}") from exc
+            raise TypeError(
+                f"could not serialize {label} of {fn_name}() ({type(value).__name__}): {exc}"
+            ) from exc
         if data.contained_refs:
             cw.refs.mark_escaped(data.contained_refs)
         if data.size > INLINE_OBJECT_MAX_BYTES:
@@ -84,7 +104,9 @@ class RemoteFunction:
         self.__doc__ = fn.__doc__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"remote function {self._name} cannot be called directly; use {self._name}.remote()")
+        raise TypeError(
+            f"remote function {self._name} cannot be called directly; use {self._name}.remote()"
+        )
 
     def options(self, **options: Any) -> RemoteFunction:
         check_options(options, TASK_OPTIONS, f"remote function {self._name}")
@@ -105,18 +127,33 @@ class RemoteFunction:
         self._ensure_pickled()
         opts = self._options
         num_returns = int(opts.get("num_returns", 1))
-        shape = task_shape(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"),
-                           opts.get("resources"), default_cpus=1)
+        shape = task_shape(
+            opts.get("num_cpus"),
+            opts.get("num_gpus"),
+            opts.get("memory"),
+            opts.get("resources"),
+            default_cpus=1,
+        )
         enc_args, enc_kwargs, ref_ids = encode_args(cw, self._name, self._signature, args, kwargs)
         task_id = cw.task_ids.next()
         return_ids, refs = make_returns(cw, task_id, num_returns)
-        spec = {"task_id": task_id, "fn_id": self._fn_id, "fn_bytes": self._pickled,
-                "name": opts.get("name") or self._name, "args": enc_args, "kwargs": enc_kwargs,
-                "num_returns": num_returns, "return_ids": return_ids}
+        spec = {
+            "task_id": task_id,
+            "fn_id": self._fn_id,
+            "fn_bytes": self._pickled,
+            "name": opts.get("name") or self._name,
+            "args": enc_args,
+            "kwargs": enc_kwargs,
+            "num_returns": num_returns,
+            "return_ids": return_ids,
+        }
         cw.refs.add_submitted(ref_ids)
         max_retries = int(opts.get("max_retries", DEFAULT_MAX_RETRIES))
-        cw.tasks.submit(TaskState(spec, shape, return_ids, ref_ids, max_retries,
-                                  opts.get("retry_exceptions", False)))
+        cw.tasks.submit(
+            TaskState(
+                spec, shape, return_ids, ref_ids, max_retries, opts.get("retry_exceptions", False)
+            )
+        )
         if num_returns == 1:
             return refs[0]
         return refs

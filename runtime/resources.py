@@ -9,7 +9,9 @@ Shape = Mapping[str, float]
 
 
 def fits(shape: Shape, available: Mapping[str, float]) -> bool:
-    return all(amount <= available.get(name, 0.0) + EPS for name, amount in shape.items() if amount > 0)
+    return all(
+        amount <= available.get(name, 0.0) + EPS for name, amount in shape.items() if amount > 0
+    )
 
 
 def subtract(available: dict[str, float], shape: Shape) -> None:
@@ -27,8 +29,13 @@ def shape_key(shape: Shape) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((k, float(v)) for k, v in shape.items() if v > 0))
 
 
-def task_shape(num_cpus: float | None, num_gpus: float | None, memory: float | None,
-               resources: Mapping[str, float] | None, default_cpus: float) -> dict[str, float]:
+def task_shape(
+    num_cpus: float | None,
+    num_gpus: float | None,
+    memory: float | None,
+    resources: Mapping[str, float] | None,
+    default_cpus: float,
+) -> dict[str, float]:
     """The resource shape of a task or actor from its `remote`/`options` arguments."""
     shape: dict[str, float] = {"CPU": float(default_cpus if num_cpus is None else num_cpus)}
     if num_gpus:

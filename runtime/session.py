@@ -107,7 +107,7 @@ def wait_for_file(path: str, timeout_s: float, procs: list[psutil.Popen] | None 
         return f.read()
 
 
-async def watch_parent(pid: int, on_gone: "Callable[[], None]") -> None:
+async def watch_parent(pid: int, on_gone: Callable[[], None]) -> None:
     """Call `on_gone` once process `pid` has exited (a private cluster dies with its driver)."""
     import asyncio
 

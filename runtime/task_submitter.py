@@ -9,6 +9,7 @@ the backlog (every queued task counts) so the autoscaler sees real demand.
 from __future__ import annotations
 
 import asyncio
+import functools
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -92,10 +93,18 @@ class TaskSubmitter:
     def _resolve_args(self, state: TaskState) -> None:
         for where, value in _ref_slots(state.spec):
             state.unresolved += 1
-            self.resolve_arg(state, where, value, lambda st=state: self._pump(self._enqueue(st)))
+            self.resolve_arg(state, where, value, functools.partial(self._enqueue_and_pump, state))
 
-    def resolve_arg(self, state: TaskState, where: tuple[str, Any], ref: ObjectRef,
-                    on_all_resolved: Callable[[], None]) -> None:
+    def _enqueue_and_pump(self, state: TaskState) -> None:
+        self._pump(self._enqueue(state))
+
+    def resolve_arg(
+        self,
+        state: TaskState,
+        where: tuple[str, Any],
+        ref: ObjectRef,
+        on_all_resolved: Callable[[], None],
+    ) -> None:
         """Replace one ("ref", ref) argument by its value or location once ready (on the I/O
         thread); call `on_all_resolved` when it was the last one."""
         cw = self.cw
@@ -115,9 +124,12 @@ class TaskSubmitter:
 
         entry = cw.refs.get_entry(ref.id)
         if entry is not None:
+
             def ready() -> None:
-                cw.loop.call_soon_threadsafe(fill, {"inline": entry.inline, "location": entry.location,
-                                                    "error": entry.error})
+                cw.loop.call_soon_threadsafe(
+                    fill, {"inline": entry.inline, "location": entry.location, "error": entry.error}
+                )
+
             if not cw.refs.on_ready(ref.id, ready):
                 ready()
             return
@@ -129,7 +141,13 @@ class TaskSubmitter:
             except (ConnectionLost, OSError) as exc:
                 from runtime.exceptions import OwnerDiedError
 
-                fill({"error": OwnerDiedError(f"owner of {ref} is gone: {exc}"), "inline": None, "location": None})
+                fill(
+                    {
+                        "error": OwnerDiedError(f"owner of {ref} is gone: {exc}"),
+                        "inline": None,
+                        "location": None,
+                    }
+                )
 
         asyncio.ensure_future(ask_owner())
 
@@ -235,13 +253,19 @@ class TaskSubmitter:
         if exc is not None:
             self._return_lease(lease, kill=True)
             if state.cancelled:
-                self._finish(state, error=TaskCancelledError(f"task {state.spec['name']} was cancelled"))
+                self._finish(
+                    state, error=TaskCancelledError(f"task {state.spec['name']} was cancelled")
+                )
             elif state.retries_left != 0:
                 state.retries_left -= 1
                 q.pending.appendleft(state)
             else:
-                self._finish(state, error=WorkerCrashedError(
-                    f"the worker running task {state.spec['name']} died ({exc}); no retries left"))
+                self._finish(
+                    state,
+                    error=WorkerCrashedError(
+                        f"the worker running task {state.spec['name']} died ({exc}); no retries left"
+                    ),
+                )
             self._pump(q)
             return
         reply = fut.result()
@@ -272,8 +296,12 @@ class TaskSubmitter:
             return isinstance(error.cause, tuple(allowed))
         return False
 
-    def _finish(self, state: TaskState, reply: dict[str, Any] | None = None,
-                error: BaseException | None = None) -> None:
+    def _finish(
+        self,
+        state: TaskState,
+        reply: dict[str, Any] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         self.by_task.pop(state.spec["task_id"], None)
         refs = self.cw.refs
         if reply is not None and reply.get("error") is None:
@@ -295,7 +323,9 @@ class TaskSubmitter:
         for q in self.queues.values():
             if state in q.pending:
                 q.pending.remove(state)
-                self._finish(state, error=TaskCancelledError(f"task {state.spec['name']} was cancelled"))
+                self._finish(
+                    state, error=TaskCancelledError(f"task {state.spec['name']} was cancelled")
+                )
                 return
         lease = state.lease
         if lease is not None:

@@ -12,6 +12,7 @@ Messages are tuples:  ("req", rid, method, payload)  ->  ("rep", rid, ok, payloa
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import pickle
@@ -157,7 +158,12 @@ class Connection(asyncio.Protocol):
         return False
 
     def start_client_handshake(self, info: dict[str, Any]) -> None:
-        hello = {"magic": _MAGIC.decode(), "token": self._token, "versions": local_versions(), "info": info}
+        hello = {
+            "magic": _MAGIC.decode(),
+            "token": self._token,
+            "versions": local_versions(),
+            "info": info,
+        }
         self._write_raw(json.dumps(hello).encode())
 
     # -- sending ----------------------------------------------------------------------------
@@ -209,7 +215,9 @@ class Connection(asyncio.Protocol):
                 if msg[2]:
                     fut.set_result(msg[3])
                 else:
-                    fut.set_exception(msg[3] if isinstance(msg[3], BaseException) else RuntimeError(msg[3]))
+                    fut.set_exception(
+                        msg[3] if isinstance(msg[3], BaseException) else RuntimeError(msg[3])
+                    )
             return
         if self._handler is None:
             return
@@ -231,7 +239,7 @@ class Connection(asyncio.Protocol):
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             task = asyncio.ensure_future(result)
             if rid is not None:
-                task.add_done_callback(lambda t, rid=rid: self._reply_from_task(rid, t))
+                task.add_done_callback(functools.partial(self._reply_from_task, rid))
             else:
                 task.add_done_callback(_log_task_error)
         elif rid is not None:
@@ -265,14 +273,18 @@ async def serve(host: str, port: int, token: str, handler: Handler) -> asyncio.A
 
 
 async def connect(
-    address: str, token: str, handler: Handler | None = None, info: dict[str, Any] | None = None,
+    address: str,
+    token: str,
+    handler: Handler | None = None,
+    info: dict[str, Any] | None = None,
     timeout_s: float = 10.0,
 ) -> Connection:
     """Open an authenticated connection to `host:port`."""
     host, _, port = address.rpartition(":")
     loop = asyncio.get_running_loop()
     _, conn = await asyncio.wait_for(
-        loop.create_connection(lambda: Connection(handler, token, False), host, int(port)), timeout_s
+        loop.create_connection(lambda: Connection(handler, token, False), host, int(port)),
+        timeout_s,
     )
     conn.start_client_handshake(info or {})
     await asyncio.wait_for(conn.handshake_done, timeout_s)

@@ -74,9 +74,13 @@ class Worker:
         token = token_from_env()
         assert token, "a worker needs RAYCTL_TOKEN_FILE"
         self.cw = CoreWorker(
-            gcs_address=os.environ["RAYCTL_GCS_ADDRESS"], token=token, host=os.environ["RAYCTL_NODE_HOST"],
-            raylet_port=int(os.environ["RAYCTL_RAYLET_LOCAL_PORT"]), mode="worker",
-            worker_id=os.environ["RAYCTL_WORKER_ID"])
+            gcs_address=os.environ["RAYCTL_GCS_ADDRESS"],
+            token=token,
+            host=os.environ["RAYCTL_NODE_HOST"],
+            raylet_port=int(os.environ["RAYCTL_RAYLET_LOCAL_PORT"]),
+            mode="worker",
+            worker_id=os.environ["RAYCTL_WORKER_ID"],
+        )
         self.functions: dict[str, Any] = {}
         self.actor: Any = None
         self.actor_id = ""
@@ -90,14 +94,22 @@ class Worker:
         from runtime import worker_context
 
         worker_context.set_current(self.cw)
-        self.cw.handlers.update({"push": self._on_push, "create_actor": self._on_create_actor,
-                                 "cancel": self._on_cancel})
+        self.cw.handlers.update(
+            {
+                "push": self._on_push,
+                "create_actor": self._on_create_actor,
+                "cancel": self._on_cancel,
+            }
+        )
         self.pid = os.getpid()
         sys.stdout = StreamToOwner(self, sys.stdout)  # type: ignore[assignment]
         sys.stderr = StreamToOwner(self, sys.stderr)  # type: ignore[assignment]
         self.cw.raylet.on_close.append(lambda _c: self.jobs.put(None))
-        self.cw.request(self.cw.raylet, "register_worker", {
-            "worker_id": self.cw.worker_id, "address": self.cw.address, "pid": self.pid})
+        self.cw.request(
+            self.cw.raylet,
+            "register_worker",
+            {"worker_id": self.cw.worker_id, "address": self.cw.address, "pid": self.pid},
+        )
 
     # -- I/O thread side --------------------------------------------------------------------------
     def _on_push(self, conn: Connection, spec: dict[str, Any]) -> asyncio.Future[Any]:
@@ -118,8 +130,9 @@ class Worker:
     def _on_cancel(self, conn: Connection, task_id: str) -> None:
         thread_id = self.running.get(task_id)
         if thread_id is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
-                                                       ctypes.py_object(TaskCancelledError))
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(thread_id), ctypes.py_object(TaskCancelledError)
+            )
 
     # -- main thread ---------------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -147,11 +160,16 @@ class Worker:
         try:
             reply = self._run_user_code(spec)
         except TaskCancelledError:
-            reply = {"error": format_remote_error(spec["name"], TaskCancelledError(f"task {spec['name']} cancelled"))}
+            reply = {
+                "error": format_remote_error(
+                    spec["name"], TaskCancelledError(f"task {spec['name']} cancelled")
+                )
+            }
         finally:
             self.running.pop(task_id, None)
-            sys.stdout.end_task()  # type: ignore[attr-defined]
-            sys.stderr.end_task()  # type: ignore[attr-defined]
+            for stream in (sys.stdout, sys.stderr):
+                if isinstance(stream, StreamToOwner):
+                    stream.end_task()
             self.local.conn = None
             self.cw.current_task_id = ""
         self.cw.call_soon(_resolve_future, fut, reply)
@@ -183,8 +201,10 @@ class Worker:
         n = spec["num_returns"]
         values = [result] if n == 1 else list(result) if n > 1 else []
         if n > 1 and len(values) != n:
-            raise ValueError(f"{spec['name']} declared num_returns={n} but returned {len(values)} values")
-        returns = []
+            raise ValueError(
+                f"{spec['name']} declared num_returns={n} but returned {len(values)} values"
+            )
+        returns: list[tuple[str, Any, Any, int]] = []
         for object_id, value in zip(spec["return_ids"], values, strict=True):
             data = serialize(value)
             if data.contained_refs:
@@ -198,7 +218,9 @@ class Worker:
         return {"returns": returns, "error": None}
 
     # -- actors ----------------------------------------------------------------------------------------
-    def _create_actor(self, conn: Connection, payload: dict[str, Any], fut: asyncio.Future[Any]) -> None:
+    def _create_actor(
+        self, conn: Connection, payload: dict[str, Any], fut: asyncio.Future[Any]
+    ) -> None:
         try:
             spec = deserialize(payload["spec"], [])
             cls = spec["cls"]
@@ -232,12 +254,16 @@ class Worker:
         threading.Thread(target=run, name="actor-async", daemon=True).start()
         ready.wait()
 
-    def _run_async_method(self, conn: Connection, spec: dict[str, Any], fut: asyncio.Future[Any]) -> None:
+    def _run_async_method(
+        self, conn: Connection, spec: dict[str, Any], fut: asyncio.Future[Any]
+    ) -> None:
         async def call() -> None:
             assert self.semaphore is not None
             async with self.semaphore:
                 self.local.conn = conn
-                self.local.prefix = f"({self.actor_name} pid={self.pid}, node={self.cw.node_id[:8]})"
+                self.local.prefix = (
+                    f"({self.actor_name} pid={self.pid}, node={self.cw.node_id[:8]})"
+                )
                 try:
                     method = getattr(self.actor, spec["method"])
                     args = [self._resolve(a) for a in spec["args"]]

@@ -53,14 +53,18 @@ def cluster(temp_dir: str) -> Iterator[Any]:
     """A private cluster with 2 CPUs and a custom resource, shared by one test module."""
     import runtime as rt
 
-    rt.init(num_cpus=2, resources={"widget": 2}, object_store_memory=256 * 1024**2, _temp_dir=temp_dir)
+    rt.init(
+        num_cpus=2, resources={"widget": 2}, object_store_memory=256 * 1024**2, _temp_dir=temp_dir
+    )
     shm_dirs = glob.glob("/dev/shm/rayctl-*")
     try:
         yield rt
     finally:
         pids = session_pids(temp_dir)
         rt.shutdown()
-        gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+        gone, alive = psutil.wait_procs(
+            [psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10
+        )
         assert not alive, f"processes left after shutdown: {alive}"
         leftover = [d for d in shm_dirs if os.path.exists(d)]
         assert not leftover, f"shm dirs left after shutdown: {leftover}"

@@ -14,8 +14,13 @@ import psutil
 
 def _rayctl(temp_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, RAYCTL_TEMP_DIR=temp_dir)
-    return subprocess.run([sys.executable, "-m", "autoscaler.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "autoscaler.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_start_join_stop(tmp_path) -> None:
@@ -26,8 +31,14 @@ def test_start_join_stop(tmp_path) -> None:
         started = _rayctl(temp_dir, "start", "--head", "--num-cpus", "2")
         assert started.returncode == 0, started.stderr
         assert "Cluster address: 127.0.0.1:" in started.stdout and "logs:" in started.stdout
-        joined = _rayctl(temp_dir, "start", "--address", started.stdout.split("Cluster address: ")[1].split()[0],
-                         "--num-cpus", "1")
+        joined = _rayctl(
+            temp_dir,
+            "start",
+            "--address",
+            started.stdout.split("Cluster address: ")[1].split()[0],
+            "--num-cpus",
+            "1",
+        )
         assert joined.returncode == 0, joined.stderr
         driver = textwrap.dedent("""
             import runtime as rt
@@ -38,8 +49,13 @@ def test_start_join_stop(tmp_path) -> None:
             print(len(rt.nodes()), rt.cluster_resources()["CPU"], rt.get(where.remote()) != "")
             rt.shutdown()
         """)
-        out = subprocess.run([sys.executable, "-c", driver], env=dict(os.environ, RAYCTL_TEMP_DIR=temp_dir),
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", driver],
+            env=dict(os.environ, RAYCTL_TEMP_DIR=temp_dir),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.split()[-3:] == ["2", "3.0", "True"]
         from runtime.session import all_sessions, session_processes

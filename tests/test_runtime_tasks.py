@@ -242,7 +242,7 @@ def test_prints_are_streamed_with_a_prefix(cluster, capfd) -> None:
     from conftest import wait_for
 
     wait_for(seen, 5, "task output in the driver's terminal")
-    line = next(l for l in seen.text.splitlines() if "hello from task 0" in l)  # type: ignore[attr-defined]
+    line = next(x for x in seen.text.splitlines() if "hello from task 0" in x)  # type: ignore[attr-defined]
     assert line.startswith("(chatty pid=") and "node=" in line
 
 
@@ -259,5 +259,9 @@ def test_infeasible_task_stays_pending_and_warns(cluster, capfd) -> None:
     from conftest import wait_for
 
     text = []
-    wait_for(lambda: text.append(capfd.readouterr().err) or "GPU: 8" in "".join(text), 10, "infeasible warning")
+    wait_for(
+        lambda: text.append(capfd.readouterr().err) or "GPU: 8" in "".join(text),
+        10,
+        "infeasible warning",
+    )
     rt.cancel(ref)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -17,7 +16,6 @@ from runtime.protocol import gcs_pb2, raylet_pb2
 
 
 def _services():
-    from runtime.protocol import gcs_pb2, raylet_pb2
 
     return [(gcs_pb2, "Gcs"), (raylet_pb2, "Raylet")]
 
@@ -36,21 +34,31 @@ def _addresses(rt):
     node = rt.nodes()[0]
     from runtime.api import _core
 
-    return {"Gcs": _core().gcs_address, "Raylet": f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"}
+    return {
+        "Gcs": _core().gcs_address,
+        "Raylet": f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}",
+    }
 
 
-@pytest.mark.parametrize("metadata", [None, (("rayctl-token", "wrong"),)], ids=["no-token", "wrong-token"])
+@pytest.mark.parametrize(
+    "metadata", [None, (("rayctl-token", "wrong"),)], ids=["no-token", "wrong-token"]
+)
 def test_every_grpc_method_refuses_calls_without_the_token(cluster, metadata) -> None:
     addresses = _addresses(cluster)
     methods = list(_all_methods())
     assert len(methods) >= 15
     for service, name, request_cls in methods:
         with grpc.insecure_channel(addresses[service]) as channel:
-            call = channel.unary_unary(f"/rayctl.{service}/{name}", request_serializer=request_cls.SerializeToString,
-                                       response_deserializer=lambda b: b)
+            call = channel.unary_unary(
+                f"/rayctl.{service}/{name}",
+                request_serializer=request_cls.SerializeToString,
+                response_deserializer=lambda b: b,
+            )
             with pytest.raises(grpc.RpcError) as info:
                 call(request_cls(), metadata=metadata, timeout=5)
-            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, f"{service}.{name} was not refused"
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, (
+                f"{service}.{name} was not refused"
+            )
 
 
 def _raw_exchange(address: str, payload: bytes) -> dict:
@@ -77,7 +85,10 @@ def test_node_local_transport_refuses_wrong_token_and_garbage(cluster) -> None:
 
     versions = {"python": PYTHON_VERSION, "rayctl": RAYCTL_VERSION, "protocol": PROTOCOL_VERSION}
     for address in _local_ports(cluster):
-        reply = _raw_exchange(address, json.dumps({"magic": "RAYCTL/1", "token": "wrong", "versions": versions}).encode())
+        reply = _raw_exchange(
+            address,
+            json.dumps({"magic": "RAYCTL/1", "token": "wrong", "versions": versions}).encode(),
+        )
         assert reply == {"ok": False, "error": "missing or wrong cluster token"}
         reply = _raw_exchange(address, b"\x80\x05garbage pickle")
         assert reply["ok"] is False and "garbage" in reply["error"]
@@ -90,7 +101,9 @@ def test_version_mismatch_is_refused_naming_both_versions(cluster) -> None:
     cw = _core()
     old = {"python": PYTHON_VERSION, "rayctl": "0.0.1-old", "protocol": PROTOCOL_VERSION}
     for address in _local_ports(cluster):
-        reply = _raw_exchange(address, json.dumps({"magic": "RAYCTL/1", "token": cw.token, "versions": old}).encode())
+        reply = _raw_exchange(
+            address, json.dumps({"magic": "RAYCTL/1", "token": cw.token, "versions": old}).encode()
+        )
         assert reply["ok"] is False
         assert "version mismatch" in reply["error"]
         assert "0.0.1-old" in reply["error"] and RAYCTL_VERSION in reply["error"]
@@ -105,6 +118,9 @@ def test_token_file_is_private_and_services_bind_to_the_node_address(cluster, te
     for proc in session_processes(session):
         for conn in proc.net_connections(kind="inet"):
             if conn.status == psutil.CONN_LISTEN:
-                assert conn.laddr.ip in ("127.0.0.1", "::ffff:127.0.0.1"), f"{proc.name()} listens on {conn.laddr}"
-        assert not any(len(a) == 64 and all(c in "0123456789abcdef" for c in a) for a in proc.cmdline()), \
-            "the token must never appear on a command line"
+                assert conn.laddr.ip in ("127.0.0.1", "::ffff:127.0.0.1"), (
+                    f"{proc.name()} listens on {conn.laddr}"
+                )
+        assert not any(
+            len(a) == 64 and all(c in "0123456789abcdef" for c in a) for a in proc.cmdline()
+        ), "the token must never appear on a command line"

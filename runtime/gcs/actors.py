@@ -47,15 +47,19 @@ class ActorManager:
             existing_id = self.t.named.get(f"{actor.namespace}/{actor.name}")
             existing = self.t.actors.get(existing_id or "")
             if existing is not None and existing.state != "DEAD":
-                return existing, f"an actor named {actor.name!r} already exists in namespace {actor.namespace!r}"
+                return (
+                    existing,
+                    f"an actor named {actor.name!r} already exists in namespace {actor.namespace!r}",
+                )
             await self.t.put_name(actor.namespace, actor.name, actor.actor_id)
         actor.state = "PENDING"
         await self._save(actor)
         self.wake()
         return actor, ""
 
-    async def get(self, actor_id: str, name: str, namespace: str, after_version: int,
-                  timeout_s: float) -> common_pb2.ActorInfo | None:
+    async def get(
+        self, actor_id: str, name: str, namespace: str, after_version: int, timeout_s: float
+    ) -> common_pb2.ActorInfo | None:
         if not actor_id and name:
             actor_id = self.t.named.get(f"{namespace}/{name}", "")
         deadline = time.monotonic() + timeout_s
@@ -66,7 +70,7 @@ class ActorManager:
                     return actor
                 try:
                     await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return self.t.actors.get(actor_id)
 
     async def scheduler_loop(self) -> None:
@@ -74,11 +78,14 @@ class ActorManager:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), 1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             for actor in list(self.t.actors.values()):
-                if actor.state in ("PENDING", "RESTARTING") and actor.actor_id not in self._starting:
+                if (
+                    actor.state in ("PENDING", "RESTARTING")
+                    and actor.actor_id not in self._starting
+                ):
                     node = self._pick_node(actor)
                     if node is not None:
                         self._starting.add(actor.actor_id)
@@ -86,7 +93,9 @@ class ActorManager:
 
     def _pick_node(self, actor: common_pb2.ActorInfo) -> common_pb2.NodeInfo | None:
         need = dict(actor.resources)
-        candidates = [n for n in self.t.nodes.values() if n.state == "ALIVE" and fits(need, dict(n.available))]
+        candidates = [
+            n for n in self.t.nodes.values() if n.state == "ALIVE" and fits(need, dict(n.available))
+        ]
         if not candidates:
             return None
         # spread actors: the node with the most free CPU first
@@ -94,10 +103,16 @@ class ActorManager:
 
     async def _start_on(self, actor: common_pb2.ActorInfo, node: common_pb2.NodeInfo) -> None:
         try:
-            reply = await self._raylet(node).StartActor(raylet_pb2.StartActorRequest(actor=actor),
-                                                        metadata=self.md, timeout=600)
+            reply = await self._raylet(node).StartActor(
+                raylet_pb2.StartActorRequest(actor=actor), metadata=self.md, timeout=600
+            )
         except grpc.aio.AioRpcError as exc:
-            log.warning("starting actor %s on node %s failed: %s", actor.actor_id, node.node_id, exc.details())
+            log.warning(
+                "starting actor %s on node %s failed: %s",
+                actor.actor_id,
+                node.node_id,
+                exc.details(),
+            )
             reply = None
         finally:
             self._starting.discard(actor.actor_id)
@@ -156,7 +171,10 @@ class ActorManager:
         if node is not None and node.state == "ALIVE":
             try:
                 await self._raylet(node).KillActorWorker(
-                    raylet_pb2.KillActorWorkerRequest(actor_id=actor_id, force=True), metadata=self.md, timeout=10)
+                    raylet_pb2.KillActorWorkerRequest(actor_id=actor_id, force=True),
+                    metadata=self.md,
+                    timeout=10,
+                )
             except grpc.aio.AioRpcError as exc:
                 log.warning("could not kill actor %s: %s", actor_id, exc.details())
 

@@ -33,8 +33,9 @@ def _versions_problem(v: common_pb2.Versions, what: str) -> str | None:
 
 
 class GcsServicer(gcs_pb2_grpc.GcsServicer):
-    def __init__(self, tables: Tables, token: str, cluster_id: str, session_dir: str,
-                 death_timeout_s: float) -> None:
+    def __init__(
+        self, tables: Tables, token: str, cluster_id: str, session_dir: str, death_timeout_s: float
+    ) -> None:
         self.t = tables
         self.token = token
         self.cluster_id = cluster_id
@@ -54,7 +55,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         node.last_heartbeat = time.time()
         await self.t.put_node(node)
         self._last_seen[node.node_id] = time.monotonic()
-        await self.t.event("node_added", f"node {node.node_id} at {node.address} joined with {dict(node.total)}")
+        await self.t.event(
+            "node_added", f"node {node.node_id} at {node.address} joined with {dict(node.total)}"
+        )
         log.info("node %s registered at %s", node.node_id, node.address)
         self.actors.wake()
         return gcs_pb2.RegisterNodeReply(cluster_id=self.cluster_id, session_dir=self.session_dir)
@@ -69,8 +72,15 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         node.idle_since = request.idle_since
         node.last_heartbeat = time.time()
         if request.load_changed:
-            load = [{"shape": dict(s.shape), "count": s.count, "infeasible": s.infeasible, "kind": s.kind}
-                    for s in request.load]
+            load = [
+                {
+                    "shape": dict(s.shape),
+                    "count": s.count,
+                    "infeasible": s.infeasible,
+                    "kind": s.kind,
+                }
+                for s in request.load
+            ]
             await self.t.put_load(request.node_id, load)
             self._demand_dirty.set()
             self.actors.wake()
@@ -130,6 +140,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     async def KvGet(self, request: Any, context: Any) -> Any:
         value = await self.t.r.hget(self.t.key(f"kv:{request.ns}"), request.key)
+        if isinstance(value, str):
+            value = value.encode()
         return gcs_pb2.KvReply(found=value is not None, value=value or b"")
 
     async def KvDel(self, request: Any, context: Any) -> Any:
@@ -138,7 +150,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     async def KvKeys(self, request: Any, context: Any) -> Any:
         keys = await self.t.r.hkeys(self.t.key(f"kv:{request.ns}"))
-        return gcs_pb2.KvReply(keys=[k.decode() for k in keys if k.decode().startswith(request.key)])
+        names = [k.decode() if isinstance(k, bytes) else k for k in keys]
+        return gcs_pb2.KvReply(keys=[k for k in names if k.startswith(request.key)])
 
     # -- jobs ----------------------------------------------------------------------------------
     async def RegisterJob(self, request: Any, context: Any) -> Any:
@@ -146,8 +159,16 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         if problem:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
         job_id = ids.random_id(4)
-        await self.t.put_job(job_id, {"driver_address": request.driver_address, "driver_pid": request.driver_pid,
-                                      "namespace": request.namespace, "start": time.time(), "end": None})
+        await self.t.put_job(
+            job_id,
+            {
+                "driver_address": request.driver_address,
+                "driver_pid": request.driver_pid,
+                "namespace": request.namespace,
+                "start": time.time(),
+                "end": None,
+            },
+        )
         return gcs_pb2.RegisterJobReply(job_id=job_id, cluster_id=self.cluster_id)
 
     async def FinishJob(self, request: Any, context: Any) -> Any:
@@ -164,8 +185,13 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         return gcs_pb2.CreateActorReply(actor=actor, error=error)
 
     async def GetActor(self, request: Any, context: Any) -> Any:
-        actor = await self.actors.get(request.actor_id, request.name, request.namespace,
-                                      request.after_version, request.timeout_s)
+        actor = await self.actors.get(
+            request.actor_id,
+            request.name,
+            request.namespace,
+            request.after_version,
+            request.timeout_s,
+        )
         return gcs_pb2.GetActorReply(found=actor is not None, actor=actor)
 
     async def KillActor(self, request: Any, context: Any) -> Any:
@@ -185,7 +211,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         raw = await self.t.r.hget(self.t.key("kv:autoscaler"), "launchable_node_types")
         launchable = json.loads(raw) if raw else {}
         fits_type = any(fits(shape, res) for res in launchable.values())
-        return gcs_pb2.FeasibleReply(fits_now=fits_now, fits_a_node=fits_node, fits_launchable=fits_type)
+        return gcs_pb2.FeasibleReply(
+            fits_now=fits_now, fits_a_node=fits_node, fits_launchable=fits_type
+        )
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -200,8 +228,9 @@ async def serve(args: argparse.Namespace) -> None:
     tables = Tables(client, args.cluster_id)
     await tables.load()
     servicer = GcsServicer(tables, token, args.cluster_id, args.session_dir, args.death_timeout_s)
-    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)],
-                             options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        interceptors=[AioTokenServerInterceptor(token)], options=[("grpc.so_reuseport", 0)]
+    )
     gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     await server.start()
@@ -210,8 +239,10 @@ async def serve(args: argparse.Namespace) -> None:
             f.write(str(port))
         os.rename(args.ready_file + ".tmp", args.ready_file)
     log.info("GCS listening on %s:%d (cluster %s)", args.host, port, args.cluster_id)
-    background = [asyncio.ensure_future(c) for c in
-                  (servicer.health_loop(), servicer.demand_loop(), servicer.actors.scheduler_loop())]
+    background = [
+        asyncio.ensure_future(c)
+        for c in (servicer.health_loop(), servicer.demand_loop(), servicer.actors.scheduler_loop())
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -244,7 +275,9 @@ def main() -> None:
     p.add_argument("--owned-redis-pid", type=int, default=0, help="stop this Redis on exit")
     p.add_argument("--death-timeout-s", type=float, default=NODE_DEATH_TIMEOUT_S)
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(serve(args))
 
 

@@ -40,13 +40,16 @@ class Tables:
         for node_id, raw in (await self.r.hgetall(self.key("nodes"))).items():
             info = common_pb2.NodeInfo()
             info.ParseFromString(raw)
-            self.nodes[node_id.decode()] = info
+            self.nodes[_text(node_id)] = info
         for actor_id, raw in (await self.r.hgetall(self.key("actors"))).items():
             actor = common_pb2.ActorInfo()
             actor.ParseFromString(raw)
-            self.actors[actor_id.decode()] = actor
-        self.named = {k.decode(): v.decode() for k, v in (await self.r.hgetall(self.key("named_actors"))).items()}
-        self.jobs = {k.decode(): json.loads(v) for k, v in (await self.r.hgetall(self.key("jobs"))).items()}
+            self.actors[_text(actor_id)] = actor
+        named = await self.r.hgetall(self.key("named_actors"))
+        self.named = {_text(k): _text(v) for k, v in named.items()}
+        self.jobs = {
+            _text(k): json.loads(v) for k, v in (await self.r.hgetall(self.key("jobs"))).items()
+        }
 
     async def put_node(self, info: common_pb2.NodeInfo) -> None:
         await self.r.hset(self.key("nodes"), info.node_id, info.SerializeToString())
@@ -80,5 +83,13 @@ class Tables:
         await self.r.publish(self.key("demand_changed"), str(time.time()))
 
     async def event(self, kind: str, message: str) -> None:
-        await self.r.xadd(self.key("events"), {"kind": kind, "message": message, "time": str(time.time())},
-                          maxlen=10000, approximate=True)
+        await self.r.xadd(
+            self.key("events"),
+            {"kind": kind, "message": message, "time": str(time.time())},
+            maxlen=10000,
+            approximate=True,
+        )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -48,22 +48,29 @@ class Raylet:
         self.available = dict(self.total)
         self.queue: list[LeaseRequest] = []
         self.leases: dict[str, tuple[Worker, dict[str, float]]] = {}
-        self.backlogs: dict[Connection, dict[tuple[tuple[str, float], ...], int]] = defaultdict(dict)
+        self.backlogs: dict[Connection, dict[tuple[tuple[str, float], ...], int]] = defaultdict(
+            dict
+        )
         self.drivers: dict[Connection, str] = {}
         self.actor_workers: dict[str, tuple[Worker, dict[str, float]]] = {}
         self.cluster_view: list[common_pb2.NodeInfo] = []
         self.idle_since = time.time()
         self.load_changed = True
         self.shm_dir = os.path.join(args.shm_root, f"rayctl-{self.node_id}")
-        self.store = ObjectStore(self.shm_dir, args.object_store_memory,
-                                 os.path.join(args.session_dir, "spill", self.node_id))
+        self.store = ObjectStore(
+            self.shm_dir,
+            args.object_store_memory,
+            os.path.join(args.session_dir, "spill", self.node_id),
+        )
         self.pool: WorkerPool | None = None
         self.gcs: gcs_pb2_grpc.GcsStub | None = None
         self.md = call_metadata(token)
         self.stopping = asyncio.Event()
 
     # -- leases ----------------------------------------------------------------------------
-    def request_lease(self, conn: Connection, payload: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+    def request_lease(
+        self, conn: Connection, payload: dict[str, Any]
+    ) -> asyncio.Future[dict[str, Any]]:
         shape = payload["shape"]
         self.backlogs[conn][shape_key(shape)] = payload.get("backlog", 1)
         self.load_changed = True
@@ -103,8 +110,14 @@ class Raylet:
         worker.lease_id = lease_id
         worker.owner = req.owner
         self.leases[lease_id] = (worker, req.shape)
-        req.future.set_result({"lease_id": lease_id, "worker_id": worker.worker_id, "address": worker.address,
-                               "node_id": self.node_id})
+        req.future.set_result(
+            {
+                "lease_id": lease_id,
+                "worker_id": worker.worker_id,
+                "address": worker.address,
+                "node_id": self.node_id,
+            }
+        )
 
     def return_lease(self, lease_id: str, kill: bool = False) -> None:
         entry = self.leases.pop(lease_id, None)
@@ -140,8 +153,12 @@ class Raylet:
         if self.gcs is None or self.stopping.is_set():
             return
         try:
-            await self.gcs.ReportActorDied(gcs_pb2.ActorDiedRequest(
-                actor_id=actor_id, reason=f"the actor's worker process exited (code {code})"), metadata=self.md)
+            await self.gcs.ReportActorDied(
+                gcs_pb2.ActorDiedRequest(
+                    actor_id=actor_id, reason=f"the actor's worker process exited (code {code})"
+                ),
+                metadata=self.md,
+            )
         except grpc.aio.AioRpcError as exc:
             log.warning("could not report actor %s death: %s", actor_id, exc.details())
 
@@ -157,7 +174,9 @@ class Raylet:
                 self.return_lease(lease_id)
         job_id = self.drivers.pop(conn, None)
         if job_id and self.gcs is not None and not self.stopping.is_set():
-            asyncio.ensure_future(self.gcs.FinishJob(gcs_pb2.JobIdRequest(job_id=job_id), metadata=self.md))
+            asyncio.ensure_future(
+                self.gcs.FinishJob(gcs_pb2.JobIdRequest(job_id=job_id), metadata=self.md)
+            )
         self.dispatch()
 
     def load(self) -> list[common_pb2.ShapeCount]:
@@ -172,7 +191,11 @@ class Raylet:
                 continue
             shape = dict(key)
             feasible = fits(shape, self.total) or any(fits(shape, dict(n.total)) for n in nodes)
-            result.append(common_pb2.ShapeCount(shape=shape, count=count, infeasible=not feasible, kind="task"))
+            result.append(
+                common_pb2.ShapeCount(
+                    shape=shape, count=count, infeasible=not feasible, kind="task"
+                )
+            )
         return result
 
     # -- the node-local transport --------------------------------------------------------------
@@ -224,8 +247,10 @@ class Raylet:
         self.actor_workers[actor.actor_id] = (worker, need)
         assert worker.conn is not None
         try:
-            await worker.conn.request("create_actor", {
-                "actor_id": actor.actor_id, "spec": actor.creation_spec, "job_id": actor.job_id})
+            await worker.conn.request(
+                "create_actor",
+                {"actor_id": actor.actor_id, "spec": actor.creation_spec, "job_id": actor.job_id},
+            )
         except Exception as exc:  # noqa: BLE001 - the constructor failed or the worker died
             self.actor_workers.pop(actor.actor_id, None)
             worker.actor_id = ""
@@ -243,25 +268,41 @@ class Raylet:
     # -- GCS link -----------------------------------------------------------------------------
     def node_info(self) -> common_pb2.NodeInfo:
         return common_pb2.NodeInfo(
-            node_id=self.node_id, address=self.host, raylet_port=self.args.grpc_port_bound,
-            local_port=self.args.local_port_bound, shm_dir=self.shm_dir, total=self.total,
-            available=self.available, state="ALIVE", instance_id=os.environ.get("RAYCTL_INSTANCE_ID", ""),
-            node_type=os.environ.get("RAYCTL_NODE_TYPE", ""), is_head=self.args.head,
-            versions=common_pb2.Versions(python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=PROTOCOL_VERSION))
+            node_id=self.node_id,
+            address=self.host,
+            raylet_port=self.args.grpc_port_bound,
+            local_port=self.args.local_port_bound,
+            shm_dir=self.shm_dir,
+            total=self.total,
+            available=self.available,
+            state="ALIVE",
+            instance_id=os.environ.get("RAYCTL_INSTANCE_ID", ""),
+            node_type=os.environ.get("RAYCTL_NODE_TYPE", ""),
+            is_head=self.args.head,
+            versions=common_pb2.Versions(
+                python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=PROTOCOL_VERSION
+            ),
+        )
 
     async def register(self) -> None:
         assert self.gcs is not None
         deadline = time.monotonic() + 30
         while True:
             try:
-                await self.gcs.RegisterNode(gcs_pb2.RegisterNodeRequest(node=self.node_info()),
-                                            metadata=self.md, timeout=5)
+                await self.gcs.RegisterNode(
+                    gcs_pb2.RegisterNodeRequest(node=self.node_info()), metadata=self.md, timeout=5
+                )
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
+                if exc.code() in (
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                ):
                     raise SystemExit(f"the GCS refused this node: {exc.details()}") from None
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"cannot reach the GCS at {self.args.gcs_address}: {exc.details()}") from None
+                    raise SystemExit(
+                        f"cannot reach the GCS at {self.args.gcs_address}: {exc.details()}"
+                    ) from None
                 await asyncio.sleep(0.02)
 
     async def heartbeat_loop(self) -> None:
@@ -270,9 +311,13 @@ class Raylet:
         while not self.stopping.is_set():
             changed = self.load_changed
             self.load_changed = False
-            req = gcs_pb2.HeartbeatRequest(node_id=self.node_id, available=self.available,
-                                           load=self.load() if changed else [], idle_since=self.idle_since,
-                                           load_changed=changed)
+            req = gcs_pb2.HeartbeatRequest(
+                node_id=self.node_id,
+                available=self.available,
+                load=self.load() if changed else [],
+                idle_since=self.idle_since,
+                load_changed=changed,
+            )
             try:
                 reply = await self.gcs.Heartbeat(req, metadata=self.md, timeout=2)
                 last_ok = time.monotonic()
@@ -284,7 +329,10 @@ class Raylet:
             except grpc.aio.AioRpcError:
                 self.load_changed = self.load_changed or changed
                 if time.monotonic() - last_ok > self.args.gcs_lost_timeout_s:
-                    log.error("GCS unreachable for %.0fs: stopping this node", self.args.gcs_lost_timeout_s)
+                    log.error(
+                        "GCS unreachable for %.0fs: stopping this node",
+                        self.args.gcs_lost_timeout_s,
+                    )
                     self.stopping.set()
                     return
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
@@ -305,8 +353,13 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
         assert self.r.pool is not None
         stats = self.r.store.stats()
         return raylet_pb2.NodeStatsReply(
-            node=self.r.node_info(), num_workers=len(self.r.pool.workers), num_idle_workers=len(self.r.pool.idle),
-            object_store_used=stats.used_bytes, object_store_capacity=stats.capacity_bytes, load=self.r.load())
+            node=self.r.node_info(),
+            num_workers=len(self.r.pool.workers),
+            num_idle_workers=len(self.r.pool.idle),
+            object_store_used=stats.used_bytes,
+            object_store_capacity=stats.capacity_bytes,
+            load=self.r.load(),
+        )
 
     async def Shutdown(self, request: Any, context: Any) -> Any:
         self.r.stopping.set()
@@ -317,27 +370,46 @@ async def run(args: argparse.Namespace) -> None:
     token = read_token_file(args.token_file)
     raylet = Raylet(args, token)
     local_server = await serve(args.host, args.local_port, token, raylet.handle)
-    args.local_port_bound = local_server.sockets[0].getsockname()[1]
+    args.local_port_bound = local_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)])
     raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
     args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
     await server.start()
     raylet.pool = WorkerPool(
-        node_id=raylet.node_id, local_port=args.local_port_bound, host=args.host, token_file=args.token_file,
-        log_dir=os.path.join(args.session_dir, "logs"), shm_dir=raylet.shm_dir, gcs_address=args.gcs_address,
-        session_dir=args.session_dir, on_death=raylet.on_worker_death,
-        record_pid=lambda name, pid: record_pid(args.session_dir, f"{name}", pid))
+        node_id=raylet.node_id,
+        local_port=args.local_port_bound,
+        host=args.host,
+        token_file=args.token_file,
+        log_dir=os.path.join(args.session_dir, "logs"),
+        shm_dir=raylet.shm_dir,
+        gcs_address=args.gcs_address,
+        session_dir=args.session_dir,
+        on_death=raylet.on_worker_death,
+        record_pid=lambda name, pid: record_pid(args.session_dir, f"{name}", pid),
+    )
     for _ in range(args.prestart):
         await raylet.pool.start_worker()
     raylet.gcs = gcs_pb2_grpc.GcsStub(grpc.aio.insecure_channel(args.gcs_address))
     await raylet.register()
     if args.ready_file:
         with open(args.ready_file + ".tmp", "w") as f:
-            json.dump({"node_id": raylet.node_id, "local_port": args.local_port_bound,
-                       "grpc_port": args.grpc_port_bound, "shm_dir": raylet.shm_dir}, f)
+            json.dump(
+                {
+                    "node_id": raylet.node_id,
+                    "local_port": args.local_port_bound,
+                    "grpc_port": args.grpc_port_bound,
+                    "shm_dir": raylet.shm_dir,
+                },
+                f,
+            )
         os.rename(args.ready_file + ".tmp", args.ready_file)
-    log.info("raylet %s up: local %d, grpc %d, resources %s", raylet.node_id, args.local_port_bound,
-             args.grpc_port_bound, raylet.total)
+    log.info(
+        "raylet %s up: local %d, grpc %d, resources %s",
+        raylet.node_id,
+        args.local_port_bound,
+        args.grpc_port_bound,
+        raylet.total,
+    )
     hb = asyncio.ensure_future(raylet.heartbeat_loop())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -347,8 +419,11 @@ async def run(args: argparse.Namespace) -> None:
     await raylet.stopping.wait()
     hb.cancel()
     try:
-        await raylet.gcs.UnregisterNode(gcs_pb2.NodeIdRequest(node_id=raylet.node_id, reason="node stopped"),
-                                        metadata=raylet.md, timeout=1)
+        await raylet.gcs.UnregisterNode(
+            gcs_pb2.NodeIdRequest(node_id=raylet.node_id, reason="node stopped"),
+            metadata=raylet.md,
+            timeout=1,
+        )
     except grpc.aio.AioRpcError:
         pass
     await raylet.pool.shutdown()
@@ -375,7 +450,9 @@ def main() -> None:
     p.add_argument("--ready-file", default="")
     p.add_argument("--gcs-lost-timeout-s", type=float, default=60.0)
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(run(args))
 
 

@@ -27,7 +27,9 @@ class Worker:
     lease_id: str = ""
     actor_id: str = ""
     owner: Connection | None = None
-    registered: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_event_loop().create_future())
+    registered: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_event_loop().create_future()
+    )
     dead: bool = False
 
     @property
@@ -36,9 +38,20 @@ class Worker:
 
 
 class WorkerPool:
-    def __init__(self, *, node_id: str, local_port: int, host: str, token_file: str, log_dir: str,
-                 shm_dir: str, gcs_address: str, session_dir: str,
-                 on_death: Callable[[Worker, int], None], record_pid: Callable[[str, int], None]) -> None:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        local_port: int,
+        host: str,
+        token_file: str,
+        log_dir: str,
+        shm_dir: str,
+        gcs_address: str,
+        session_dir: str,
+        on_death: Callable[[Worker, int], None],
+        record_pid: Callable[[str, int], None],
+    ) -> None:
         self.node_id = node_id
         self.local_port = local_port
         self.host = host
@@ -57,20 +70,33 @@ class WorkerPool:
     async def start_worker(self) -> Worker:
         worker_id = ids.random_id(6)
         env = dict(os.environ)
-        env.update({
-            "RAYCTL_WORKER_ID": worker_id, "RAYCTL_NODE_ID": self.node_id, "RAYCTL_NODE_HOST": self.host,
-            "RAYCTL_RAYLET_LOCAL_PORT": str(self.local_port), "RAYCTL_TOKEN_FILE": self.token_file,
-            "RAYCTL_SHM_DIR": self.shm_dir, "RAYCTL_GCS_ADDRESS": self.gcs_address,
-            "RAYCTL_SESSION_DIR": self.session_dir, "RAYCTL_LOG_DIR": self.log_dir,
-        })
+        env.update(
+            {
+                "RAYCTL_WORKER_ID": worker_id,
+                "RAYCTL_NODE_ID": self.node_id,
+                "RAYCTL_NODE_HOST": self.host,
+                "RAYCTL_RAYLET_LOCAL_PORT": str(self.local_port),
+                "RAYCTL_TOKEN_FILE": self.token_file,
+                "RAYCTL_SHM_DIR": self.shm_dir,
+                "RAYCTL_GCS_ADDRESS": self.gcs_address,
+                "RAYCTL_SESSION_DIR": self.session_dir,
+                "RAYCTL_LOG_DIR": self.log_dir,
+            }
+        )
         env.pop("RAYCTL_TOKEN", None)
         out = open(os.path.join(self.log_dir, f"worker-{worker_id}.out"), "ab")
         err = open(os.path.join(self.log_dir, f"worker-{worker_id}.err"), "ab")
         self.starting += 1
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "runtime.worker", env=env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=out, stderr=err)
+                sys.executable,
+                "-m",
+                "runtime.worker",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
         finally:
             out.close()
             err.close()
@@ -85,7 +111,9 @@ class WorkerPool:
         worker.dead = True
         if not worker.registered.done():
             self.starting -= 1
-            worker.registered.set_exception(RuntimeError(f"worker exited with code {code} before registering"))
+            worker.registered.set_exception(
+                RuntimeError(f"worker exited with code {code} before registering")
+            )
             worker.registered.exception()
         self.workers.pop(worker.worker_id, None)
         if worker in self.idle:
@@ -154,7 +182,7 @@ class WorkerPool:
         for worker in list(self.workers.values()):
             try:
                 await asyncio.wait_for(worker.proc.wait(), max(0.01, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.kill(worker)
                 await worker.proc.wait()
 
