@@ -18,12 +18,17 @@ log = logging.getLogger(__name__)
 METADATA_KEY = "rayctl-token"
 
 
+def write_private_file(path: str, text: str) -> None:
+    """Write `text` to `path`, readable by its owner only (mode 0600 from the start)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def create_token_file(path: str) -> str:
     """Write a new random token to `path` with mode 0600 and return it."""
     token = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
+    write_private_file(path, token)
     return token
 
 

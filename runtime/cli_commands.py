@@ -8,7 +8,7 @@ import shutil
 from typing import Any
 
 from runtime import ids
-from runtime.auth import read_token_file, token_from_env
+from runtime.auth import read_token_file, token_from_env, write_private_file
 from runtime.constants import TEMP_DIR
 from runtime.node import (
     ADDRESS_FILE,
@@ -64,9 +64,7 @@ def start_worker_node(
     session = session_dir_for(temp_dir, f"node-{ids.random_id(4)}")
     own_token = os.path.join(session, "token")
     token = _find_token(token_file, temp_dir)
-    fd = os.open(own_token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
+    write_private_file(own_token, token)
     handle = start_raylet(
         gcs_address=address,
         token_file=own_token,

@@ -16,6 +16,8 @@ import time
 
 import redis
 
+from runtime.auth import write_private_file
+
 
 class RedisNotFoundError(RuntimeError):
     pass
@@ -50,9 +52,7 @@ def start_redis(
     """Start a password-protected server with append-only persistence in `data_dir`. The password
     goes in a 0600 config file, never on the command line (where `ps` would show it)."""
     conf = os.path.join(data_dir, "redis.conf")
-    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"requirepass {password}\n")
+    write_private_file(conf, f"requirepass {password}\n")
     args = [
         find_redis_server(),
         conf,

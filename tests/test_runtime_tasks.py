@@ -239,7 +239,7 @@ def test_prints_are_streamed_with_a_prefix(cluster, capfd) -> None:
         return all(f"hello from task {i}" in seen.text for i in range(3))  # type: ignore[attr-defined]
 
     seen.text = ""  # type: ignore[attr-defined]
-    from conftest import wait_for
+    from polling import wait_for
 
     wait_for(seen, 5, "task output in the driver's terminal")
     line = next(x for x in seen.text.splitlines() if "hello from task 0" in x)  # type: ignore[attr-defined]
@@ -256,7 +256,7 @@ def test_infeasible_task_stays_pending_and_warns(cluster, capfd) -> None:
     ref = needs_gpus.remote()
     ready, _ = rt.wait([ref], timeout=3)
     assert not ready, "an infeasible task must stay pending (it is demand), not fail"
-    from conftest import wait_for
+    from polling import wait_for
 
     text = []
     wait_for(
