@@ -10,7 +10,7 @@ from runtime import ids
 from runtime.protocol import common_pb2, gcs_pb2
 from runtime.remote_function import check_options, encode_args, make_returns
 from runtime.resources import task_shape
-from runtime.serialization import dumps_function
+from runtime.serialization import dumps_function, serialize
 from runtime.task_submitter import TaskState
 
 ACTOR_OPTIONS = {
@@ -69,21 +69,9 @@ class ActorClass:
         enc_args, enc_kwargs, _ = encode_args(
             cw, f"{self.__name__}.__init__", bound_sig, args, kwargs
         )
-        for arg in [*enc_args, *enc_kwargs.values()]:
-            if (
-                arg[0] == "ref"
-            ):  # constructor args are resolved here (the GCS cannot wait on owners)
-                value = cw.get([arg[1]], None)[0]
-                from runtime.serialization import serialize
-
-                data = serialize(value)
-                arg_index = enc_args.index(arg) if arg in enc_args else None
-                encoded = ("v", *data.inline())
-                if arg_index is not None:
-                    enc_args[arg_index] = encoded
-                else:
-                    key = next(k for k, v in enc_kwargs.items() if v is arg)
-                    enc_kwargs[key] = encoded
+        # constructor arguments travel inside the creation spec, resolved here (the GCS does not wait on owners)
+        enc_args = [_resolved(cw, a) for a in enc_args]
+        enc_kwargs = {k: _resolved(cw, v) for k, v in enc_kwargs.items()}
         is_async = any(
             inspect.iscoroutinefunction(m)
             for _, m in inspect.getmembers(self._cls, inspect.isfunction)
@@ -123,6 +111,12 @@ class ActorClass:
         return ActorHandle(
             actor_id, self.__name__, _method_meta(self._cls), int(opts.get("max_task_retries", 0))
         )
+
+
+def _resolved(cw: Any, encoded: Any) -> Any:
+    if encoded[0] != "ref":
+        return encoded
+    return ("v", *serialize(cw.get([encoded[1]], None)[0]).inline())
 
 
 def _method_meta(cls: type) -> dict[str, int]:

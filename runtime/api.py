@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -305,12 +306,10 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     reply = cw.gcs_call("GetActor", gcs_pb2.GetActorRequest(name=name, namespace=ns))
     if not reply.found or reply.actor.state == "DEAD":
         raise ValueError(f"no live actor named {name!r} in namespace {ns!r}")
-    from runtime.actor import ActorHandle as Handle
-
-    spec = __import__("pickle").loads(reply.actor.creation_spec)
     from runtime.actor import _method_meta
 
-    return Handle(reply.actor.actor_id, reply.actor.class_name, _method_meta(spec["cls"]), 0)
+    spec = pickle.loads(reply.actor.creation_spec)
+    return ActorHandle(reply.actor.actor_id, reply.actor.class_name, _method_meta(spec["cls"]), 0)
 
 
 def nodes() -> list[dict[str, Any]]:

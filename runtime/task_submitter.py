@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import traceback
 from collections import deque
 from collections.abc import Callable
@@ -67,7 +68,7 @@ class TaskSubmitter:
         self.queues: dict[tuple[tuple[str, float], ...], ShapeQueue] = {}
         self.by_task: dict[str, TaskState] = {}
         self._inbox: list[TaskState] = []
-        self._inbox_lock = __import__("threading").Lock()
+        self._inbox_lock = threading.Lock()
 
     # -- from user threads -----------------------------------------------------------------------
     def submit(self, state: TaskState) -> None:

@@ -17,7 +17,7 @@ import json
 import logging
 import pickle
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from runtime.auth import tokens_equal
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 _LEN = struct.Struct("!I")
 _MAGIC = b"RAYCTL/1"
-MAX_FRAME = 1 << 31
 
 Handler = Callable[["Connection", str, Any], Any]
 
@@ -290,6 +289,3 @@ async def connect(
     await asyncio.wait_for(conn.handshake_done, timeout_s)
     return conn
 
-
-async def wait_all(futures: list[Awaitable[Any]]) -> list[Any]:
-    return list(await asyncio.gather(*futures))
