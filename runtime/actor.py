@@ -92,6 +92,9 @@ class ActorClass:
             opts.get("resources"),
             default_cpus=0,
         )
+        from runtime.remote_function import apply_strategy
+
+        shape, _ = apply_strategy(shape, opts.get("scheduling_strategy"))
         actor_id = ids.random_id(8)
         info = common_pb2.ActorInfo(
             actor_id=actor_id,

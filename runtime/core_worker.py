@@ -136,6 +136,14 @@ class CoreWorker:
         fut.set_result(conn)
         return conn
 
+    async def raylet_connection(self, address: str) -> Connection:
+        """A connection to another node's raylet (after a spillback), introduced with hello."""
+        conn = await self.connection(address)
+        if not conn.context.get("hello"):
+            conn.context["hello"] = True
+            await conn.request("hello", None)
+        return conn
+
     def _handle(self, conn: Connection, method: str, payload: Any) -> Any:
         handler = self.handlers.get(method)
         if handler is None:
@@ -211,10 +219,10 @@ class CoreWorker:
         if inline is not None:
             return deserialize(inline[0], inline[1])
         node_id, shm_dir = location
-        if node_id != self.node_id:
-            raise ObjectLostError(
-                f"object {object_id} lives on node {node_id}; cross-node transfer is not available yet"
-            )
+        if node_id != self.node_id:  # another node's object: our raylet fetches a local copy
+            path = self.request(self.raylet, "pull", {"object_id": object_id, "node_id": node_id})
+            meta, buffers = shm.read_object(os.path.dirname(path), object_id)
+            return deserialize(meta, buffers)
         try:
             meta, buffers = shm.read_object(shm_dir, object_id)
         except shm.ObjectNotFoundError:

@@ -82,6 +82,17 @@ def encode_args(
     return enc_args, enc_kwargs, ref_ids
 
 
+def apply_strategy(shape: dict[str, float], strategy: Any) -> tuple[dict[str, float], Any]:
+    """The shape and wire strategy of a task: placement groups rewrite the shape to bundle resources."""
+    from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy, to_wire
+
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        from runtime.util.placement_group import bundle_shape
+
+        return bundle_shape(shape, strategy.placement_group, strategy.placement_group_bundle_index), None
+    return shape, to_wire(strategy)
+
+
 def make_returns(cw: Any, task_id: str, num_returns: int) -> tuple[list[str], list[ObjectRef]]:
     return_ids = [ids.object_id_for(task_id, i + 1) for i in range(num_returns)]
     refs = [cw.new_owned_ref(oid) for oid in return_ids]
@@ -149,10 +160,10 @@ class RemoteFunction:
         }
         cw.refs.add_submitted(ref_ids)
         max_retries = int(opts.get("max_retries", DEFAULT_MAX_RETRIES))
+        shape, strategy = apply_strategy(shape, opts.get("scheduling_strategy"))
+        retry_exceptions = opts.get("retry_exceptions", False)
         cw.tasks.submit(
-            TaskState(
-                spec, shape, return_ids, ref_ids, max_retries, opts.get("retry_exceptions", False)
-            )
+            TaskState(spec, shape, return_ids, ref_ids, max_retries, retry_exceptions, strategy)
         )
         if num_returns == 1:
             return refs[0]

@@ -38,6 +38,7 @@ class TaskState:
     ref_args: list[str]  # owned objects passed as top-level args (counted while the task runs)
     retries_left: int
     retry_exceptions: bool | list[type]
+    strategy: Any = None  # wire form, see runtime.util.scheduling_strategies.to_wire
     unresolved: int = 0
     cancelled: bool = False
     lease: Lease | None = None
@@ -46,8 +47,9 @@ class TaskState:
 @dataclass(eq=False)
 class Lease:
     lease_id: str
-    conn: Connection
+    conn: Connection  # to the leased worker
     queue: ShapeQueue
+    raylet: Connection  # the raylet that granted it (ours, or one we were spilled to)
     busy: TaskState | None = None
     linger: asyncio.TimerHandle | None = None
 
@@ -55,6 +57,7 @@ class Lease:
 @dataclass(eq=False)
 class ShapeQueue:
     shape: dict[str, float]
+    strategy: Any = None
     pending: deque[TaskState] = field(default_factory=deque)
     leases: list[Lease] = field(default_factory=list)
     requesting: int = 0
@@ -65,7 +68,7 @@ class ShapeQueue:
 class TaskSubmitter:
     def __init__(self, cw: CoreWorker) -> None:
         self.cw = cw
-        self.queues: dict[tuple[tuple[str, float], ...], ShapeQueue] = {}
+        self.queues: dict[tuple[Any, ...], ShapeQueue] = {}
         self.by_task: dict[str, TaskState] = {}
         self._inbox: list[TaskState] = []
         self._inbox_lock = threading.Lock()
@@ -154,10 +157,10 @@ class TaskSubmitter:
 
     # -- queues and leases ------------------------------------------------------------------------
     def _enqueue(self, state: TaskState) -> ShapeQueue:
-        key = shape_key(state.shape)
+        key = (shape_key(state.shape), repr(state.strategy))
         q = self.queues.get(key)
         if q is None:
-            q = self.queues[key] = ShapeQueue(state.shape)
+            q = self.queues[key] = ShapeQueue(state.shape, state.strategy)
         q.pending.append(state)
         return q
 
@@ -190,17 +193,28 @@ class TaskSubmitter:
     async def _request_lease(self, q: ShapeQueue) -> None:
         cw = self.cw
         warn = cw.loop.call_later(INFEASIBLE_WARNING_AFTER_S, self._maybe_warn, q)
+        raylet = cw.raylet
+        request = {"shape": q.shape, "backlog": len(q.pending), "strategy": q.strategy, "allow_spill": True}
         try:
-            grant = await cw.raylet.request("lease", {"shape": q.shape, "backlog": len(q.pending)})
+            grant = await raylet.request("lease", request)
+            hops = 0
+            while "spillback" in grant and hops < 4:  # another node has room: ask its raylet
+                hops += 1
+                raylet = await cw.raylet_connection(grant["spillback"]["address"])
+                grant = await raylet.request("lease", dict(request, backlog=0, allow_spill=hops >= 4))
             conn = await cw.connection(grant["address"])
         except (ConnectionLost, OSError) as exc:
             q.requesting -= 1
             self._fail_pending(q, WorkerCrashedError(f"could not lease a worker: {exc}"))
             return
+        except ValueError as exc:  # the raylet refused the request (e.g. hard node affinity to a dead node)
+            q.requesting -= 1
+            self._fail_pending(q, exc)
+            return
         finally:
             warn.cancel()
         q.requesting -= 1
-        lease = Lease(grant["lease_id"], conn, q)
+        lease = Lease(grant["lease_id"], conn, q, raylet)
         q.leases.append(lease)
         if q.pending:
             self._push(lease, q.pending.popleft())
@@ -218,8 +232,8 @@ class TaskSubmitter:
             lease.queue.leases.remove(lease)
         if lease.linger is not None:
             lease.linger.cancel()
-        if self.cw.raylet.is_open:
-            self.cw.raylet.send("return_lease", {"lease_id": lease.lease_id, "kill": kill})
+        if lease.raylet.is_open:
+            lease.raylet.send("return_lease", {"lease_id": lease.lease_id, "kill": kill})
 
     def _fail_pending(self, q: ShapeQueue, error: BaseException) -> None:
         if q.leases or q.requesting:

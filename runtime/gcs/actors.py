@@ -29,7 +29,7 @@ class ActorManager:
     def wake(self) -> None:
         self._wake.set()
 
-    def _raylet(self, node: common_pb2.NodeInfo) -> raylet_pb2_grpc.RayletStub:
+    def raylet(self, node: common_pb2.NodeInfo) -> raylet_pb2_grpc.RayletStub:
         addr = f"{node.address}:{node.raylet_port}"
         stub = self._channels.get(addr)
         if stub is None:
@@ -103,7 +103,7 @@ class ActorManager:
 
     async def _start_on(self, actor: common_pb2.ActorInfo, node: common_pb2.NodeInfo) -> None:
         try:
-            reply = await self._raylet(node).StartActor(
+            reply = await self.raylet(node).StartActor(
                 raylet_pb2.StartActorRequest(actor=actor), metadata=self.md, timeout=600
             )
         except grpc.aio.AioRpcError as exc:
@@ -170,7 +170,7 @@ class ActorManager:
             await self._bury(actor, "killed by rt.kill()")
         if node is not None and node.state == "ALIVE":
             try:
-                await self._raylet(node).KillActorWorker(
+                await self.raylet(node).KillActorWorker(
                     raylet_pb2.KillActorWorkerRequest(actor_id=actor_id, force=True),
                     metadata=self.md,
                     timeout=10,

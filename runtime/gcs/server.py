@@ -19,6 +19,7 @@ from runtime import ids
 from runtime.auth import AioTokenServerInterceptor, read_token_file
 from runtime.constants import NODE_DEATH_TIMEOUT_S
 from runtime.gcs.actors import ActorManager
+from runtime.gcs.placement_groups import PlacementGroupManager
 from runtime.gcs.tables import Tables
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 from runtime.resources import fits
@@ -42,6 +43,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.session_dir = session_dir
         self.death_timeout_s = death_timeout_s
         self.actors = ActorManager(tables, token)
+        self.pgs = PlacementGroupManager(tables, self.actors.raylet, self.actors.md)
         self._last_seen: dict[str, float] = {}
         self._demand_dirty = asyncio.Event()
 
@@ -60,6 +62,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         )
         log.info("node %s registered at %s", node.node_id, node.address)
         self.actors.wake()
+        self.pgs.wake()
         return gcs_pb2.RegisterNodeReply(cluster_id=self.cluster_id, session_dir=self.session_dir)
 
     async def Heartbeat(self, request: Any, context: Any) -> Any:
@@ -69,6 +72,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self._last_seen[request.node_id] = time.monotonic()
         node.available.clear()
         node.available.update(request.available)
+        if request.total and dict(request.total) != dict(node.total):
+            node.total.clear()
+            node.total.update(request.total)
         node.idle_since = request.idle_since
         node.last_heartbeat = time.time()
         if request.load_changed:
@@ -84,6 +90,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             await self.t.put_load(request.node_id, load)
             self._demand_dirty.set()
             self.actors.wake()
+            self.pgs.wake()
         return gcs_pb2.HeartbeatReply(nodes=[n for n in self.t.nodes.values() if n.state != "DEAD"])
 
     async def GetNodes(self, request: Any, context: Any) -> Any:
@@ -106,6 +113,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         log.warning("node %s is dead: %s", node_id, reason)
         self._demand_dirty.set()
         await self.actors.on_node_dead(node_id, reason)
+        await self.pgs.on_node_dead(node_id)
 
     async def health_loop(self) -> None:
         """Declare nodes dead after `death_timeout_s` without a heartbeat."""
@@ -177,6 +185,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             job["end"] = time.time()
             await self.t.put_job(request.job_id, job)
             await self.actors.on_job_finished(request.job_id)
+            await self.pgs.on_job_finished(request.job_id)
         return gcs_pb2.Empty()
 
     # -- actors --------------------------------------------------------------------------------
@@ -200,6 +209,22 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     async def ReportActorDied(self, request: Any, context: Any) -> Any:
         await self.actors.on_actor_died(request.actor_id, request.reason)
+        return gcs_pb2.Empty()
+
+    # -- placement groups ------------------------------------------------------------------------
+    async def CreatePlacementGroup(self, request: Any, context: Any) -> Any:
+        pg, error = await self.pgs.create(request.pg)
+        self._demand_dirty.set()
+        return gcs_pb2.CreatePlacementGroupReply(pg=pg, error=error)
+
+    async def GetPlacementGroup(self, request: Any, context: Any) -> Any:
+        pg = await self.pgs.get(request.pg_id, request.name, request.namespace, request.after_version,
+                                request.timeout_s)
+        return gcs_pb2.GetPlacementGroupReply(found=pg is not None, pg=pg)
+
+    async def RemovePlacementGroup(self, request: Any, context: Any) -> Any:
+        await self.pgs.remove(request.pg_id)
+        self._demand_dirty.set()
         return gcs_pb2.Empty()
 
     # -- feasibility ---------------------------------------------------------------------------
@@ -241,7 +266,8 @@ async def serve(args: argparse.Namespace) -> None:
     log.info("GCS listening on %s:%d (cluster %s)", args.host, port, args.cluster_id)
     background = [
         asyncio.ensure_future(c)
-        for c in (servicer.health_loop(), servicer.demand_loop(), servicer.actors.scheduler_loop())
+        for c in (servicer.health_loop(), servicer.demand_loop(), servicer.actors.scheduler_loop(),
+                   servicer.pgs.scheduler_loop())
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ in-memory copy answers reads, so a restarted GCS reloads all of it.
 Keys (prefix = "rayctl:<cluster_id>:"):
   nodes            hash node_id  -> NodeInfo (protobuf bytes)
   actors           hash actor_id -> ActorInfo (protobuf bytes)
+  placement_groups hash pg_id    -> PlacementGroupInfo (protobuf bytes); PENDING ones are demand
   named_actors     hash "<namespace>/<name>" -> actor_id
   jobs             hash job_id   -> JSON {driver_address, driver_pid, namespace, start, end}
   kv:<ns>          hash key      -> value (internal KV)
@@ -31,6 +32,7 @@ class Tables:
         self.actors: dict[str, common_pb2.ActorInfo] = {}
         self.named: dict[str, str] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.pgs: dict[str, common_pb2.PlacementGroupInfo] = {}
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -45,6 +47,10 @@ class Tables:
             actor = common_pb2.ActorInfo()
             actor.ParseFromString(raw)
             self.actors[_text(actor_id)] = actor
+        for pg_id, raw in (await self.r.hgetall(self.key("placement_groups"))).items():
+            pg = common_pb2.PlacementGroupInfo()
+            pg.ParseFromString(raw)
+            self.pgs[_text(pg_id)] = pg
         named = await self.r.hgetall(self.key("named_actors"))
         self.named = {_text(k): _text(v) for k, v in named.items()}
         self.jobs = {
@@ -59,6 +65,11 @@ class Tables:
         actor.version += 1
         await self.r.hset(self.key("actors"), actor.actor_id, actor.SerializeToString())
         self.actors[actor.actor_id] = actor
+
+    async def put_pg(self, pg: common_pb2.PlacementGroupInfo) -> None:
+        pg.version += 1
+        await self.r.hset(self.key("placement_groups"), pg.pg_id, pg.SerializeToString())
+        self.pgs[pg.pg_id] = pg
 
     async def put_name(self, namespace: str, name: str, actor_id: str | None) -> None:
         key = f"{namespace}/{name}"

@@ -1,7 +1,7 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -149,3 +149,44 @@ class ActorInfo(_message.Message):
     owner_address: str
     pid: int
     def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., num_restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., detached: _Optional[bool] = ..., death_cause: _Optional[str] = ..., version: _Optional[int] = ..., creation_spec: _Optional[bytes] = ..., resources: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[str] = ..., class_name: _Optional[str] = ..., owner_address: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+
+class Bundle(_message.Message):
+    __slots__ = ("index", "resources")
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    resources: _containers.ScalarMap[str, float]
+    def __init__(self, index: _Optional[int] = ..., resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class PlacementGroupInfo(_message.Message):
+    __slots__ = ("pg_id", "name", "namespace", "strategy", "bundles", "state", "bundle_node_ids", "version", "job_id", "detached", "created_at")
+    PG_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    pg_id: str
+    name: str
+    namespace: str
+    strategy: str
+    bundles: _containers.RepeatedCompositeFieldContainer[Bundle]
+    state: str
+    bundle_node_ids: _containers.RepeatedScalarFieldContainer[str]
+    version: int
+    job_id: str
+    detached: bool
+    created_at: float
+    def __init__(self, pg_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., strategy: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., state: _Optional[str] = ..., bundle_node_ids: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., job_id: _Optional[str] = ..., detached: _Optional[bool] = ..., created_at: _Optional[float] = ...) -> None: ...

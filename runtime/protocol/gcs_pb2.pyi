@@ -26,8 +26,15 @@ class RegisterNodeReply(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ..., session_dir: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "load", "idle_since", "load_changed")
+    __slots__ = ("node_id", "available", "load", "idle_since", "load_changed", "total")
     class AvailableEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TotalEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -39,12 +46,14 @@ class HeartbeatRequest(_message.Message):
     LOAD_FIELD_NUMBER: _ClassVar[int]
     IDLE_SINCE_FIELD_NUMBER: _ClassVar[int]
     LOAD_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: _containers.ScalarMap[str, float]
     load: _containers.RepeatedCompositeFieldContainer[_common_pb2.ShapeCount]
     idle_since: float
     load_changed: bool
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., idle_since: _Optional[float] = ..., load_changed: _Optional[bool] = ...) -> None: ...
+    total: _containers.ScalarMap[str, float]
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., idle_since: _Optional[float] = ..., load_changed: _Optional[bool] = ..., total: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("unknown_node", "nodes")
@@ -194,3 +203,65 @@ class FeasibleReply(_message.Message):
     fits_a_node: bool
     fits_launchable: bool
     def __init__(self, fits_now: _Optional[bool] = ..., fits_a_node: _Optional[bool] = ..., fits_launchable: _Optional[bool] = ...) -> None: ...
+
+class CreatePlacementGroupRequest(_message.Message):
+    __slots__ = ("pg",)
+    PG_FIELD_NUMBER: _ClassVar[int]
+    pg: _common_pb2.PlacementGroupInfo
+    def __init__(self, pg: _Optional[_Union[_common_pb2.PlacementGroupInfo, _Mapping]] = ...) -> None: ...
+
+class CreatePlacementGroupReply(_message.Message):
+    __slots__ = ("pg", "error")
+    PG_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    pg: _common_pb2.PlacementGroupInfo
+    error: str
+    def __init__(self, pg: _Optional[_Union[_common_pb2.PlacementGroupInfo, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class GetPlacementGroupRequest(_message.Message):
+    __slots__ = ("pg_id", "name", "namespace", "after_version", "timeout_s")
+    PG_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    pg_id: str
+    name: str
+    namespace: str
+    after_version: int
+    timeout_s: float
+    def __init__(self, pg_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., after_version: _Optional[int] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class GetPlacementGroupReply(_message.Message):
+    __slots__ = ("found", "pg")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    PG_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    pg: _common_pb2.PlacementGroupInfo
+    def __init__(self, found: _Optional[bool] = ..., pg: _Optional[_Union[_common_pb2.PlacementGroupInfo, _Mapping]] = ...) -> None: ...
+
+class PlacementGroupIdRequest(_message.Message):
+    __slots__ = ("pg_id",)
+    PG_ID_FIELD_NUMBER: _ClassVar[int]
+    pg_id: str
+    def __init__(self, pg_id: _Optional[str] = ...) -> None: ...
+
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("node_id", "deadline_s", "force", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    deadline_s: float
+    force: bool
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., deadline_s: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DrainNodeReply(_message.Message):
+    __slots__ = ("drained", "reason")
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    drained: bool
+    reason: str
+    def __init__(self, drained: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -34,6 +34,26 @@ class GcsStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreatePlacementGroup = channel.unary_unary(
+                '/rayctl.Gcs/CreatePlacementGroup',
+                request_serializer=runtime_dot_protocol_dot_gcs__pb2.CreatePlacementGroupRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_gcs__pb2.CreatePlacementGroupReply.FromString,
+                _registered_method=True)
+        self.GetPlacementGroup = channel.unary_unary(
+                '/rayctl.Gcs/GetPlacementGroup',
+                request_serializer=runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupReply.FromString,
+                _registered_method=True)
+        self.RemovePlacementGroup = channel.unary_unary(
+                '/rayctl.Gcs/RemovePlacementGroup',
+                request_serializer=runtime_dot_protocol_dot_gcs__pb2.PlacementGroupIdRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_gcs__pb2.Empty.FromString,
+                _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/rayctl.Gcs/DrainNode',
+                request_serializer=runtime_dot_protocol_dot_gcs__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_gcs__pb2.DrainNodeReply.FromString,
+                _registered_method=True)
         self.RegisterNode = channel.unary_unary(
                 '/rayctl.Gcs/RegisterNode',
                 request_serializer=runtime_dot_protocol_dot_gcs__pb2.RegisterNodeRequest.SerializeToString,
@@ -113,6 +133,30 @@ class GcsStub:
 
 class GcsServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def CreatePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemovePlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def RegisterNode(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -207,6 +251,26 @@ class GcsServicer:
 
 def add_GcsServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreatePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePlacementGroup,
+                    request_deserializer=runtime_dot_protocol_dot_gcs__pb2.CreatePlacementGroupRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_gcs__pb2.CreatePlacementGroupReply.SerializeToString,
+            ),
+            'GetPlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlacementGroup,
+                    request_deserializer=runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupReply.SerializeToString,
+            ),
+            'RemovePlacementGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemovePlacementGroup,
+                    request_deserializer=runtime_dot_protocol_dot_gcs__pb2.PlacementGroupIdRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_gcs__pb2.Empty.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=runtime_dot_protocol_dot_gcs__pb2.DrainNodeRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_gcs__pb2.DrainNodeReply.SerializeToString,
+            ),
             'RegisterNode': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterNode,
                     request_deserializer=runtime_dot_protocol_dot_gcs__pb2.RegisterNodeRequest.FromString,
@@ -292,6 +356,114 @@ def add_GcsServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Gcs:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreatePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Gcs/CreatePlacementGroup',
+            runtime_dot_protocol_dot_gcs__pb2.CreatePlacementGroupRequest.SerializeToString,
+            runtime_dot_protocol_dot_gcs__pb2.CreatePlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Gcs/GetPlacementGroup',
+            runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupRequest.SerializeToString,
+            runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Gcs/RemovePlacementGroup',
+            runtime_dot_protocol_dot_gcs__pb2.PlacementGroupIdRequest.SerializeToString,
+            runtime_dot_protocol_dot_gcs__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Gcs/DrainNode',
+            runtime_dot_protocol_dot_gcs__pb2.DrainNodeRequest.SerializeToString,
+            runtime_dot_protocol_dot_gcs__pb2.DrainNodeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def RegisterNode(request,

@@ -52,3 +52,51 @@ class NodeStatsReply(_message.Message):
     object_store_capacity: int
     load: _containers.RepeatedCompositeFieldContainer[_common_pb2.ShapeCount]
     def __init__(self, node: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., num_workers: _Optional[int] = ..., num_idle_workers: _Optional[int] = ..., object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ...) -> None: ...
+
+class PullRequest(_message.Message):
+    __slots__ = ("object_id",)
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    def __init__(self, object_id: _Optional[str] = ...) -> None: ...
+
+class ObjectChunk(_message.Message):
+    __slots__ = ("data", "total_size")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    total_size: int
+    def __init__(self, data: _Optional[bytes] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("deadline_s", "force", "reason")
+    DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    deadline_s: float
+    force: bool
+    reason: str
+    def __init__(self, deadline_s: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DrainReply(_message.Message):
+    __slots__ = ("drained", "reason")
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    drained: bool
+    reason: str
+    def __init__(self, drained: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class BundleRequest(_message.Message):
+    __slots__ = ("pg_id", "bundles")
+    PG_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    pg_id: str
+    bundles: _containers.RepeatedCompositeFieldContainer[_common_pb2.Bundle]
+    def __init__(self, pg_id: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[_common_pb2.Bundle, _Mapping]]] = ...) -> None: ...
+
+class BundleReply(_message.Message):
+    __slots__ = ("ok", "error")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    error: str
+    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...

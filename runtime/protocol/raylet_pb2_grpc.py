@@ -34,6 +34,31 @@ class RayletStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.PullObject = channel.unary_stream(
+                '/rayctl.Raylet/PullObject',
+                request_serializer=runtime_dot_protocol_dot_raylet__pb2.PullRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.ObjectChunk.FromString,
+                _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/rayctl.Raylet/DrainNode',
+                request_serializer=runtime_dot_protocol_dot_raylet__pb2.DrainRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.DrainReply.FromString,
+                _registered_method=True)
+        self.PrepareBundles = channel.unary_unary(
+                '/rayctl.Raylet/PrepareBundles',
+                request_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
+                _registered_method=True)
+        self.CommitBundles = channel.unary_unary(
+                '/rayctl.Raylet/CommitBundles',
+                request_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
+                _registered_method=True)
+        self.CancelBundles = channel.unary_unary(
+                '/rayctl.Raylet/CancelBundles',
+                request_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
+                _registered_method=True)
         self.StartActor = channel.unary_unary(
                 '/rayctl.Raylet/StartActor',
                 request_serializer=runtime_dot_protocol_dot_raylet__pb2.StartActorRequest.SerializeToString,
@@ -58,6 +83,39 @@ class RayletStub:
 
 class RayletServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def PullObject(self, request, context):
+        """Stream a sealed object of this node, in chunks (cross-node transfer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainNode(self, request, context):
+        """Take no new leases, let running work finish (or the deadline pass), then say drained.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrepareBundles(self, request, context):
+        """Placement groups, two phase: reserve resources, then turn them into bundle resources.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitBundles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBundles(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def StartActor(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -86,6 +144,31 @@ class RayletServicer:
 
 def add_RayletServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'PullObject': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullObject,
+                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.PullRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.ObjectChunk.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.DrainRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.DrainReply.SerializeToString,
+            ),
+            'PrepareBundles': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareBundles,
+                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.SerializeToString,
+            ),
+            'CommitBundles': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitBundles,
+                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.SerializeToString,
+            ),
+            'CancelBundles': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBundles,
+                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.SerializeToString,
+            ),
             'StartActor': grpc.unary_unary_rpc_method_handler(
                     servicer.StartActor,
                     request_deserializer=runtime_dot_protocol_dot_raylet__pb2.StartActorRequest.FromString,
@@ -116,6 +199,141 @@ def add_RayletServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Raylet:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def PullObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/rayctl.Raylet/PullObject',
+            runtime_dot_protocol_dot_raylet__pb2.PullRequest.SerializeToString,
+            runtime_dot_protocol_dot_raylet__pb2.ObjectChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Raylet/DrainNode',
+            runtime_dot_protocol_dot_raylet__pb2.DrainRequest.SerializeToString,
+            runtime_dot_protocol_dot_raylet__pb2.DrainReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Raylet/PrepareBundles',
+            runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
+            runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Raylet/CommitBundles',
+            runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
+            runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBundles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Raylet/CancelBundles',
+            runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
+            runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def StartActor(request,

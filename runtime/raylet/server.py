@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -23,6 +24,9 @@ from runtime.auth import AioTokenServerInterceptor, call_metadata, read_token_fi
 from runtime.constants import HEARTBEAT_INTERVAL_S, PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
+from runtime.raylet import scheduling
+from runtime.raylet.bundles import Bundles
+from runtime.raylet.transfer import CHANNEL_OPTIONS, ObjectTransfer
 from runtime.raylet.worker_pool import Worker, WorkerPool
 from runtime.resources import add, fits, shape_key, subtract
 from runtime.session import record_pid, watch_parent
@@ -36,6 +40,8 @@ class LeaseRequest:
     shape: dict[str, float]
     owner: Connection
     future: asyncio.Future[dict[str, Any]]
+    strategy: Any = None
+    allow_spill: bool = True
 
 
 class Raylet:
@@ -46,6 +52,7 @@ class Raylet:
         self.host: str = args.host
         self.total: dict[str, float] = json.loads(args.resources)
         self.available = dict(self.total)
+        self.bundles = Bundles(self.total, self.available)
         self.queue: list[LeaseRequest] = []
         self.leases: dict[str, tuple[Worker, dict[str, float]]] = {}
         self.backlogs: dict[Connection, dict[tuple[tuple[str, float], ...], int]] = defaultdict(
@@ -62,22 +69,41 @@ class Raylet:
             args.object_store_memory,
             os.path.join(args.session_dir, "spill", self.node_id),
         )
+        self.transfer = ObjectTransfer(self.store, self.shm_dir, call_metadata(token), self._node_grpc_address)
         self.pool: WorkerPool | None = None
         self.gcs: gcs_pb2_grpc.GcsStub | None = None
         self.md = call_metadata(token)
         self.stopping = asyncio.Event()
+        self.draining = False
+        self._turns = itertools.count()
 
     # -- leases ----------------------------------------------------------------------------
     def request_lease(
         self, conn: Connection, payload: dict[str, Any]
     ) -> asyncio.Future[dict[str, Any]]:
         shape = payload["shape"]
-        self.backlogs[conn][shape_key(shape)] = payload.get("backlog", 1)
-        self.load_changed = True
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_event_loop().create_future()
-        self.queue.append(LeaseRequest(shape, conn, fut))
+        req = LeaseRequest(shape, conn, fut, payload.get("strategy"), payload.get("allow_spill", True))
+        if self.draining:
+            req.allow_spill = True
+        decision = scheduling.choose(shape, req.strategy, self.node_id, self.total, self.available,
+                                     self.cluster_view, req.allow_spill, next(self._turns))
+        if decision.kind == "error":
+            raise ValueError(decision.error)
+        if decision.kind == "spill":
+            fut.set_result(self._spill(req, decision.node))
+            return fut
+        if payload.get("backlog"):
+            self.backlogs[conn][shape_key(shape)] = payload["backlog"]
+            self.load_changed = True
+        self.queue.append(req)
         self.dispatch()
         return fut
+
+    def _spill(self, req: LeaseRequest, node: common_pb2.NodeInfo) -> dict[str, Any]:
+        """Point the submitter to `node`; count the shape as taken there until the next view."""
+        subtract(node.available, req.shape)  # type: ignore[arg-type]
+        return {"spillback": {"node_id": node.node_id, "address": f"{node.address}:{node.local_port}"}}
 
     def dispatch(self) -> None:
         """Grant queued leases in order while resources allow (a shape that does not fit now
@@ -86,10 +112,17 @@ class Raylet:
             if req.future.done():
                 self.queue.remove(req)
                 continue
-            if fits(req.shape, self.available):
+            if fits(req.shape, self.available) and not self.draining:
                 self.queue.remove(req)
                 subtract(self.available, req.shape)
                 asyncio.ensure_future(self._grant(req))
+            elif req.allow_spill and not isinstance(req.strategy, dict):
+                # busy here: another node may have room now
+                others = [n for n in self.cluster_view if n.node_id != self.node_id and n.state == "ALIVE"]
+                room = [n for n in others if fits(req.shape, dict(n.available))]
+                if room:
+                    self.queue.remove(req)
+                    req.future.set_result(self._spill(req, room[0]))
         self._update_idle()
 
     async def _grant(self, req: LeaseRequest) -> None:
@@ -124,13 +157,23 @@ class Raylet:
         if entry is None:
             return
         worker, shape = entry
-        add(self.available, shape)
+        self._give_back(shape)
         assert self.pool is not None
         if kill:
             self.pool.kill(worker)
         else:
             self.pool.release(worker)
         self.dispatch()
+
+    def _node_grpc_address(self, node_id: str) -> str | None:
+        for node in self.cluster_view:
+            if node.node_id == node_id and node.state != "DEAD":
+                return f"{node.address}:{node.raylet_port}"
+        return None
+
+    def _give_back(self, shape: dict[str, float]) -> None:
+        """Return a finished lease's resources (bundle resources of a removed group are gone)."""
+        add(self.available, {k: v for k, v in shape.items() if k in self.total})
 
     def _update_idle(self) -> None:
         busy = bool(self.leases) or bool(self.actor_workers) or bool(self.queue)
@@ -145,7 +188,7 @@ class Raylet:
         if worker.actor_id:
             entry = self.actor_workers.pop(worker.actor_id, None)
             if entry is not None:
-                add(self.available, entry[1])
+                self._give_back(entry[1])
                 asyncio.ensure_future(self._report_actor_died(worker.actor_id, code))
             self.dispatch()
 
@@ -214,6 +257,8 @@ class Raylet:
             return None
         if method == "get_path":
             return self.store.get_path(payload)
+        if method == "pull":
+            return self.transfer.pull(payload["object_id"], payload["node_id"])
         if method == "free":
             for object_id in payload:
                 self.store.delete(object_id)
@@ -254,7 +299,7 @@ class Raylet:
         except Exception as exc:  # noqa: BLE001 - the constructor failed or the worker died
             self.actor_workers.pop(actor.actor_id, None)
             worker.actor_id = ""
-            add(self.available, need)
+            self._give_back(need)
             self.pool.kill(worker)
             self.dispatch()
             return raylet_pb2.StartActorReply(error=str(exc) or repr(exc))
@@ -312,6 +357,7 @@ class Raylet:
             changed = self.load_changed
             self.load_changed = False
             req = gcs_pb2.HeartbeatRequest(
+                total=self.total,
                 node_id=self.node_id,
                 available=self.available,
                 load=self.load() if changed else [],
@@ -326,6 +372,7 @@ class Raylet:
                     self.load_changed = True
                 else:
                     self.cluster_view = list(reply.nodes)
+                    self.dispatch()
             except grpc.aio.AioRpcError:
                 self.load_changed = self.load_changed or changed
                 if time.monotonic() - last_ok > self.args.gcs_lost_timeout_s:
@@ -361,6 +408,26 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
             load=self.r.load(),
         )
 
+    async def PullObject(self, request: Any, context: Any) -> Any:
+        async for chunk in self.r.transfer.serve(request.object_id, context):
+            yield chunk
+
+    async def PrepareBundles(self, request: Any, context: Any) -> Any:
+        bundles = [(b.index, dict(b.resources)) for b in request.bundles]
+        error = self.r.bundles.prepare(request.pg_id, bundles)
+        return raylet_pb2.BundleReply(ok=not error, error=error)
+
+    async def CommitBundles(self, request: Any, context: Any) -> Any:
+        error = self.r.bundles.commit(request.pg_id)
+        self.r.load_changed = True
+        self.r.dispatch()
+        return raylet_pb2.BundleReply(ok=not error, error=error)
+
+    async def CancelBundles(self, request: Any, context: Any) -> Any:
+        self.r.bundles.cancel(request.pg_id)
+        self.r.dispatch()
+        return raylet_pb2.BundleReply(ok=True)
+
     async def Shutdown(self, request: Any, context: Any) -> Any:
         self.r.stopping.set()
         return raylet_pb2.RayletEmpty()
@@ -371,7 +438,7 @@ async def run(args: argparse.Namespace) -> None:
     raylet = Raylet(args, token)
     local_server = await serve(args.host, args.local_port, token, raylet.handle)
     args.local_port_bound = local_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)])
+    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)], options=CHANNEL_OPTIONS)
     raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
     args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
     await server.start()

@@ -1,0 +1,221 @@
+"""The executor: the only part of the autoscaler with side effects. Launches and node installs
+run on a bounded thread pool (a slow cloud call never stalls the loop); terminate and drain are
+synchronous. Drain goes through an injectable `NodeDrainer`; installing goes through a
+`NodeUpdater` (the core one runs the node type's start commands through the provider's runner)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from providers.base import (
+    TAG_LAUNCH_HASH,
+    TAG_NODE_KIND,
+    NODE_KIND_WORKER,
+    CapacityError,
+    Instance,
+    NodeProvider,
+    Offering,
+    ProviderError,
+)
+
+log = structlog.get_logger(__name__)
+
+OUTPUT_TAIL_LINES = 20
+DEFAULT_COMMAND_TIMEOUT_S = 600.0
+
+
+class NodeDrainer(Protocol):
+    """Asks the GCS to stop scheduling on a node and let its work finish."""
+
+    def drain(self, node_id: str, reason: str) -> bool:
+        """True when the node may be terminated now; False when the GCS refused (work arrived)."""
+        ...
+
+
+class AcceptingDrainer:
+    """Until the GCS offers a drain call: an idle node (the planner only drains idle ones)
+    is always safe to terminate."""
+
+    def drain(self, node_id: str, reason: str) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    ok: bool
+    detail: str = ""  # on failure: the failing command and its last output lines
+
+
+class NodeUpdater(Protocol):
+    """Brings an allocated machine to the point where its raylet registers with the GCS."""
+
+    def update(self, instance: Instance) -> UpdateResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StartCommandUpdater:
+    """Runs the worker start commands through the provider's runner with the node environment
+    (file mounts, setup commands and SSH come with the cluster launcher)."""
+
+    provider: NodeProvider
+    commands: Sequence[str]
+    head_address: str
+    token_file: str
+    timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
+
+    def update(self, instance: Instance) -> UpdateResult:
+        runner = self.provider.command_runner(instance)
+        env = {
+            "RAYCTL_HEAD_ADDRESS": self.head_address,
+            "RAYCTL_TOKEN_FILE": self.token_file,
+            "RAYCTL_NODE_TYPE": instance.node_type,
+            "RAYCTL_INSTANCE_ID": instance.id,
+        }
+        try:
+            runner.wait_ready(self.timeout_s)
+            for command in self.commands:
+                result = runner.run(command, env=env, timeout_s=self.timeout_s)
+                if result.exit_code != 0:
+                    tail = "\n".join(result.output.strip().splitlines()[-OUTPUT_TAIL_LINES:])
+                    return UpdateResult(
+                        False, f"`{command}` exited with {result.exit_code}:\n{tail}".rstrip()
+                    )
+        except ProviderError as exc:
+            return UpdateResult(False, f"cannot run commands on {instance.id}: {exc}")
+        return UpdateResult(True)
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchResult:
+    instances: tuple[Instance, ...] = ()
+    capacity_failures: tuple[tuple[Offering, str], ...] = ()
+    error: ProviderError | None = None  # the last non-capacity error, if nothing launched
+
+
+@dataclass(slots=True)
+class Executor:
+    provider: NodeProvider
+    updater: NodeUpdater
+    drainer: NodeDrainer = field(default_factory=AcceptingDrainer)
+    max_concurrent_launches: int = 10
+    _pool: ThreadPoolExecutor = field(init=False)
+    _in_flight: dict[str, Future[None]] = field(init=False, default_factory=dict)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, self.max_concurrent_launches), thread_name_prefix="autoscaler"
+        )
+
+    def busy(self, instance_id: str) -> bool:
+        """A launch or install for this lifecycle instance is running in this process."""
+        with self._lock:
+            future = self._in_flight.get(instance_id)
+            return future is not None and not future.done()
+
+    def launch(
+        self,
+        instance_id: str,
+        node_type: str,
+        offerings: Sequence[Offering],
+        request_id: str,
+        launch_hash: str,
+        on_done: Callable[[LaunchResult], None],
+    ) -> bool:
+        """Start one instance in the background, trying offerings in order; False if one is
+        already running for `instance_id`. The request id makes a resend after a crash safe."""
+        tags = {TAG_NODE_KIND: NODE_KIND_WORKER, TAG_LAUNCH_HASH: launch_hash}
+
+        def run() -> None:
+            on_done(self._launch(node_type, offerings, request_id, tags))
+
+        return self._submit(instance_id, run)
+
+    def install(
+        self, instance_id: str, instance: Instance, on_done: Callable[[UpdateResult], None]
+    ) -> bool:
+        def run() -> None:
+            try:
+                result = self.updater.update(instance)
+            except Exception as exc:  # an updater bug must fail the node, not the loop
+                log.exception("node updater crashed", instance=instance.id)
+                result = UpdateResult(False, f"node updater crashed: {exc!r}")
+            on_done(result)
+
+        return self._submit(instance_id, run)
+
+    def terminate(self, cloud_ids: Sequence[str]) -> ProviderError | None:
+        if not cloud_ids:
+            return None
+        try:
+            self.provider.terminate(list(cloud_ids))
+        except ProviderError as exc:
+            log.warning("terminate failed", instances=list(cloud_ids), error=str(exc))
+            return exc
+        return None
+
+    def drain(self, node_id: str, reason: str) -> bool:
+        try:
+            return self.drainer.drain(node_id, reason)
+        except Exception:
+            log.exception("drain call failed; keeping the node", node_id=node_id)
+            return False
+
+    def wait_idle(self, timeout_s: float = 30.0) -> None:
+        """Block until every background launch/install has finished (tests, shutdown)."""
+        with self._lock:
+            futures = list(self._in_flight.values())
+        done, pending = wait(futures, timeout=timeout_s)
+        if pending:
+            raise TimeoutError(f"{len(pending)} launches/installs still running after {timeout_s}s")
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _submit(self, instance_id: str, fn: Callable[[], None]) -> bool:
+        with self._lock:
+            current = self._in_flight.get(instance_id)
+            if current is not None and not current.done():
+                return False
+            self._in_flight[instance_id] = self._pool.submit(_logged, fn, instance_id)
+            done = [k for k, f in self._in_flight.items() if f.done()]
+            for key in done:
+                del self._in_flight[key]
+        return True
+
+    def _launch(
+        self,
+        node_type: str,
+        offerings: Sequence[Offering],
+        request_id: str,
+        tags: Mapping[str, str],
+    ) -> LaunchResult:
+        failures: list[tuple[Offering, str]] = []
+        error: ProviderError | None = None
+        for offering in offerings:
+            try:
+                found = self.provider.launch(
+                    node_type, offering, 1, request_id, tags=tags, all_or_nothing=True
+                )
+                return LaunchResult(tuple(found), tuple(failures))
+            except CapacityError as exc:
+                failures.append((exc.offering, str(exc)))
+            except ProviderError as exc:
+                error = exc
+                break  # quota, auth, config or transient: another offering will not help now
+        return LaunchResult((), tuple(failures), error)
+
+
+def _logged(fn: Callable[[], None], instance_id: str) -> None:
+    try:
+        fn()
+    except Exception:
+        log.exception("background autoscaler work failed", instance_id=instance_id)

@@ -1,0 +1,286 @@
+"""The autoscaler loop: observe -> plan -> reconcile, woken at once by the GCS's
+`demand_changed` notice (and by writes to the `kv:autoscaler` hash, where request_resources()
+lands), with a periodic tick as fallback. All state lives in Redis, so a restarted monitor
+resumes where the last one stopped.
+
+    python -m autoscaler.monitor --config FILE --gcs-address HOST:PORT --token-file F \
+        --redis-address HOST:PORT --cluster-id ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import structlog
+
+from autoscaler import planner
+from autoscaler.config import ClusterConfig, load_config
+from autoscaler.executor import AcceptingDrainer, Executor, NodeDrainer, StartCommandUpdater
+from autoscaler.lifecycle_store import RedisLifecycleStore
+from autoscaler.model import Plan
+from autoscaler.observe import (
+    KV_NS,
+    LAUNCHABLE_KEY,
+    GcsNode,
+    NodeSource,
+    Observation,
+    build_snapshot,
+    node_from_proto,
+    read_gcs,
+    redis_nodes,
+    scaling_config,
+)
+from autoscaler.reconciler import Reconciler, Settings
+from providers.base import NodeProvider, provider_class
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TICK_S = 1.0  # fallback only: idle timeouts are the one thing no notice announces
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorOptions:
+    cluster_id: str
+    gcs_address: str = ""
+    token_file: str = ""
+    tick_s: float = DEFAULT_TICK_S
+    max_concurrent_launches: int = 10
+    settings: Settings = Settings()
+
+
+class Monitor:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        provider: NodeProvider,
+        client: redis.Redis,
+        options: MonitorOptions,
+        *,
+        nodes: NodeSource | None = None,
+        drainer: NodeDrainer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.provider = provider
+        self.r = client
+        self.options = options
+        self.clock = clock
+        self.nodes = nodes or redis_nodes(client, options.cluster_id)
+        self.scaling = scaling_config(config, provider)
+        self.offerings = {
+            name: tuple(o.key() for o in provider.offerings(name))
+            for name in config.available_node_types
+        }
+        self.store = RedisLifecycleStore(client, options.cluster_id)
+        updater = StartCommandUpdater(
+            provider, config.start_commands_for(head=False), options.gcs_address, options.token_file
+        )
+        self.executor = Executor(
+            provider, updater, drainer or AcceptingDrainer(), options.max_concurrent_launches
+        )
+        self.reconciler = Reconciler(
+            self.store, provider, self.executor, self.scaling, clock, options.settings
+        )
+        self.rounds = 0
+        self.last_wake = 0.0  # time.monotonic() when the latest round began
+        self.woke = threading.Event()  # set at the start of every round (tests wait on it)
+        self.last_plan = Plan()
+
+    # --- one round -------------------------------------------------------------------------
+
+    def observe(self) -> Observation:
+        return Observation(
+            gcs=read_gcs(self.r, self.options.cluster_id, self.nodes),
+            instances=tuple(self.provider.list_instances()),
+            records=tuple(self.store.all()),
+            marks=tuple(self.store.unavailable(self.clock())),
+            offerings=self.offerings,
+        )
+
+    def run_once(self) -> Plan:
+        self.rounds += 1
+        self.last_wake = time.monotonic()
+        self.woke.set()
+        obs = self.observe()
+        self.reconciler.sync(obs)
+        obs = Observation(obs.gcs, obs.instances, tuple(self.store.all()), obs.marks, obs.offerings)
+        now = self.clock()
+        plan = planner.plan(build_snapshot(obs, self.config.head_node_type, now), self.scaling, now)
+        self.reconciler.step(plan, obs)
+        self._record(plan, obs, now)
+        self.last_plan = plan
+        return plan
+
+    def publish_launchable(self) -> None:
+        """What the runtime's infeasible warning may count on being launched."""
+        launchable = {
+            name: dict(spec.resources)
+            for name, spec in self.scaling.node_types.items()
+            if spec.max_workers > 0
+        }
+        self.r.hset(f"rayctl:{self.options.cluster_id}:kv:{KV_NS}", LAUNCHABLE_KEY,
+                    json.dumps(launchable, sort_keys=True))
+
+    def _record(self, plan: Plan, obs: Observation, now: float) -> None:
+        decisions = [d.to_dict() for d in self.reconciler.take_decisions()]
+        decisions += [
+            {"at": now, "action": "infeasible", "target": str(i.shape), "node_type": "",
+             "reason": i.reason}
+            for i in plan.infeasible
+            if str(i.shape) not in self._reported_infeasible(obs)
+        ]
+        self.store.add_decisions(decisions)
+        self.store.write_summary({
+            "at": now,
+            "rounds": self.rounds,
+            "demands": [
+                {"shape": d.shape.as_dict(), "count": d.count, "kind": d.kind.value}
+                for d in obs.gcs.demands
+            ],
+            "requested_bundles": [b.as_dict() for b in obs.gcs.requested_bundles],
+            "infeasible": [
+                {"shape": i.shape.as_dict(), "count": i.count, "reason": i.reason}
+                for i in plan.infeasible
+            ],
+            "notes": list(plan.notes),
+            "unavailable": [
+                {"offering": m.key, "node_type": m.node_type, "until": m.until, "reason": m.reason}
+                for m in obs.marks
+            ],
+        })
+
+    def _reported_infeasible(self, obs: Observation) -> set[str]:
+        """Infeasible shapes already in the summary: logged as a decision only when new."""
+        previous = self.store.summary() or {}
+        return {str(_shape(i["shape"])) for i in previous.get("infeasible", [])}
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run_forever(self, stop: threading.Event) -> None:
+        self.publish_launchable()
+        pubsub = self._subscribe()
+        try:
+            while not stop.is_set():
+                try:
+                    self.run_once()
+                except Exception:  # one bad round (Redis hiccup, provider bug) must not end it
+                    log.exception("autoscaler round failed; retrying next tick")
+                self._wait(pubsub, stop)
+        finally:
+            pubsub.close()
+            self.executor.shutdown()
+
+    def _subscribe(self) -> Any:
+        prefix = f"rayctl:{self.options.cluster_id}:"
+        pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+        channels = [prefix + "demand_changed"]
+        if _enable_keyspace_events(self.r):
+            channels.append(f"__keyspace@0__:{prefix}kv:{KV_NS}")
+        pubsub.subscribe(*channels)
+        return pubsub
+
+    def _wait(self, pubsub: Any, stop: threading.Event) -> None:
+        """Until a notice arrives, the tick passes, or stop is set (checked every 100 ms)."""
+        deadline = time.monotonic() + self.options.tick_s
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if pubsub.get_message(timeout=min(left, 0.1)) is not None:
+                while pubsub.get_message(timeout=0) is not None:
+                    pass  # several notices, one round
+                return
+
+
+def _shape(raw: dict[str, float]) -> Any:
+    from autoscaler.model import Shape
+
+    return Shape.of(raw)
+
+
+def _enable_keyspace_events(client: redis.Redis) -> bool:
+    """request_resources() writes through the GCS KV, which publishes nothing; Redis keyspace
+    notices on hashes wake us instead (K = keyspace channel, h = hash commands)."""
+    try:
+        current = client.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
+        flags = set(current) | {"K", "h"}
+        client.config_set("notify-keyspace-events", "".join(sorted(flags)))
+        return True
+    except redis.ResponseError as exc:
+        log.warning("no keyspace notices; request_resources waits for the tick", error=str(exc))
+        return False
+
+
+# --- the process -------------------------------------------------------------------------------
+
+
+def gcs_nodes(gcs_address: str, token: str) -> NodeSource:
+    """Live node rows from the GCS (heartbeat fields included), Redis as fallback."""
+    import grpc
+
+    from runtime.auth import call_metadata
+    from runtime.protocol import gcs_pb2, gcs_pb2_grpc
+
+    channel = grpc.insecure_channel(gcs_address)
+    stub = gcs_pb2_grpc.GcsStub(channel)
+
+    def read() -> list[GcsNode]:
+        reply = stub.GetNodes(gcs_pb2.Empty(), metadata=call_metadata(token), timeout=5)
+        return [node_from_proto(n) for n in reply.nodes]
+
+    return read
+
+
+def build_provider(config: ClusterConfig) -> NodeProvider:
+    cls = provider_class(config.provider_type)
+    provider: NodeProvider = cls(config.cluster_name, config.provider, config.node_types_for_provider())
+    return provider
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="rayctl autoscaler monitor")
+    p.add_argument("--config", required=True, help="cluster YAML")
+    p.add_argument("--gcs-address", required=True, help="HOST:PORT of the GCS")
+    p.add_argument("--token-file", required=True, help="cluster token (also the Redis password)")
+    p.add_argument("--redis-address", required=True, help="HOST:PORT of the GCS's Redis")
+    p.add_argument("--cluster-id", required=True)
+    p.add_argument("--tick-s", type=float, default=DEFAULT_TICK_S)
+    p.add_argument("--max-concurrent-launches", type=int, default=10)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from runtime.auth import read_token_file
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = load_config(args.config)
+    token = read_token_file(args.token_file)
+    host, _, port = args.redis_address.rpartition(":")
+    client = redis.Redis(host=host, port=int(port), password=token)
+    options = MonitorOptions(
+        cluster_id=args.cluster_id, gcs_address=args.gcs_address, token_file=args.token_file,
+        tick_s=args.tick_s, max_concurrent_launches=args.max_concurrent_launches,
+    )
+    monitor = Monitor(
+        config, build_provider(config), client, options,
+        nodes=gcs_nodes(args.gcs_address, token),
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("autoscaler monitor started", cluster=config.cluster_name, cluster_id=args.cluster_id)
+    monitor.run_forever(stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Where a lease request should run: here, or spilled back to another node. A pure function of
+the request, this node's live resources and the cluster view the GCS sends with each heartbeat.
+
+Strategies (as in Ray): DEFAULT packs onto this node while it has room, then spreads to the node
+with the most free CPU; SPREAD rotates over the nodes with room; node affinity goes to one node
+(soft: fall back to DEFAULT when that node is gone; hard: fail). Placement groups need nothing
+here: their bundles are resources (see runtime/raylet/bundles.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.resources import fits
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kind: str  # "local" | "spill" | "error"
+    node: Any = None  # NodeInfo of the spill target
+    error: str = ""
+
+
+LOCAL = Decision("local")
+
+
+def choose(
+    shape: Mapping[str, float],
+    strategy: Any,
+    local_id: str,
+    local_total: Mapping[str, float],
+    local_available: Mapping[str, float],
+    view: Sequence[Any],
+    allow_spill: bool,
+    turn: int = 0,
+) -> Decision:
+    """Decide for one lease request. `view` holds the other nodes' NodeInfo (state ALIVE)."""
+    others = [n for n in view if n.node_id != local_id and n.state == "ALIVE"]
+    if isinstance(strategy, dict) and strategy.get("node_id"):
+        return _affinity(shape, strategy, local_id, local_total, local_available, others, allow_spill, turn)
+    if not allow_spill:
+        return LOCAL
+    if strategy == "SPREAD":
+        return _spread(shape, local_id, local_total, local_available, others, turn)
+    return _default(shape, local_total, local_available, others)
+
+
+def _default(shape: Mapping[str, float], local_total: Mapping[str, float],
+             local_available: Mapping[str, float], others: Sequence[Any]) -> Decision:
+    if fits(shape, local_available):
+        return LOCAL
+    with_room = [n for n in others if fits(shape, n.available)]
+    if with_room:
+        return Decision("spill", max(with_room, key=_free_cpu_fraction))
+    if fits(shape, local_total):
+        return LOCAL  # busy here, nobody has room: wait here
+    could_fit = [n for n in others if fits(shape, n.total)]
+    if could_fit:
+        return Decision("spill", could_fit[0])
+    return LOCAL  # no node can ever fit it: queued here as infeasible demand
+
+
+def _spread(shape: Mapping[str, float], local_id: str, local_total: Mapping[str, float],
+            local_available: Mapping[str, float], others: Sequence[Any], turn: int) -> Decision:
+    candidates: list[tuple[str, Any]] = [(n.node_id, n) for n in others if fits(shape, n.available)]
+    if fits(shape, local_available):
+        candidates.append((local_id, None))
+    if not candidates:
+        return _default(shape, local_total, local_available, others)
+    candidates.sort(key=lambda c: c[0])
+    node_id, node = candidates[turn % len(candidates)]
+    return LOCAL if node is None else Decision("spill", node)
+
+
+def _affinity(shape: Mapping[str, float], strategy: dict[str, Any], local_id: str,
+              local_total: Mapping[str, float], local_available: Mapping[str, float],
+              others: Sequence[Any], allow_spill: bool, turn: int) -> Decision:
+    target = strategy["node_id"]
+    if target == local_id:
+        return LOCAL
+    node = next((n for n in others if n.node_id == target), None)
+    if node is not None:
+        return Decision("spill", node) if allow_spill else LOCAL
+    if strategy.get("soft"):
+        return _default(shape, local_total, local_available, others) if allow_spill else LOCAL
+    return Decision("error", error=f"node {target} is not alive (NodeAffinitySchedulingStrategy with soft=False)")
+
+
+def _free_cpu_fraction(node: Any) -> float:
+    total = node.total.get("CPU", 0.0)
+    return node.available.get("CPU", 0.0) / total if total else 0.0

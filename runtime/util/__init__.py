@@ -1,0 +1,18 @@
+"""Helpers beyond the core API, as in `ray.util`."""
+
+from runtime.util.placement_group import (
+    PlacementGroup,
+    get_placement_group,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+from runtime.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+
+__all__ = [
+    "NodeAffinitySchedulingStrategy", "PlacementGroup", "PlacementGroupSchedulingStrategy",
+    "get_placement_group", "placement_group", "placement_group_table", "remove_placement_group",
+]

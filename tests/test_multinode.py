@@ -1,0 +1,151 @@
+"""Several raylets on one machine: spillback, strategies, custom resources, cross-node objects."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from polling import wait_for
+
+
+@pytest.fixture(scope="module")
+def cluster3() -> Iterator[object]:
+    from runtime.cluster_utils import Cluster
+
+    cluster = Cluster(head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=2, resources={"alpha": 1})
+        cluster.add_node(num_cpus=2, resources={"beta": 1})
+        cluster.connect()
+        import runtime as rt
+
+        wait_for(lambda: len([n for n in rt.nodes() if n["Alive"]]) == 3, 10, "three nodes")
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def test_tasks_that_fill_one_node_spill_to_the_others(cluster3) -> None:
+    import runtime as rt
+
+    @rt.remote
+    def where(t):
+        time.sleep(t)
+        return rt.get_runtime_context().get_node_id()
+
+    nodes = set(rt.get([where.remote(0.5) for _ in range(10)], timeout=60))
+    assert len(nodes) == 3, f"10 half-second tasks on 5 CPUs should use every node, used {nodes}"
+
+
+def test_custom_resources_pick_the_node(cluster3) -> None:
+    import runtime as rt
+
+    by_resource = {}
+    for n in rt.nodes():
+        for name in ("alpha", "beta"):
+            if name in n["Resources"]:
+                by_resource[name] = n["NodeID"]
+
+    @rt.remote(resources={"alpha": 1})
+    def on_alpha():
+        return rt.get_runtime_context().get_node_id()
+
+    @rt.remote(resources={"beta": 1})
+    def on_beta():
+        return rt.get_runtime_context().get_node_id()
+
+    assert set(rt.get([on_alpha.remote() for _ in range(3)])) == {by_resource["alpha"]}
+    assert set(rt.get([on_beta.remote() for _ in range(3)])) == {by_resource["beta"]}
+
+
+def test_spread_and_node_affinity(cluster3) -> None:
+    import runtime as rt
+    from runtime.util import NodeAffinitySchedulingStrategy
+
+    @rt.remote(num_cpus=0)
+    def where():
+        time.sleep(0.2)
+        return rt.get_runtime_context().get_node_id()
+
+    spread = set(rt.get([where.options(scheduling_strategy="SPREAD").remote() for _ in range(6)]))
+    assert len(spread) == 3
+    target = [n["NodeID"] for n in rt.nodes() if not n["IsHead"]][0]
+    pinned = where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(target, soft=False))
+    assert set(rt.get([pinned.remote() for _ in range(4)])) == {target}
+    gone = where.options(scheduling_strategy=NodeAffinitySchedulingStrategy("ffff", soft=True))
+    assert rt.get(gone.remote()) in {n["NodeID"] for n in rt.nodes()}
+    with pytest.raises(ValueError, match="not alive"):
+        rt.get(where.options(scheduling_strategy=NodeAffinitySchedulingStrategy("ffff")).remote(), timeout=20)
+
+
+def test_object_made_on_one_node_is_read_on_another(cluster3) -> None:
+    import runtime as rt
+    from runtime.util import NodeAffinitySchedulingStrategy
+
+    nodes = [n["NodeID"] for n in rt.nodes()]
+    on = {nid: NodeAffinitySchedulingStrategy(nid) for nid in nodes}
+
+    @rt.remote
+    def make(n):
+        return np.arange(n, dtype=np.int64), rt.get_runtime_context().get_node_id()
+
+    @rt.remote
+    def checksum(pair):
+        array, made_on = pair
+        return int(array.sum()), made_on, rt.get_runtime_context().get_node_id()
+
+    made = make.options(scheduling_strategy=on[nodes[1]]).remote(3_000_000)
+    readers = [checksum.options(scheduling_strategy=on[nid]).remote(made) for nid in (nodes[2], nodes[2], nodes[0])]
+    expected = int(np.arange(3_000_000, dtype=np.int64).sum())
+    for total, made_on, read_on in rt.get(readers, timeout=60):
+        assert read_on != made_on or made_on == nodes[0]
+        assert total == expected and made_on == nodes[1]
+    array, _ = rt.get(made)
+    assert int(array.sum()) == expected
+
+
+@pytest.mark.parametrize(
+    "strategy, expect_distinct",
+    [("STRICT_SPREAD", 3), ("STRICT_PACK", 1), ("PACK", 1), ("SPREAD", 3)],
+)
+def test_placement_group_strategies(cluster3, strategy, expect_distinct) -> None:
+    import runtime as rt
+    from runtime.util import (
+        PlacementGroupSchedulingStrategy,
+        placement_group,
+        placement_group_table,
+        remove_placement_group,
+    )
+
+    bundles = [{"CPU": 0.5}] * 3 if strategy in ("STRICT_PACK", "PACK") else [{"CPU": 1}] * 3
+    pg = placement_group(bundles, strategy=strategy)
+    assert rt.get(pg.ready(), timeout=20).id == pg.id
+    table = placement_group_table(pg)
+    assert table["state"] == "CREATED"
+    assert len(set(table["bundles_to_node_id"].values())) == expect_distinct
+
+    @rt.remote(num_cpus=0.5)
+    def where():
+        return rt.get_runtime_context().get_node_id()
+
+    for index, node_id in table["bundles_to_node_id"].items():
+        strategy_i = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
+        assert rt.get(where.options(scheduling_strategy=strategy_i).remote(), timeout=20) == node_id
+    before = rt.available_resources()["CPU"]
+    remove_placement_group(pg)
+    wait_for(lambda: rt.available_resources()["CPU"] >= before + 1.5 - 1e-9, 10, "bundle resources released")
+
+
+def test_placement_group_that_cannot_fit_stays_pending(cluster3) -> None:
+    import runtime as rt
+    from runtime.util import placement_group, placement_group_table, remove_placement_group
+
+    pg = placement_group([{"CPU": 1}] * 4, strategy="STRICT_SPREAD")
+    assert not pg.wait(1.5)
+    assert placement_group_table(pg)["state"] == "PENDING"
+    remove_placement_group(pg)
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        placement_group([{"CPU": 1}], strategy="CLOSE")
+    assert rt.nodes()
