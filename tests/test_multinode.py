@@ -97,10 +97,12 @@ def test_object_made_on_one_node_is_read_on_another(cluster3) -> None:
         return int(array.sum()), made_on, rt.get_runtime_context().get_node_id()
 
     made = make.options(scheduling_strategy=on[nodes[1]]).remote(3_000_000)
-    readers = [checksum.options(scheduling_strategy=on[nid]).remote(made) for nid in (nodes[2], nodes[2], nodes[0])]
+    read_nodes = (nodes[2], nodes[2], nodes[0])
+    readers = [checksum.options(scheduling_strategy=on[nid]).remote(made) for nid in read_nodes]
     expected = int(np.arange(3_000_000, dtype=np.int64).sum())
-    for total, made_on, read_on in rt.get(readers, timeout=60):
-        assert read_on != made_on or made_on == nodes[0]
+    results = rt.get(readers, timeout=60)
+    assert [r[2] for r in results] == list(read_nodes)
+    for total, made_on, _ in results:
         assert total == expected and made_on == nodes[1]
     array, _ = rt.get(made)
     assert int(array.sum()) == expected
