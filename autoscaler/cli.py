@@ -147,6 +147,34 @@ def stop(
         typer.echo("No rayctl processes were running.")
 
 
+@app.command()
+def status(
+    config: Annotated[
+        str | None, typer.Argument(help="cluster config (accepted for Ray compatibility)")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="GCS HOST:PORT (default: this machine's cluster)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="per-instance history")] = False,
+) -> None:
+    """Nodes, resources, pending demand and the autoscaler's recent decisions."""
+    from dataclasses import asdict
+
+    from autoscaler.sdk import get_status
+    from autoscaler.status import render
+
+    try:
+        current = get_status(address=address)
+    except (ConnectionError, LookupError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(asdict(current), indent=2, sort_keys=True))
+    else:
+        typer.echo(render(current, verbose=verbose))
+
+
 def main() -> None:
     app()
 

@@ -5,6 +5,7 @@ synchronous. Drain goes through an injectable `NodeDrainer`; installing goes thr
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -14,9 +15,9 @@ from typing import Protocol
 import structlog
 
 from providers.base import (
+    NODE_KIND_WORKER,
     TAG_LAUNCH_HASH,
     TAG_NODE_KIND,
-    NODE_KIND_WORKER,
     CapacityError,
     Instance,
     NodeProvider,
@@ -67,6 +68,9 @@ class StartCommandUpdater:
     commands: Sequence[str]
     head_address: str
     token_file: str
+    # type -> resources, handed over as RAYCTL_NODE_RESOURCES (JSON) so that the raylet can
+    # offer exactly its type's shape (Ray: RAY_OVERRIDE_RESOURCES)
+    resources: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
 
     def update(self, instance: Instance) -> UpdateResult:
@@ -76,6 +80,7 @@ class StartCommandUpdater:
             "RAYCTL_TOKEN_FILE": self.token_file,
             "RAYCTL_NODE_TYPE": instance.node_type,
             "RAYCTL_INSTANCE_ID": instance.id,
+            "RAYCTL_NODE_RESOURCES": json.dumps(dict(self.resources.get(instance.node_type, {}))),
         }
         try:
             runner.wait_ready(self.timeout_s)
@@ -96,6 +101,7 @@ class LaunchResult:
     instances: tuple[Instance, ...] = ()
     capacity_failures: tuple[tuple[Offering, str], ...] = ()
     error: ProviderError | None = None  # the last non-capacity error, if nothing launched
+    failed_offering: Offering | None = None  # the offering `error` came from
 
 
 @dataclass(slots=True)
@@ -200,6 +206,7 @@ class Executor:
     ) -> LaunchResult:
         failures: list[tuple[Offering, str]] = []
         error: ProviderError | None = None
+        failed: Offering | None = None
         for offering in offerings:
             try:
                 found = self.provider.launch(
@@ -209,9 +216,9 @@ class Executor:
             except CapacityError as exc:
                 failures.append((exc.offering, str(exc)))
             except ProviderError as exc:
-                error = exc
+                error, failed = exc, offering
                 break  # quota, auth, config or transient: another offering will not help now
-        return LaunchResult((), tuple(failures), error)
+        return LaunchResult((), tuple(failures), error, failed)
 
 
 def _logged(fn: Callable[[], None], instance_id: str) -> None:

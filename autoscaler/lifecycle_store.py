@@ -1,10 +1,10 @@
 """The autoscaler's durable state in Redis: instance records (a `LifecycleStore` with
-compare-and-set in one Lua script), offerings marked unavailable after a CapacityError, the
-recent decisions and the status summary that `rayctl status` reads.
+compare-and-set in one Lua script), offerings marked unavailable after a CapacityError, and the
+recent decisions that `rayctl status` shows.
 
 Keys (prefix `rayctl:<cluster_id>:autoscaler:`): `instances` (hash id -> record JSON), `status`
 (hash id -> status, what the CAS compares), `unavailable` (hash offering key -> JSON),
-`decisions` (list of JSON, newest first, capped), `summary` (JSON string).
+`decisions` (list of JSON, newest first, capped).
 """
 
 from __future__ import annotations
@@ -119,10 +119,3 @@ class RedisLifecycleStore:
     def decisions(self, limit: int = 20) -> list[dict[str, Any]]:
         raw: list[Any] = self.r.lrange(self.key("decisions"), 0, limit - 1)  # type: ignore[assignment]
         return [json.loads(v) for v in raw]
-
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        self.r.set(self.key("summary"), json.dumps(summary))
-
-    def summary(self) -> dict[str, Any] | None:
-        raw = self.r.get(self.key("summary"))
-        return json.loads(raw) if raw else None  # type: ignore[arg-type]

@@ -40,6 +40,7 @@ from autoscaler.observe import (
     scaling_config,
 )
 from autoscaler.reconciler import Reconciler, Settings
+from autoscaler.status import STATUS_KEY, STATUS_NS, compose
 from providers.base import NodeProvider, provider_class
 
 log = structlog.get_logger(__name__)
@@ -82,7 +83,11 @@ class Monitor:
         }
         self.store = RedisLifecycleStore(client, options.cluster_id)
         updater = StartCommandUpdater(
-            provider, config.start_commands_for(head=False), options.gcs_address, options.token_file
+            provider,
+            config.start_commands_for(head=False),
+            options.gcs_address,
+            options.token_file,
+            {name: dict(spec.resources) for name, spec in self.scaling.node_types.items()},
         )
         self.executor = Executor(
             provider, updater, drainer or AcceptingDrainer(), options.max_concurrent_launches
@@ -94,6 +99,7 @@ class Monitor:
         self.last_wake = 0.0  # time.monotonic() when the latest round began
         self.woke = threading.Event()  # set at the start of every round (tests wait on it)
         self.last_plan = Plan()
+        self._infeasible_reported: set[str] = set()
 
     # --- one round -------------------------------------------------------------------------
 
@@ -127,57 +133,67 @@ class Monitor:
             for name, spec in self.scaling.node_types.items()
             if spec.max_workers > 0
         }
-        self.r.hset(f"rayctl:{self.options.cluster_id}:kv:{KV_NS}", LAUNCHABLE_KEY,
-                    json.dumps(launchable, sort_keys=True))
+        self.r.hset(
+            f"rayctl:{self.options.cluster_id}:kv:{KV_NS}",
+            LAUNCHABLE_KEY,
+            json.dumps(launchable, sort_keys=True),
+        )
 
     def _record(self, plan: Plan, obs: Observation, now: float) -> None:
+        """Decisions (new infeasible shapes included, once) and the status `rayctl status`
+        reads, in the GCS KV so that clients read it through the GCS."""
         decisions = [d.to_dict() for d in self.reconciler.take_decisions()]
+        infeasible = {str(i.shape): i for i in plan.infeasible}
         decisions += [
-            {"at": now, "action": "infeasible", "target": str(i.shape), "node_type": "",
-             "reason": i.reason}
-            for i in plan.infeasible
-            if str(i.shape) not in self._reported_infeasible(obs)
+            {"at": now, "action": "infeasible", "target": key, "node_type": "", "reason": i.reason}
+            for key, i in sorted(infeasible.items())
+            if key not in self._infeasible_reported
         ]
+        self._infeasible_reported = set(infeasible)
         self.store.add_decisions(decisions)
-        self.store.write_summary({
-            "at": now,
-            "rounds": self.rounds,
-            "demands": [
-                {"shape": d.shape.as_dict(), "count": d.count, "kind": d.kind.value}
-                for d in obs.gcs.demands
-            ],
-            "requested_bundles": [b.as_dict() for b in obs.gcs.requested_bundles],
-            "infeasible": [
-                {"shape": i.shape.as_dict(), "count": i.count, "reason": i.reason}
-                for i in plan.infeasible
-            ],
-            "notes": list(plan.notes),
-            "unavailable": [
-                {"offering": m.key, "node_type": m.node_type, "until": m.until, "reason": m.reason}
-                for m in obs.marks
-            ],
-        })
-
-    def _reported_infeasible(self, obs: Observation) -> set[str]:
-        """Infeasible shapes already in the summary: logged as a decision only when new."""
-        previous = self.store.summary() or {}
-        return {str(_shape(i["shape"])) for i in previous.get("infeasible", [])}
+        marks = self.store.unavailable(now)
+        status = compose(obs.gcs, self.store.all(), plan, self.store.decisions(20), marks, now)
+        key = f"rayctl:{self.options.cluster_id}:kv:{STATUS_NS}"
+        self.r.hset(key, STATUS_KEY, status.to_json())
 
     # --- the loop ----------------------------------------------------------------------------
 
     def run_forever(self, stop: threading.Event) -> None:
-        self.publish_launchable()
-        pubsub = self._subscribe()
+        pubsub: Any = None
         try:
             while not stop.is_set():
                 try:
                     self.run_once()
                 except Exception:  # one bad round (Redis hiccup, provider bug) must not end it
                     log.exception("autoscaler round failed; retrying next tick")
-                self._wait(pubsub, stop)
+                pubsub = self._wait(pubsub, stop)
         finally:
-            pubsub.close()
+            if pubsub is not None:
+                pubsub.close()
             self.executor.shutdown()
+
+    def _wait(self, pubsub: Any, stop: threading.Event) -> Any:
+        """Until a notice arrives, the tick passes, or stop is set (checked every 100 ms).
+        Returns the subscription, or None when Redis is unreachable (retried next time)."""
+        try:
+            if pubsub is None:
+                pubsub = self._subscribe()
+            deadline = time.monotonic() + self.options.tick_s
+            while not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if pubsub.get_message(timeout=min(left, 0.1)) is not None:
+                    while pubsub.get_message(timeout=0) is not None:
+                        pass  # several notices, one round
+                    break
+            return pubsub
+        except redis.RedisError as exc:  # Redis restarting: rounds go on at the tick
+            log.warning("no demand-change subscription", error=str(exc))
+            if pubsub is not None:
+                pubsub.close()
+            stop.wait(self.options.tick_s)
+            return None
 
     def _subscribe(self) -> Any:
         prefix = f"rayctl:{self.options.cluster_id}:"
@@ -186,33 +202,18 @@ class Monitor:
         if _enable_keyspace_events(self.r):
             channels.append(f"__keyspace@0__:{prefix}kv:{KV_NS}")
         pubsub.subscribe(*channels)
+        self.publish_launchable()  # again after a Redis restart, in case it lost the key
         return pubsub
-
-    def _wait(self, pubsub: Any, stop: threading.Event) -> None:
-        """Until a notice arrives, the tick passes, or stop is set (checked every 100 ms)."""
-        deadline = time.monotonic() + self.options.tick_s
-        while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            if pubsub.get_message(timeout=min(left, 0.1)) is not None:
-                while pubsub.get_message(timeout=0) is not None:
-                    pass  # several notices, one round
-                return
-
-
-def _shape(raw: dict[str, float]) -> Any:
-    from autoscaler.model import Shape
-
-    return Shape.of(raw)
 
 
 def _enable_keyspace_events(client: redis.Redis) -> bool:
     """request_resources() writes through the GCS KV, which publishes nothing; Redis keyspace
     notices on hashes wake us instead (K = keyspace channel, h = hash commands)."""
     try:
-        current = client.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
-        flags = set(current) | {"K", "h"}
+        current = client.config_get("notify-keyspace-events").get("notify-keyspace-events")
+        if isinstance(current, bytes):
+            current = current.decode()
+        flags = set(current or "") | {"K", "h"}
         client.config_set("notify-keyspace-events", "".join(sorted(flags)))
         return True
     except redis.ResponseError as exc:
@@ -242,7 +243,9 @@ def gcs_nodes(gcs_address: str, token: str) -> NodeSource:
 
 def build_provider(config: ClusterConfig) -> NodeProvider:
     cls = provider_class(config.provider_type)
-    provider: NodeProvider = cls(config.cluster_name, config.provider, config.node_types_for_provider())
+    provider: NodeProvider = cls(
+        config.cluster_name, config.provider, config.node_types_for_provider()
+    )
     return provider
 
 
@@ -268,11 +271,17 @@ def main(argv: list[str] | None = None) -> None:
     host, _, port = args.redis_address.rpartition(":")
     client = redis.Redis(host=host, port=int(port), password=token)
     options = MonitorOptions(
-        cluster_id=args.cluster_id, gcs_address=args.gcs_address, token_file=args.token_file,
-        tick_s=args.tick_s, max_concurrent_launches=args.max_concurrent_launches,
+        cluster_id=args.cluster_id,
+        gcs_address=args.gcs_address,
+        token_file=args.token_file,
+        tick_s=args.tick_s,
+        max_concurrent_launches=args.max_concurrent_launches,
     )
     monitor = Monitor(
-        config, build_provider(config), client, options,
+        config,
+        build_provider(config),
+        client,
+        options,
         nodes=gcs_nodes(args.gcs_address, token),
     )
     stop = threading.Event()

@@ -150,7 +150,9 @@ def parse_bundles(raw: bytes | str | None) -> tuple[Shape, ...]:
 # --- config -> planner view -------------------------------------------------------------------
 
 
-def node_type_resources(config: ClusterConfig, provider: NodeProvider, name: str) -> dict[str, float]:
+def node_type_resources(
+    config: ClusterConfig, provider: NodeProvider, name: str
+) -> dict[str, float]:
     own = config.node_type(name).resources
     if own is not None:
         return {k: float(v) for k, v in own.items()}

@@ -13,6 +13,7 @@ same request id, which the provider answers with the instance it already made, i
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,15 @@ from autoscaler.lifecycle import (
 from autoscaler.lifecycle_store import OfferingMark, RedisLifecycleStore
 from autoscaler.model import Plan, ScalingConfig
 from autoscaler.observe import GcsView, Observation
-from providers.base import TAG_REQUEST_ID, Instance, NodeProvider, ProviderState, QuotaError
+from providers.base import (
+    TAG_REQUEST_ID,
+    Instance,
+    NodeProvider,
+    Offering,
+    ProviderState,
+    QuotaError,
+    TransientError,
+)
 
 log = structlog.get_logger(__name__)
 S = InstanceStatus
@@ -51,6 +60,11 @@ class Settings:
     quota_backoff_s: float = 600.0
     terminate_resend_s: float = 30.0
     keep_terminated_s: float = 3600.0  # history kept for `rayctl status -v`
+    transient_backoff_s: float = 30.0  # throttling / 5xx: leave that offering alone a while
+    # An install a previous monitor started died with it: its raylet gets this long to register
+    # after a restart, then the machine is replaced (re-running start commands could start a
+    # second raylet on it).
+    orphan_install_grace_s: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +79,11 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "at": self.at, "action": self.action, "target": self.target,
-            "node_type": self.node_type, "reason": self.reason,
+            "at": self.at,
+            "action": self.action,
+            "target": self.target,
+            "node_type": self.node_type,
+            "reason": self.reason,
         }
 
 
@@ -107,6 +124,8 @@ class Reconciler:
         self.settings = settings or Settings()
         self.decisions: list[Decision] = []  # drained by the monitor each round
         self._terminate_sent: dict[str, float] = {}
+        self._installs_started: set[str] = set()  # by this process (not a previous monitor)
+        self._started_at = clock()
 
     # --- phase 1: sync ---------------------------------------------------------------------
 
@@ -124,8 +143,12 @@ class Reconciler:
             return
         if status in (S.REQUESTED, S.LAUNCH_FAILED):
             if instance is not None:
-                self._move(rec, S.ALLOCATED, f"the provider lists {instance.id}",
-                           cloud_instance_id=instance.id)
+                self._move(
+                    rec,
+                    S.ALLOCATED,
+                    f"the provider lists {instance.id}",
+                    cloud_instance_id=instance.id,
+                )
             elif status == S.REQUESTED and timed_out(rec, now, t):
                 self._move(rec, S.LAUNCH_FAILED, f"no instance after {t.launch_s:g} s")
             elif status == S.LAUNCH_FAILED and not self.executor.busy(rec.instance_id):
@@ -154,12 +177,29 @@ class Reconciler:
                 moved = self._move(rec, S.INSTALLING, "its raylet registered before install")
                 rec = moved or rec
             self._move(rec, S.RUNNING, f"node {node.node_id} registered with the GCS")
-        elif timed_out(rec, now, self.settings.timeouts) and not self.executor.busy(rec.instance_id):
+        elif self._orphaned_install(rec, now):
+            grace = self.settings.orphan_install_grace_s
+            self._move(
+                rec,
+                S.INSTALL_FAILED,
+                f"its install died with the previous monitor "
+                f"and no raylet registered {grace:g} s after the restart",
+            )
+        elif timed_out(rec, now, self.settings.timeouts) and not self.executor.busy(
+            rec.instance_id
+        ):
             allowed = self.settings.timeouts.install_s
             if rec.status == S.INSTALLING:
                 self._move(rec, S.INSTALL_FAILED, f"no raylet registered within {allowed:g} s")
             else:
                 self._move(rec, S.TERMINATING, f"never became ready within {allowed:g} s")
+
+    def _orphaned_install(self, rec: InstanceRecord, now: float) -> bool:
+        return (
+            rec.status == S.INSTALLING
+            and rec.instance_id not in self._installs_started
+            and now - self._started_at > self.settings.orphan_install_grace_s
+        )
 
     # --- phase 2: step ---------------------------------------------------------------------
 
@@ -168,9 +208,10 @@ class Reconciler:
         self._apply_terminates(plan)
         self._apply_drains(plan)
         self._queue_launches(plan)
+        marked = {m.key for m in self.store.unavailable(self.clock())}
         for rec in self.store.all():
             if rec.status in (S.QUEUED, S.REQUESTED):
-                self._launch(rec)
+                self._launch(rec, marked)
             elif rec.status == S.ALLOCATED:
                 self._install(rec, world)
             elif rec.status == S.TERMINATE_FAILED:
@@ -190,10 +231,10 @@ class Reconciler:
                 self.store.put(rec, expected=None)
                 self._decide("launch", instance_id, action.node_type, action.reason)
 
-    def _launch(self, rec: InstanceRecord) -> None:
+    def _launch(self, rec: InstanceRecord, marked: set[str]) -> None:
         if self.executor.busy(rec.instance_id):
             return
-        offerings = self._usable_offerings(rec.node_type)
+        offerings = self._usable_offerings(rec.node_type, marked)
         if rec.status == S.QUEUED:
             if not offerings:
                 self._move(rec, S.TERMINATED, f"every offering of {rec.node_type} is unavailable")
@@ -207,8 +248,12 @@ class Reconciler:
             # same request id returns what that launch made instead of launching again.
             offerings = offerings or self.provider.offerings(rec.node_type)
         self.executor.launch(
-            rec.instance_id, rec.node_type, offerings, rec.request_id, rec.launch_config_hash,
-            lambda result, rec=rec: self._launched(rec, result),
+            rec.instance_id,
+            rec.node_type,
+            offerings,
+            rec.request_id,
+            rec.launch_config_hash,
+            functools.partial(self._launched, rec),
         )
 
     def _launched(self, rec: InstanceRecord, result: LaunchResult) -> None:
@@ -220,6 +265,10 @@ class Reconciler:
             cloud_id = result.instances[0].id
             self._move(rec, S.ALLOCATED, f"launched {cloud_id}", cloud_instance_id=cloud_id)
             return
+        if isinstance(result.error, TransientError) and result.failed_offering is not None:
+            until = now + self.settings.transient_backoff_s
+            key = result.failed_offering.key()
+            self.store.mark_unavailable(OfferingMark(key, rec.node_type, until, str(result.error)))
         if isinstance(result.error, QuotaError):
             until = now + self.settings.quota_backoff_s
             key = f"type:{rec.node_type}"
@@ -229,8 +278,7 @@ class Reconciler:
             reasons.append(str(result.error))
         self._move(rec, S.LAUNCH_FAILED, "; ".join(reasons) or "the provider returned nothing")
 
-    def _usable_offerings(self, node_type: str) -> list[Any]:
-        marked = {m.key for m in self.store.unavailable(self.clock())}
+    def _usable_offerings(self, node_type: str, marked: set[str]) -> list[Offering]:
         if f"type:{node_type}" in marked:
             return []
         return [o for o in self.provider.offerings(node_type) if o.key() not in marked]
@@ -243,8 +291,9 @@ class Reconciler:
             return
         moved = self._move(rec, S.INSTALLING, "running the start commands")
         if moved is not None:
+            self._installs_started.add(rec.instance_id)
             self.executor.install(
-                rec.instance_id, instance, lambda result, rec=moved: self._installed(rec, result)
+                rec.instance_id, instance, functools.partial(self._installed, moved)
             )
 
     def _installed(self, rec: InstanceRecord, result: UpdateResult) -> None:
@@ -278,9 +327,12 @@ class Reconciler:
     def _terminate_pending(self) -> None:
         now = self.clock()
         due = [
-            r for r in self.store.all()
-            if r.status == S.TERMINATING and r.cloud_instance_id
-            and now - self._terminate_sent.get(r.instance_id, -1e18) >= self.settings.terminate_resend_s
+            r
+            for r in self.store.all()
+            if r.status == S.TERMINATING
+            and r.cloud_instance_id
+            and now - self._terminate_sent.get(r.instance_id, -1e18)
+            >= self.settings.terminate_resend_s
         ]
         if not due:
             return
@@ -301,9 +353,12 @@ class Reconciler:
                 known_cloud.add(rec.cloud_instance_id)
                 known_requests.add(rec.request_id)
         leaks = [
-            i for i in world.by_cloud_id.values()
-            if not i.is_head and i.state not in STOPPED_STATES
-            and i.id not in known_cloud and i.tags.get(TAG_REQUEST_ID) not in known_requests
+            i
+            for i in world.by_cloud_id.values()
+            if not i.is_head
+            and i.state not in STOPPED_STATES
+            and i.id not in known_cloud
+            and i.tags.get(TAG_REQUEST_ID) not in known_requests
             and now - i.launched_at > self.settings.leak_grace_s
         ]
         if not leaks:
@@ -315,8 +370,13 @@ class Reconciler:
 
     def _prune(self) -> None:
         cutoff = self.clock() - self.settings.keep_terminated_s
-        old = [r.instance_id for r in self.store.all() if r.status == S.TERMINATED and r.since < cutoff]
+        old = [
+            r.instance_id for r in self.store.all() if r.status == S.TERMINATED and r.since < cutoff
+        ]
         self.store.delete(old)
+        live = {r.instance_id for r in self.store.all() if r.status != S.TERMINATED}
+        self._terminate_sent = {k: v for k, v in self._terminate_sent.items() if k in live}
+        self._installs_started &= live
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -333,8 +393,13 @@ class Reconciler:
         except IllegalTransition as exc:
             log.warning("transition skipped", detail=str(exc))
             return None
-        log.info("instance", instance_id=rec.instance_id, node_type=rec.node_type,
-                 status=new.value, reason=reason)
+        log.info(
+            "instance",
+            instance_id=rec.instance_id,
+            node_type=rec.node_type,
+            status=new.value,
+            reason=reason,
+        )
         if new in (S.LAUNCH_FAILED, S.INSTALL_FAILED, S.TERMINATE_FAILED):
             self._decide(new.value.lower(), rec.instance_id, rec.node_type, reason)
         return moved

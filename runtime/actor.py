@@ -94,7 +94,8 @@ class ActorClass:
         )
         from runtime.remote_function import apply_strategy
 
-        shape, _ = apply_strategy(shape, opts.get("scheduling_strategy"))
+        shape, wire = apply_strategy(shape, opts.get("scheduling_strategy"))
+        affinity = wire if isinstance(wire, dict) else {}
         actor_id = ids.random_id(8)
         info = common_pb2.ActorInfo(
             actor_id=actor_id,
@@ -107,6 +108,9 @@ class ActorClass:
             job_id=cw.job_id,
             class_name=self.__name__,
             owner_address=cw.address,
+            affinity_node_id=affinity.get("node_id", ""),
+            affinity_soft=bool(affinity.get("soft")),
+            spread=wire == "SPREAD",
         )
         reply = cw.gcs_call("CreateActor", gcs_pb2.CreateActorRequest(actor=info))
         if reply.error:

@@ -78,7 +78,7 @@ class CoreWorker:
         self.shm_dir: str = hello["shm_dir"]
         self._channel = grpc.insecure_channel(gcs_address)
         self.gcs = gcs_pb2_grpc.GcsStub(self._channel)
-        self._free_batch: list[str] = []
+        self._free_batch: list[tuple[str, str]] = []
         self._warned_shapes: set[tuple[tuple[str, float], ...]] = set()
         self.log_sink: Callable[[str, str], None] = _print_log
         from runtime.actor_submitter import ActorSubmitter
@@ -184,11 +184,21 @@ class CoreWorker:
         if entry is None:
             status = self._ask_owner(ref, deadline)
             return self._materialize(ref.id, status["inline"], status["location"], status["error"])
-        if entry.state != READY:
-            event = threading.Event()
-            if self.refs.on_ready(ref.id, event.set):
-                self._block_until(event, deadline, ref)
-        return self._materialize(ref.id, entry.inline, entry.location, entry.error)
+        for attempt in range(3):
+            if entry.state != READY:
+                event = threading.Event()
+                if self.refs.on_ready(ref.id, event.set):
+                    self._block_until(event, deadline, ref)
+            try:
+                return self._materialize(ref.id, entry.inline, entry.location, entry.error)
+            except ObjectLostError as exc:
+                rebuilt = self.run(_call(self.tasks.reconstruct, ref.id)) if attempt < 2 else False
+                if not rebuilt:
+                    raise ObjectLostError(
+                        f"object {ref.id} is lost ({exc}) and cannot be rebuilt: the task that made "
+                        "it is not retryable (max_retries=0), is an actor call, or ran out of retries"
+                    ) from None
+        raise AssertionError("unreachable")
 
     def _block_until(self, event: threading.Event, deadline: float | None, ref: ObjectRef) -> None:
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -260,9 +270,10 @@ class CoreWorker:
         pass  # the owner keeps escaped objects until it exits; nothing to tell it
 
     def _free_object(self, object_id: str, entry: Entry) -> None:
+        self.tasks.lineage.pop(object_id, None)
         if entry.location is None or self.closed:
             return
-        self._free_batch.append(object_id)
+        self._free_batch.append((object_id, entry.location[0]))
         if len(self._free_batch) == 1:
             self.loop.call_soon_threadsafe(self._flush_frees)
 
@@ -329,6 +340,10 @@ class CoreWorker:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         self._channel.close()
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:

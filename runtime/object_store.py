@@ -111,6 +111,10 @@ class ObjectStore:
         directory = self.shm_dir if entry.in_shm else self.spill_dir
         return object_path(directory, object_id)
 
+    def primary_count(self) -> int:
+        """How many primary copies (objects made here and not freed by their owner) this node holds."""
+        return sum(1 for entry in self._entries.values() if entry.primary)
+
     def contains(self, object_id: str) -> bool:
         return object_id in self._entries
 

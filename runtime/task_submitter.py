@@ -70,6 +70,7 @@ class TaskSubmitter:
         self.cw = cw
         self.queues: dict[tuple[Any, ...], ShapeQueue] = {}
         self.by_task: dict[str, TaskState] = {}
+        self.lineage: dict[str, TaskState] = {}  # object id -> the finished task that made it
         self._inbox: list[TaskState] = []
         self._inbox_lock = threading.Lock()
 
@@ -193,15 +194,9 @@ class TaskSubmitter:
     async def _request_lease(self, q: ShapeQueue) -> None:
         cw = self.cw
         warn = cw.loop.call_later(INFEASIBLE_WARNING_AFTER_S, self._maybe_warn, q)
-        raylet = cw.raylet
         request = {"shape": q.shape, "backlog": len(q.pending), "strategy": q.strategy, "allow_spill": True}
         try:
-            grant = await raylet.request("lease", request)
-            hops = 0
-            while "spillback" in grant and hops < 4:  # another node has room: ask its raylet
-                hops += 1
-                raylet = await cw.raylet_connection(grant["spillback"]["address"])
-                grant = await raylet.request("lease", dict(request, backlog=0, allow_spill=hops >= 4))
+            raylet, grant = await self._lease_with_spillback(request)
             conn = await cw.connection(grant["address"])
         except (ConnectionLost, OSError) as exc:
             q.requesting -= 1
@@ -221,6 +216,24 @@ class TaskSubmitter:
             self._pump(q)
         else:
             self._return_lease(lease)
+
+    async def _lease_with_spillback(self, request: dict[str, Any]) -> tuple[Connection, dict[str, Any]]:
+        """Ask our raylet; follow spillbacks to other nodes. A spill target that went away (its
+        node died since the view was sent) means asking our raylet again, a little later."""
+        cw = self.cw
+        for attempt in range(20):
+            raylet = cw.raylet
+            grant = await raylet.request("lease", request)  # our own raylet failing is final
+            try:
+                hops = 0
+                while "spillback" in grant and hops < 4:
+                    hops += 1
+                    raylet = await cw.raylet_connection(grant["spillback"]["address"])
+                    grant = await raylet.request("lease", dict(request, backlog=0, allow_spill=hops >= 4))
+                return raylet, grant
+            except (ConnectionLost, OSError):
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise ConnectionLost("no node accepted the lease after 20 spillbacks to unreachable nodes")
 
     def _maybe_warn(self, q: ShapeQueue) -> None:
         if q.pending:
@@ -321,6 +334,8 @@ class TaskSubmitter:
         refs = self.cw.refs
         if reply is not None and reply.get("error") is None:
             for object_id, inline, location, size in reply["returns"]:
+                if location is not None and state.retries_left != 0 and "actor_id" not in state.spec:
+                    self.lineage[object_id] = state  # can be rebuilt by running the task again
                 refs.complete(object_id, inline=inline, location=location, size=size)
         else:
             err = error if error is not None else reply["error"]  # type: ignore[index]
@@ -328,6 +343,22 @@ class TaskSubmitter:
                 refs.complete(object_id, error=err)
         if state.ref_args:
             refs.remove_submitted(state.ref_args)
+
+    def reconstruct(self, object_id: str) -> bool:
+        """Run again the task that made a lost object (on the I/O thread). False without lineage."""
+        state = self.lineage.pop(object_id, None)
+        if state is None:
+            return False
+        for other in state.return_ids:
+            self.lineage.pop(other, None)
+            self.cw.refs.reset(other)
+        state.retries_left -= 1
+        state.lease = None
+        self.by_task[state.spec["task_id"]] = state
+        if state.ref_args:
+            self.cw.refs.add_submitted(state.ref_args)
+        self._pump(self._enqueue(state))
+        return True
 
     # -- cancel -------------------------------------------------------------------------------------
     def cancel(self, task_id: str, force: bool) -> None:

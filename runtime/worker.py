@@ -104,7 +104,8 @@ class Worker:
         self.pid = os.getpid()
         sys.stdout = StreamToOwner(self, sys.stdout)  # type: ignore[assignment]
         sys.stderr = StreamToOwner(self, sys.stderr)  # type: ignore[assignment]
-        self.cw.raylet.on_close.append(lambda _c: self.jobs.put(None))
+        # a worker does not outlive its raylet (a killed node takes its workers with it)
+        self.cw.raylet.on_close.append(lambda _c: os._exit(1))
         self.cw.request(
             self.cw.raylet,
             "register_worker",

@@ -34,8 +34,8 @@ def new_cluster_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
+@pytest.fixture(scope="module", name="redis_server")
+def redis_server_fixture() -> Iterator[RedisServer]:
     from runtime.node import free_port
     from runtime.redis_server import start_redis, wait_redis
 

@@ -34,10 +34,19 @@ class SSHServer:
     user: str = USER
     host: str = HOST
     commands: list[str] = field(default_factory=list)  # every exec request, in order
+    connections: int = 0  # SSH connections accepted so far
 
     def auth(self) -> dict[str, str]:
         """The cluster YAML's `auth:` section for this server."""
         return {"ssh_user": self.user, "ssh_private_key": str(self.key_path)}
+
+
+class _CountingServer(asyncssh.SSHServer):
+    def __init__(self, server: SSHServer) -> None:
+        self.server = server
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.server.connections += 1
 
 
 class _HomeSFTPServer(asyncssh.SFTPServer):
@@ -128,15 +137,18 @@ def _write_key(key: asyncssh.SSHKey, path: Path) -> None:
 
 
 @contextmanager
-def ssh_server(root: Path) -> Iterator[SSHServer]:
-    """Start the server on its own loop thread; stop it and every command it ran at exit."""
+def ssh_server(root: Path, port: int = 0, key: Path | None = None) -> Iterator[SSHServer]:
+    """Start the server on its own loop thread; stop it and every command it ran at exit.
+    `port` 0 picks a free one; `key` authorizes an existing private key instead of a new one."""
     home, keys = root / "home", root / "keys"
     home.mkdir(parents=True)
     keys.mkdir(mode=0o700)
-    client_key = asyncssh.generate_private_key("ssh-ed25519")
-    _write_key(client_key, keys / "id_ed25519")
+    if key is None:
+        key = keys / "id_ed25519"
+        _write_key(asyncssh.generate_private_key("ssh-ed25519"), key)
+    client_key = asyncssh.read_private_key(str(key))
     _write_key(asyncssh.generate_private_key("ssh-ed25519"), keys / "wrong_ed25519")
-    server = SSHServer(0, home, keys / "id_ed25519", keys / "wrong_ed25519")
+    server = SSHServer(port, home, key, keys / "wrong_ed25519")
     shell = _Shell(server)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-sshd", daemon=True)
@@ -144,7 +156,7 @@ def ssh_server(root: Path) -> Iterator[SSHServer]:
 
     async def start() -> Any:
         return await asyncssh.create_server(
-            asyncssh.SSHServer, HOST, 0,
+            lambda: _CountingServer(server), HOST, port,
             server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
             authorized_client_keys=asyncssh.import_authorized_keys(
                 client_key.export_public_key().decode()

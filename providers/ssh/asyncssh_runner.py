@@ -25,9 +25,9 @@ from providers.ssh.target import (
     classify_text,
     connect_error,
     expanded_proxy_command,
+    login_relative,
     not_ready_error,
     remote_command,
-    login_relative,
     timeout_note,
 )
 
@@ -173,7 +173,7 @@ class AsyncSSHRunner:
             raise connect_error(target, Failure.AUTH, f"permission denied ({exc.reason})") from exc
         except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
             raise connect_error(target, Failure.NO_KEY, str(exc)) from exc
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise connect_error(target, Failure.TIMEOUT, "connection timed out") from exc
         except ConnectionRefusedError as exc:
             raise connect_error(target, Failure.REFUSED, "connection refused") from exc

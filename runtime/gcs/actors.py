@@ -93,12 +93,23 @@ class ActorManager:
 
     def _pick_node(self, actor: common_pb2.ActorInfo) -> common_pb2.NodeInfo | None:
         need = dict(actor.resources)
-        candidates = [
-            n for n in self.t.nodes.values() if n.state == "ALIVE" and fits(need, dict(n.available))
-        ]
+        alive = [n for n in self.t.nodes.values() if n.state == "ALIVE"]
+        if actor.affinity_node_id:
+            target = next((n for n in alive if n.node_id == actor.affinity_node_id), None)
+            if target is not None:
+                return target if fits(need, dict(target.available)) else None
+            if not actor.affinity_soft:
+                return None
+        candidates = [n for n in alive if fits(need, dict(n.available))]
         if not candidates:
             return None
-        # spread actors: the node with the most free CPU first
+        if actor.spread:  # the node hosting the fewest live actors
+            hosted = {n.node_id: 0 for n in candidates}
+            for other in self.t.actors.values():
+                if other.state == "ALIVE" and other.node_id in hosted:
+                    hosted[other.node_id] += 1
+            return min(candidates, key=lambda n: hosted[n.node_id])
+        # the node with the most free CPU first
         return max(candidates, key=lambda n: n.available.get("CPU", 0.0))
 
     async def _start_on(self, actor: common_pb2.ActorInfo, node: common_pb2.NodeInfo) -> None:

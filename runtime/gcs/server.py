@@ -21,7 +21,7 @@ from runtime.constants import NODE_DEATH_TIMEOUT_S
 from runtime.gcs.actors import ActorManager
 from runtime.gcs.placement_groups import PlacementGroupManager
 from runtime.gcs.tables import Tables
-from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
+from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2
 from runtime.resources import fits
 from runtime.session import watch_parent
 from runtime.transport import version_mismatch
@@ -226,6 +226,26 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         await self.pgs.remove(request.pg_id)
         self._demand_dirty.set()
         return gcs_pb2.Empty()
+
+    # -- draining ------------------------------------------------------------------------------
+    async def DrainNode(self, request: Any, context: Any) -> Any:
+        """Ask a node to take no new work and finish what runs; it is DRAINING meanwhile."""
+        node = self.t.nodes.get(request.node_id)
+        if node is None or node.state == "DEAD":
+            return gcs_pb2.DrainNodeReply(drained=True, reason="node is not alive")
+        node.state = "DRAINING"
+        await self.t.put_node(node)
+        await self.t.event("node_draining", f"node {node.node_id}: {request.reason or 'drain requested'}")
+        try:
+            reply = await self.actors.raylet(node).DrainNode(
+                raylet_pb2.DrainRequest(deadline_s=request.deadline_s, force=request.force, reason=request.reason),
+                metadata=self.actors.md, timeout=(request.deadline_s or 3600) + 10)
+        except grpc.aio.AioRpcError as exc:
+            return gcs_pb2.DrainNodeReply(drained=False, reason=f"raylet unreachable: {exc.details()}")
+        if not reply.drained and node.state == "DRAINING":
+            node.state = "ALIVE"  # refused or timed out: it keeps serving
+            await self.t.put_node(node)
+        return gcs_pb2.DrainNodeReply(drained=reply.drained, reason=reply.reason)
 
     # -- feasibility ---------------------------------------------------------------------------
     async def CheckFeasible(self, request: Any, context: Any) -> Any:

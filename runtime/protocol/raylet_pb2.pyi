@@ -85,6 +85,12 @@ class DrainReply(_message.Message):
     reason: str
     def __init__(self, drained: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class FreeRequest(_message.Message):
+    __slots__ = ("object_ids",)
+    OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
+    object_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class BundleRequest(_message.Message):
     __slots__ = ("pg_id", "bundles")
     PG_ID_FIELD_NUMBER: _ClassVar[int]

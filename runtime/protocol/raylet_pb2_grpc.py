@@ -39,6 +39,11 @@ class RayletStub:
                 request_serializer=runtime_dot_protocol_dot_raylet__pb2.PullRequest.SerializeToString,
                 response_deserializer=runtime_dot_protocol_dot_raylet__pb2.ObjectChunk.FromString,
                 _registered_method=True)
+        self.FreeObjects = channel.unary_unary(
+                '/rayctl.Raylet/FreeObjects',
+                request_serializer=runtime_dot_protocol_dot_raylet__pb2.FreeRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.FromString,
+                _registered_method=True)
         self.DrainNode = channel.unary_unary(
                 '/rayctl.Raylet/DrainNode',
                 request_serializer=runtime_dot_protocol_dot_raylet__pb2.DrainRequest.SerializeToString,
@@ -86,6 +91,13 @@ class RayletServicer:
 
     def PullObject(self, request, context):
         """Stream a sealed object of this node, in chunks (cross-node transfer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FreeObjects(self, request, context):
+        """Delete objects whose owner freed them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -148,6 +160,11 @@ def add_RayletServicer_to_server(servicer, server):
                     servicer.PullObject,
                     request_deserializer=runtime_dot_protocol_dot_raylet__pb2.PullRequest.FromString,
                     response_serializer=runtime_dot_protocol_dot_raylet__pb2.ObjectChunk.SerializeToString,
+            ),
+            'FreeObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.FreeObjects,
+                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.FreeRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.SerializeToString,
             ),
             'DrainNode': grpc.unary_unary_rpc_method_handler(
                     servicer.DrainNode,
@@ -217,6 +234,33 @@ class Raylet:
             '/rayctl.Raylet/PullObject',
             runtime_dot_protocol_dot_raylet__pb2.PullRequest.SerializeToString,
             runtime_dot_protocol_dot_raylet__pb2.ObjectChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FreeObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Raylet/FreeObjects',
+            runtime_dot_protocol_dot_raylet__pb2.FreeRequest.SerializeToString,
+            runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.FromString,
             options,
             channel_credentials,
             insecure,

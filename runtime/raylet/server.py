@@ -78,9 +78,22 @@ class Raylet:
         self._turns = itertools.count()
 
     # -- leases ----------------------------------------------------------------------------
-    def request_lease(
-        self, conn: Connection, payload: dict[str, Any]
-    ) -> asyncio.Future[dict[str, Any]]:
+    async def request_lease(self, conn: Connection, payload: dict[str, Any]) -> dict[str, Any]:
+        strategy = payload.get("strategy")
+        if isinstance(strategy, dict) and strategy["node_id"] not in {n.node_id for n in self.cluster_view}:
+            await self._refresh_view()  # a node that joined since the last heartbeat
+        return await self._lease(conn, payload)
+
+    async def _refresh_view(self) -> None:
+        if self.gcs is None:
+            return
+        try:
+            reply = await self.gcs.GetNodes(gcs_pb2.Empty(), metadata=self.md, timeout=5)
+            self.cluster_view = [n for n in reply.nodes if n.state != "DEAD"]
+        except grpc.aio.AioRpcError:
+            pass
+
+    def _lease(self, conn: Connection, payload: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         shape = payload["shape"]
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_event_loop().create_future()
         req = LeaseRequest(shape, conn, fut, payload.get("strategy"), payload.get("allow_spill", True))
@@ -171,6 +184,25 @@ class Raylet:
                 return f"{node.address}:{node.raylet_port}"
         return None
 
+    def free(self, batch: list[tuple[str, str]]) -> None:
+        """Delete objects here (any copy); ask their primary node to delete the rest."""
+        remote: dict[str, list[str]] = defaultdict(list)
+        for object_id, node_id in batch:
+            self.store.delete(object_id)
+            if node_id != self.node_id:
+                remote[node_id].append(object_id)
+        for node_id, object_ids in remote.items():
+            address = self._node_grpc_address(node_id)
+            if address is not None:
+                asyncio.ensure_future(self._free_remote(address, object_ids))
+
+    async def _free_remote(self, address: str, object_ids: list[str]) -> None:
+        try:
+            await self.transfer.stub(address).FreeObjects(
+                raylet_pb2.FreeRequest(object_ids=object_ids), metadata=self.md, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not free %d objects on %s: %s", len(object_ids), address, exc.details())
+
     def _give_back(self, shape: dict[str, float]) -> None:
         """Return a finished lease's resources (bundle resources of a removed group are gone)."""
         add(self.available, {k: v for k, v in shape.items() if k in self.total})
@@ -260,8 +292,7 @@ class Raylet:
         if method == "pull":
             return self.transfer.pull(payload["object_id"], payload["node_id"])
         if method == "free":
-            for object_id in payload:
-                self.store.delete(object_id)
+            self.free(payload)
             return None
         if method == "register_worker":
             assert self.pool is not None
@@ -309,6 +340,23 @@ class Raylet:
         entry = self.actor_workers.get(actor_id)
         if entry is not None and self.pool is not None:
             self.pool.kill(entry[0])
+
+    # -- draining --------------------------------------------------------------------------------
+    async def drain(self, deadline_s: float, force: bool) -> tuple[bool, str]:
+        """Take no new leases; wait for running work (or the deadline). Refused while this node
+        holds the only copy of objects still referenced, unless forced."""
+        primaries = self.store.primary_count()
+        if primaries and not force:
+            return False, (f"node holds the primary copy of {primaries} object(s) still referenced; "
+                           "drain with force=True to drop them")
+        self.draining = True
+        self.dispatch()
+        deadline = time.monotonic() + deadline_s if deadline_s > 0 else None
+        while self.leases or self.actor_workers:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False, f"deadline passed with {len(self.leases)} lease(s) and {len(self.actor_workers)} actor(s) running"
+            await asyncio.sleep(0.05)
+        return True, "drained"
 
     # -- GCS link -----------------------------------------------------------------------------
     def node_info(self) -> common_pb2.NodeInfo:
@@ -427,6 +475,15 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
         self.r.bundles.cancel(request.pg_id)
         self.r.dispatch()
         return raylet_pb2.BundleReply(ok=True)
+
+    async def FreeObjects(self, request: Any, context: Any) -> Any:
+        for object_id in request.object_ids:
+            self.r.store.delete(object_id)
+        return raylet_pb2.RayletEmpty()
+
+    async def DrainNode(self, request: Any, context: Any) -> Any:
+        drained, reason = await self.r.drain(request.deadline_s, request.force)
+        return raylet_pb2.DrainReply(drained=drained, reason=reason)
 
     async def Shutdown(self, request: Any, context: Any) -> Any:
         self.r.stopping.set()

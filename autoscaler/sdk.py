@@ -1,0 +1,124 @@
+"""The autoscaler SDK, as Ray's `ray.autoscaler.sdk`: `request_resources()` (a standing request,
+replaced by the next call, that the autoscaler satisfies as if the cluster were idle) and
+`get_status()`. Both go through the GCS's authenticated KV, never to Redis directly."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from autoscaler.observe import KV_NS, REQUESTS_KEY
+from autoscaler.status import STATUS_KEY, STATUS_NS, ClusterStatus
+
+GcsCall = Callable[[str, Any], Any]
+
+
+def request_resources(
+    num_cpus: int | None = None,
+    bundles: Sequence[Mapping[str, float]] | None = None,
+    *,
+    address: str | None = None,
+    token: str | None = None,
+) -> None:
+    """Ask the autoscaler to keep room for `num_cpus` one-CPU bundles plus `bundles`, at once
+    and regardless of current load. Replaces the previous request; `request_resources(0)` (or
+    no argument) clears it. Connects through the driver when `runtime.init()` was called, else
+    to `address` ("auto", host:port, or $RAYCTL_ADDRESS) with `token` (or $RAYCTL_TOKEN_FILE)."""
+    wanted = _bundles(num_cpus, bundles)
+    from runtime.protocol import gcs_pb2
+
+    request = gcs_pb2.KvRequest(
+        ns=KV_NS, key=REQUESTS_KEY, value=json.dumps(wanted).encode(), overwrite=True
+    )
+    with _gcs(address, token) as call:
+        call("KvPut", request)
+
+
+def get_status(*, address: str | None = None, token: str | None = None) -> ClusterStatus:
+    """The status the autoscaler monitor wrote in its latest round."""
+    from runtime.protocol import gcs_pb2
+
+    with _gcs(address, token) as call:
+        reply = call("KvGet", gcs_pb2.KvRequest(ns=STATUS_NS, key=STATUS_KEY))
+    if not reply.found:
+        raise LookupError(
+            "the cluster has no autoscaler status: is the monitor running? (start the head with "
+            "`rayctl start --head --autoscaling-config FILE`)"
+        )
+    return ClusterStatus.from_json(reply.value)
+
+
+def _bundles(
+    num_cpus: int | None, bundles: Sequence[Mapping[str, float]] | None
+) -> list[dict[str, float]]:
+    if num_cpus is not None and (isinstance(num_cpus, bool) or num_cpus < 0):
+        raise ValueError(f"num_cpus must be a whole number >= 0, got {num_cpus!r}")
+    out = [{"CPU": 1.0}] * int(num_cpus or 0)
+    for i, bundle in enumerate(bundles or []):
+        if not isinstance(bundle, Mapping) or not bundle:
+            raise ValueError(
+                f"bundles[{i}] must be a non-empty dict like {{'CPU': 2}}, got {bundle!r}"
+            )
+        for name, amount in bundle.items():
+            if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+                raise ValueError(f"bundles[{i}][{name!r}] must be a number >= 0, got {amount!r}")
+        out.append({str(k): float(v) for k, v in bundle.items()})
+    return out
+
+
+@contextmanager
+def _gcs(address: str | None, token: str | None) -> Iterator[GcsCall]:
+    """A GCS caller: the connected driver's, else a channel of our own."""
+    import runtime
+
+    if address is None and runtime.is_initialized():
+        from runtime.api import _core
+
+        core = _core()
+        yield lambda method, request: core.gcs_call(method, request, timeout=10)
+        return
+    import grpc
+
+    from runtime.auth import call_metadata
+    from runtime.protocol import gcs_pb2_grpc
+
+    gcs_address, secret = resolve_address(address, token)
+    with grpc.insecure_channel(gcs_address) as channel:
+        stub = gcs_pb2_grpc.GcsStub(channel)
+
+        def call(method: str, request: Any) -> Any:
+            try:
+                return getattr(stub, method)(request, metadata=call_metadata(secret), timeout=10)
+            except grpc.RpcError as exc:
+                raise ConnectionError(
+                    f"cannot reach the cluster at {gcs_address}: {exc.details()}"
+                ) from None
+
+        yield call
+
+
+def resolve_address(address: str | None, token: str | None) -> tuple[str, str]:
+    """GCS address and token: explicit, else the environment, else this machine's cluster."""
+    from runtime.auth import read_token_file, token_from_env
+    from runtime.node import read_address_file
+
+    address = address or os.environ.get("RAYCTL_ADDRESS") or "auto"
+    info = read_address_file(None)
+    if address == "auto":
+        if info is None:
+            raise ConnectionError(
+                "no cluster started on this machine: run `rayctl start --head`, or pass "
+                "--address HOST:PORT (or set RAYCTL_ADDRESS)"
+            )
+        address = info["address"]
+    secret = token or token_from_env()
+    if not secret and info is not None and info["address"] == address:
+        secret = read_token_file(info["token_file"])
+    if not secret:
+        raise ConnectionError(
+            f"no cluster token for {address}: set RAYCTL_TOKEN_FILE to the cluster's token file"
+        )
+    return address, secret

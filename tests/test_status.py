@@ -1,0 +1,109 @@
+"""`rayctl status` content: composed from what one round saw (nodes, records, plan, decisions),
+rendered as text a person reads, and round-tripped as JSON for `--json` and get_status()."""
+
+from __future__ import annotations
+
+from autoscaler.lifecycle import InstanceStatus, new_instance, transition
+from autoscaler.lifecycle_store import OfferingMark
+from autoscaler.model import DemandKind, Infeasible, Plan, ResourceDemand, Shape
+from autoscaler.observe import GcsNode, GcsView
+from autoscaler.status import ClusterStatus, compose, render
+
+S = InstanceStatus
+NOW = 1_700_000_000.0
+
+
+def example() -> ClusterStatus:
+    head = GcsNode("n-head", "head", "", {"CPU": 2.0}, {"CPU": 2.0}, NOW - 30, "ALIVE", True)
+    busy = GcsNode("n-1", "cpu", "fake-1", {"CPU": 4.0}, {"CPU": 1.0}, 0.0, "ALIVE")
+    dead = GcsNode("n-0", "cpu", "fake-0", {"CPU": 4.0}, {}, 0.0, "DEAD")
+    gcs = GcsView(
+        nodes=(head, busy, dead),
+        demands=(ResourceDemand(Shape.of({"CPU": 1}), 6, DemandKind.TASK),),
+        requested_bundles=(Shape.of({"CPU": 1}), Shape.of({"CPU": 1})),
+    )
+    pending = transition(
+        new_instance("i-2", "cpu", NOW - 50, "6 tasks"),
+        S.REQUESTED,
+        NOW - 40,
+        "launch sent",
+        request_id="i-2",
+    )
+    failed = transition(
+        transition(new_instance("i-3", "gpu", NOW - 90, "x"), S.REQUESTED, NOW - 80, "sent"),
+        S.LAUNCH_FAILED,
+        NOW - 70,
+        "no capacity for p3/us-a/on-demand\nsecond line",
+    )
+    plan = Plan(
+        infeasible=(Infeasible(Shape.of({"GPU": 8}), 1, "no node type has GPU: 8"),),
+        notes=("upscaling_speed=1: 3 launch(es) held back",),
+    )
+    decisions = [
+        {
+            "at": NOW - 40,
+            "action": "launch",
+            "target": "i-2",
+            "node_type": "cpu",
+            "reason": "6 tasks of {CPU: 1} wait",
+        }
+    ]
+    marks = [OfferingMark("p3/us-a/on-demand", "gpu", NOW + 240, "no capacity for p3/us-a")]
+    return compose(gcs, [pending, failed], plan, decisions, marks, NOW)
+
+
+def test_compose_sorts_nodes_and_counts_usage() -> None:
+    status = example()
+    assert [n.node_id for n in status.nodes] == ["n-head", "n-1"]  # dead nodes left out
+    assert status.nodes[0].idle_s == 30.0 and status.nodes[1].idle_s is None
+    assert status.resources() == ({"CPU": 3.0}, {"CPU": 6.0})
+    assert [(p.instance_id, p.status, p.for_s) for p in status.pending] == [
+        ("i-2", "REQUESTED", 40.0)
+    ]
+    assert [(f.instance_id, f.status) for f in status.failures] == [("i-3", "LAUNCH_FAILED")]
+    assert [(d.kind, d.count) for d in status.demand] == [("task", 6), ("request_resources", 2)]
+
+
+def test_render_shows_what_a_person_needs() -> None:
+    text = render(example(), now=NOW)
+    for expected in [
+        "Active:\n 1 cpu",
+        "Idle:\n head n-head (head) idle 30s",
+        "Pending:\n cpu i-2: REQUESTED for 40s",
+        " gpu i-3: LAUNCH_FAILED: no capacity for p3/us-a/on-demand (+1 lines, see -v)",
+        " 3/6 CPU",
+        " {CPU: 1}: 6+ pending tasks",
+        " {CPU: 1}: 2 from request_resources",
+        "Infeasible (no node type can run these; nothing will be launched)\n {GPU: 8} x1",
+        " 40s ago launch i-2 (cpu): 6 tasks of {CPU: 1} wait",
+        "upscaling_speed=1: 3 launch(es) held back",
+        "Unavailable offerings (skipped until the time shown)\n gpu p3/us-a/on-demand until ",
+    ]:
+        assert expected in text, f"missing {expected!r} in:\n{text}"
+    assert "Instance history" not in text
+
+
+def test_verbose_adds_each_instance_history() -> None:
+    text = render(example(), verbose=True, now=NOW)
+    assert " i-2 cpu -\n   50s ago QUEUED: 6 tasks\n   40s ago REQUESTED: launch sent" in text
+    assert (
+        "   90s ago QUEUED: x\n   80s ago REQUESTED: sent\n   70s ago LAUNCH_FAILED: no capacity"
+        in text
+    )
+
+
+def test_json_round_trip() -> None:
+    status = example()
+    assert ClusterStatus.from_json(status.to_json()) == status
+
+
+def test_empty_cluster_says_so() -> None:
+    text = render(compose(GcsView(), [], Plan(), [], [], NOW), now=NOW)
+    for expected in [
+        "(no active nodes)",
+        "(no pending nodes)",
+        "(no failures)",
+        "(no resource demands)",
+        "(none)",
+    ]:
+        assert expected in text
