@@ -181,6 +181,8 @@ def test_rayctl_status_command(head: Head) -> None:
         nodes=gcs_nodes(head.gcs_address, head.token),
     )
     try:
+        status_key = f"rayctl:{head.cluster_id}:kv:autoscaler_status"
+        wait_for(lambda: head.redis.hget(status_key, "status"), 10, "the monitor's first status")
         env = {"RAYCTL_TOKEN_FILE": head.token_file}
         runner = CliRunner()
         text = runner.invoke(app, ["status", "--address", head.gcs_address], env=env)
@@ -188,7 +190,8 @@ def test_rayctl_status_command(head: Head) -> None:
         assert "Node status" in text.output and "Recent decisions" in text.output
         as_json = runner.invoke(app, ["status", "--address", head.gcs_address, "--json"], env=env)
         assert as_json.exit_code == 0, as_json.output
-        data = json.loads(as_json.output)
+        assert as_json.stdout.lstrip().startswith("{"), as_json.stdout[:500]
+        data = json.loads(as_json.stdout)
         assert any(n["is_head"] for n in data["nodes"])
     finally:
         running.stop()
