@@ -67,13 +67,17 @@ def start(
     from runtime.cli_commands import start_head_node, start_worker_node
 
     custom = _resources(resources)
+    if num_cpus is None and num_gpus is None and not custom:
+        # the autoscaler hands a launched node its type's resources this way
+        node_resources = _resources(os.environ.get("RAYCTL_NODE_RESOURCES"))
+        num_cpus = node_resources.pop("CPU", None)
+        num_gpus = node_resources.pop("GPU", None)
+        node_resources.pop("memory", None)
+        custom = node_resources
     if head:
-        if autoscaling_config:
-            typer.echo(
-                "the autoscaler monitor is not available yet; starting the head without it",
-                err=True,
-            )
+        services = _monitor_service(autoscaling_config) if autoscaling_config else []
         info = start_head_node(
+            supervised_services=services,
             host=node_ip_address,
             port=port,
             num_cpus=num_cpus,
@@ -96,6 +100,8 @@ def start(
             + info["address"]
             + " --token-file <file>"
         )
+        if autoscaling_config:
+            typer.echo(f"  autoscaler: monitor running with {autoscaling_config} ({info['logs']}/monitor.log)")
         typer.echo("  stop: rayctl stop")
     else:
         address = address or os.environ.get("RAYCTL_HEAD_ADDRESS")
@@ -130,6 +136,21 @@ def start(
             pass
         finally:
             stop(temp_dir=temp_dir)
+
+
+def _monitor_service(config_path: str) -> list[tuple[str, list[str]]]:
+    """The monitor as a service the head's supervisor runs and restarts (the config is checked first)."""
+    from autoscaler.config import ClusterConfigError, load_config
+
+    path = os.path.abspath(config_path)
+    try:
+        load_config(path)
+    except (ClusterConfigError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    argv = [sys.executable, "-m", "autoscaler.monitor", "--config", path, "--gcs-address", "{gcs_address}",
+            "--token-file", "{token_file}", "--redis-address", "{redis_address}", "--cluster-id", "{cluster_id}"]
+    return [("monitor", argv)]
 
 
 @app.command()

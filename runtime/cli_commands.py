@@ -29,9 +29,11 @@ def start_head_node(
     resources: dict[str, float],
     object_store_memory: int | None,
     temp_dir: str | None,
+    supervised_services: list[tuple[str, list[str]]] | None = None,
 ) -> dict[str, Any]:
     temp_dir = temp_dir or TEMP_DIR
     handle = start_head(
+        supervised_services=supervised_services or [],
         host=host,
         port=port,
         num_cpus=num_cpus,
@@ -42,6 +44,8 @@ def start_head_node(
     )
     write_address_file(temp_dir, handle)
     return {
+        "redis_address": handle.redis_address,
+        "cluster_id": handle.cluster_id,
         "address": handle.gcs_address,
         "token_file": handle.token_file,
         "logs": os.path.join(handle.session_dir, "logs"),

@@ -35,6 +35,7 @@ class NodeHandle:
     shm_dir: str
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     cluster_id: str = ""
+    redis_address: str = ""
 
 
 def free_port(host: str) -> int:
@@ -90,8 +91,13 @@ def start_head(
     temp_dir: str | None = None,
     parent_pid: int = 0,
     death_timeout_s: float | None = None,
+    supervised_services: list[tuple[str, list[str]]] | None = None,
 ) -> NodeHandle:
-    """Start Redis, the GCS and a raylet. Ports are chosen up front so all three start at once."""
+    """Start Redis, the GCS and a raylet. Ports are chosen up front so all three start at once.
+
+    With `supervised_services` (name, argv) the GCS and those services run under
+    `runtime.supervisor`, which restarts them when they crash. Their argv may use {gcs_address},
+    {token_file}, {redis_address}, {cluster_id} and {session_dir}."""
     temp_dir = temp_dir or TEMP_DIR
     cluster_id = ids.random_id(4)
     session = session_dir_for(temp_dir, cluster_id)
@@ -137,8 +143,22 @@ def start_head(
         gcs_args += ["--death-timeout-s", str(death_timeout_s)]
     if parent_pid:
         gcs_args += ["--parent-pid", str(parent_pid), "--owned-redis-pid", str(redis_proc.pid)]
-    procs.append(_spawn(gcs_args, os.path.join(session, "logs", "gcs.log"), session, "gcs"))
     gcs_address = f"{host}:{gcs_port}"
+    fields = {"gcs_address": gcs_address, "token_file": token_file, "redis_address": f"{host}:{redis_port}",
+              "cluster_id": cluster_id, "session_dir": session}
+    if supervised_services is None:
+        procs.append(_spawn(gcs_args, os.path.join(session, "logs", "gcs.log"), session, "gcs"))
+    else:
+        services = [("gcs", gcs_args)] + [(name, [a.format(**fields) for a in argv])
+                                          for name, argv in supervised_services]
+        spec = {"session_dir": session, "services": [
+            {"name": name, "argv": argv, "log": os.path.join(session, "logs", f"{name}.log")}
+            for name, argv in services]}
+        spec_path = os.path.join(session, "supervisor.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        procs.append(_spawn([sys.executable, "-m", "runtime.supervisor", spec_path],
+                            os.path.join(session, "logs", "supervisor.log"), session, "supervisor"))
     handle = start_raylet(
         gcs_address=gcs_address,
         token_file=token_file,
@@ -154,6 +174,7 @@ def start_head(
     )
     handle.procs = procs + handle.procs
     handle.cluster_id = cluster_id
+    handle.redis_address = fields["redis_address"]
     wait_for_file(gcs_ready, 30, handle.procs)
     return handle
 

@@ -45,7 +45,10 @@ def record_shm_dir(session_dir: str, shm_dir: str) -> None:
 def session_processes(session_dir: str) -> list[psutil.Process]:
     """The live processes recorded in a session's pid files (create time checked)."""
     procs = []
-    for path in glob.glob(os.path.join(session_dir, "pids", "*.pid")):
+    # supervisors first, so that `stop` never races a supervisor restarting what it stops
+    paths = sorted(glob.glob(os.path.join(session_dir, "pids", "*.pid")),
+                   key=lambda p: (not os.path.basename(p).startswith("supervisor"), p))
+    for path in paths:
         try:
             with open(path) as f:
                 rec = json.load(f)

@@ -368,8 +368,11 @@ class TestGCPContract(ProviderContract):
         return factory
 
     def test_command_runner_runs_commands(self, provider_factory: ProviderFactory) -> None:
-        # The SSH runner is later work; until then the provider says so instead of guessing.
+        # A GCE VM is reached over SSH (tests/test_ssh_runner.py runs the runner against a real
+        # server); here: the runner targets the instance's address as the configured user.
         provider = provider_factory("contract")
         (instance,) = self.launch(provider, 1, "req-runner")
-        with pytest.raises(ProviderError, match="SSH command runner not available yet"):
-            provider.command_runner(instance)
+        runner = provider.command_runner(instance)
+        target = runner.target  # type: ignore[attr-defined]
+        assert target.host in (instance.external_ip, instance.internal_ip) and target.host
+        assert target.user == provider.config.ssh_user

@@ -57,6 +57,7 @@ class AWSProviderConfig(BaseModel):
     # rayctl additions ----------------------------------------------------------------------
     ssh_cidr: str | None = None  # SSH ingress source; unset = no SSH ingress is opened
     spot_fallback_to_on_demand: bool = False
+    ssh_user: str = "ubuntu"  # the AMI's login (the launcher copies `auth.ssh_user` here)
     vpc_id: str | None = None  # default: the region's default VPC
     key_dir: str | None = None  # where a created key is saved; default ~/.rayctl/keys
     image_name: str = DEFAULT_IMAGE_NAME

@@ -20,7 +20,6 @@ from providers.aws.clients import AWSClients
 from providers.aws.config import AWSNodeConfig, AWSProviderConfig, ResolvedResources
 from providers.aws.errors import Retrier
 from providers.aws.resources import common_resources, resources_of
-from providers.aws.runner import PendingSSHRunner
 from providers.base import (
     NODE_KIND_HEAD,
     NODE_KIND_WORKER,
@@ -302,4 +301,6 @@ class AWSProvider:
     def command_runner(self, instance: Instance) -> CommandRunner:
         host = instance.internal_ip if self.config.use_internal_ips else instance.external_ip
         key = self._resolved.ssh_private_key if self._resolved else ""
-        return PendingSSHRunner(host=host or instance.internal_ip, key_path=key)
+        from providers.ssh import runner_for
+
+        return runner_for(host or instance.internal_ip, {"ssh_user": self.config.ssh_user, "ssh_private_key": key})

@@ -50,6 +50,7 @@ class GCPProviderConfig(BaseModel):
     allow_ssh_from_anywhere: bool = False
     ssh_user: str = "ubuntu"
     ssh_public_key: str | None = None  # the key itself or a path to a .pub file
+    ssh_private_key: str | None = None  # defaults to ssh_public_key without ".pub" when that is a path
     network: str = "default"
     subnetwork: str | None = None
     use_internal_ips: bool = False

@@ -110,9 +110,14 @@ class GCPProvider:
         return registry.list_cluster()
 
     def command_runner(self, instance: Instance) -> CommandRunner:
-        raise ProviderError(
-            f"SSH command runner not available yet (instance {instance.id}); the gcp provider "
-            "allocates VMs but cannot run commands on them until the SSH runner lands")
+        from providers.ssh import runner_for
+
+        cfg = self.config
+        key = cfg.ssh_private_key
+        if not key and cfg.ssh_public_key and cfg.ssh_public_key.endswith(".pub"):
+            key = cfg.ssh_public_key[: -len(".pub")]
+        host = instance.internal_ip if cfg.use_internal_ips else (instance.external_ip or instance.internal_ip)
+        return runner_for(host, {"ssh_user": cfg.ssh_user, "ssh_private_key": key or ""})
 
     def purge(self) -> None:
         clients, waiter, _, _ = self._wired()

@@ -70,13 +70,17 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         if node is None or node.state == "DEAD":
             return gcs_pb2.HeartbeatReply(unknown_node=True)
         self._last_seen[request.node_id] = time.monotonic()
+        changed = dict(request.available) != dict(node.available) or request.idle_since != node.idle_since
         node.available.clear()
         node.available.update(request.available)
         if request.total and dict(request.total) != dict(node.total):
             node.total.clear()
             node.total.update(request.total)
+            changed = True
         node.idle_since = request.idle_since
         node.last_heartbeat = time.time()
+        if changed:  # the autoscaler reads resources and idle time from Redis
+            await self.t.put_node(node)
         if request.load_changed:
             load = [
                 {
@@ -140,6 +144,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     # -- KV ------------------------------------------------------------------------------------
     async def KvPut(self, request: Any, context: Any) -> Any:
         key = self.t.key(f"kv:{request.ns}")
+        if request.ns == "autoscaler":  # e.g. request_resources: new demand for the monitor
+            self._demand_dirty.set()
         if request.overwrite:
             await self.t.r.hset(key, request.key, request.value)
             return gcs_pb2.KvReply(written=True)
