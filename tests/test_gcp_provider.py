@@ -25,7 +25,6 @@ from providers.base import (
     ConfigError,
     Market,
     Offering,
-    ProviderError,
     ProviderState,
     QuotaError,
     TransientError,

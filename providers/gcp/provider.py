@@ -15,7 +15,6 @@ from providers.base import (
     Instance,
     Market,
     Offering,
-    ProviderError,
 )
 from providers.gcp.bootstrap import Bootstrapper, read_public_key
 from providers.gcp.clients import (
