@@ -66,9 +66,10 @@ class ActorClass:
         )
         sig = inspect.signature(init) if init is not None and init is not object.__init__ else None
         bound_sig = sig.replace(parameters=list(sig.parameters.values())[1:]) if sig else None
-        enc_args, enc_kwargs, _ = encode_args(
+        enc_args, enc_kwargs, _, nested = encode_args(
             cw, f"{self.__name__}.__init__", bound_sig, args, kwargs
         )
+        cw.refs.add_submitted(nested)  # the creation spec (kept for restarts) holds them for good
         # constructor arguments travel inside the creation spec, resolved here (the GCS does not wait on owners)
         enc_args = [_resolved(cw, a) for a in enc_args]
         enc_kwargs = {k: _resolved(cw, v) for k, v in enc_kwargs.items()}
@@ -175,7 +176,7 @@ class ActorHandle:
 
         cw = _core()
         name = f"{self._class_name}.{method}"
-        enc_args, enc_kwargs, ref_ids = encode_args(cw, name, None, args, kwargs)
+        enc_args, enc_kwargs, ref_ids, nested = encode_args(cw, name, None, args, kwargs)
         task_id = cw.task_ids.next()
         return_ids, refs = make_returns(cw, task_id, num_returns)
         spec = {
@@ -187,6 +188,8 @@ class ActorHandle:
             "kwargs": enc_kwargs,
             "num_returns": num_returns,
             "return_ids": return_ids,
+            "nested": nested,
+            "owner": cw.address,
         }
         cw.refs.add_submitted(ref_ids)
         cw.actors.submit(

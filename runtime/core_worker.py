@@ -5,13 +5,14 @@ created, serves other processes asking about them, and submits tasks and actor c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future as CFuture
 from typing import Any
 
@@ -157,14 +158,14 @@ class CoreWorker:
 
     def put_serialized(self, object_id: str, data: Serialized) -> ObjectRef:
         ref = self.new_owned_ref(object_id)
-        if data.contained_refs:
-            self.refs.mark_escaped(data.contained_refs)
+        contains = [(r.id, r.owner_address) for r in data.contained_refs]
         if data.size <= INLINE_OBJECT_MAX_BYTES:
-            self.refs.complete(object_id, inline=data.inline(), size=data.size)
+            self.refs.complete(object_id, inline=data.inline(), size=data.size, contains=contains)
         else:
             size = shm.write_object(self.shm_dir, object_id, data.meta, data.buffers)
             self.request(self.raylet, "seal", {"object_id": object_id, "size": size})
-            self.refs.complete(object_id, location=(self.node_id, self.shm_dir), size=size)
+            self.refs.complete(object_id, location=(self.node_id, self.shm_dir), size=size,
+                               contains=contains)
         return ref
 
     def put(self, value: Any) -> ObjectRef:
@@ -174,10 +175,22 @@ class CoreWorker:
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout
-        results = []
-        for ref in refs:
-            results.append(self._get_one(ref, deadline))
-        return results
+        with self.blocking(refs):
+            return [self._get_one(ref, deadline) for ref in refs]
+
+    @contextlib.contextmanager
+    def blocking(self, refs: list[ObjectRef]) -> Iterator[None]:
+        """Inside a task, tell the raylet while we wait on objects that are not ready, so that
+        the CPUs of our lease can run the tasks we wait for."""
+        waits = self.mode == "worker" and bool(self.current_task_id) and not all(
+            self.ready_status(r.id) for r in refs)
+        if waits:
+            self.call_soon(self.raylet.send, "blocked", None)
+        try:
+            yield
+        finally:
+            if waits:
+                self.call_soon(self.raylet.send, "unblocked", None)
 
     def _get_one(self, ref: ObjectRef, deadline: float | None) -> Any:
         entry = self.refs.get_entry(ref.id)
@@ -260,14 +273,26 @@ class CoreWorker:
                 await fut
         return {"inline": entry.inline, "location": entry.location, "error": entry.error}
 
-    def _serve_release(self, conn: Connection, object_id: str) -> None:
-        return None  # borrowed refs keep their object (escaped); see reference_table
+    def _serve_release(self, conn: Connection, payload: tuple[str, str]) -> None:
+        object_id, borrower = payload
+        self.refs.remove_borrower(object_id, borrower)
 
     def _serve_log(self, conn: Connection, payload: tuple[str, str]) -> None:
         self.log_sink(*payload)
 
     def _release_borrowed(self, object_id: str, owner_address: str) -> None:
-        pass  # the owner keeps escaped objects until it exits; nothing to tell it
+        """We dropped our last ref to a borrowed object: tell its owner (if it counted us)."""
+        if self.closed:
+            return
+
+        async def send() -> None:
+            try:
+                conn = await self.connection(owner_address)
+                conn.send("release", (object_id, self.address))
+            except (ConnectionLost, OSError):
+                pass  # the owner is gone: nothing left to release
+
+        self.loop.call_soon_threadsafe(asyncio.ensure_future, send())
 
     def _free_object(self, object_id: str, entry: Entry) -> None:
         self.tasks.lineage.pop(object_id, None)

@@ -1,34 +1,28 @@
 """What a process knows about objects: the values and locations of the ones it owns, readiness
 waiters, and the reference counts that decide when an owned object is freed.
 
-Counting rule (conservative: never frees early, may keep an object longer than Ray would):
-an owned object is freed when no ObjectRef to it is alive in the owner, no submitted task takes it
-as a top-level argument, and it never escaped inside another value or to another process. Refs
-that escape (nested in a put value, a task argument or a return value) keep their object until
-the owner exits.
+An owned object is freed when nothing can reach it any more:
+  - no ObjectRef to it is alive in the owner (`local`),
+  - no submitted task takes it as an argument, top-level or nested in a value (`submitted`),
+  - no other process borrows it: a worker that kept a ref it got nested in its arguments is
+    reported in the task's reply and releases it with a message when it drops it (`borrowers`),
+  - no live owned object contains it in its value (`contained_by`).
+Two cases stay conservative (the object lives until its owner exits, `pinned`): a ref a worker
+owns and returns nested in a value, and a ref passed on by a process that only borrows it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 PENDING, READY = 0, 1
 
 
 class Entry:
-    __slots__ = (
-        "state",
-        "inline",
-        "location",
-        "error",
-        "waiters",
-        "local",
-        "submitted",
-        "escaped",
-        "size",
-    )
+    __slots__ = ("state", "inline", "location", "error", "waiters", "local", "submitted", "pinned",
+                 "size", "borrowers", "contained_by", "contains")
 
     def __init__(self) -> None:
         self.state = PENDING
@@ -38,17 +32,20 @@ class Entry:
         self.waiters: list[Callable[[], object]] = []
         self.local = 0
         self.submitted = 0
-        self.escaped = False
+        self.pinned = False
         self.size = 0
+        self.borrowers: set[str] = set()
+        self.contained_by = 0
+        self.contains: list[tuple[str, str]] = []  # (object id, owner address) of refs in the value
+
+    def unreferenced(self) -> bool:
+        return (self.local <= 0 and self.submitted <= 0 and not self.pinned and not self.borrowers
+                and self.contained_by <= 0 and self.state == READY)
 
 
 class ReferenceTable:
-    def __init__(
-        self,
-        my_address: str,
-        free_callback: Callable[[str, Entry], None],
-        release_borrowed: Callable[[str, str], None],
-    ) -> None:
+    def __init__(self, my_address: str, free_callback: Callable[[str, Entry], None],
+                 release_borrowed: Callable[[str, str], None]) -> None:
         self.lock = threading.Lock()
         self.my_address = my_address
         self.owned: dict[str, Entry] = {}
@@ -63,15 +60,11 @@ class ReferenceTable:
             self.owned[object_id] = entry
         return entry
 
-    def complete(
-        self,
-        object_id: str,
-        *,
-        inline: tuple[bytes, list[bytes]] | None = None,
-        location: tuple[str, str] | None = None,
-        error: BaseException | None = None,
-        size: int = 0,
-    ) -> None:
+    def complete(self, object_id: str, *, inline: tuple[bytes, list[bytes]] | None = None,
+                 location: tuple[str, str] | None = None, error: BaseException | None = None,
+                 size: int = 0, contains: Iterable[tuple[str, str]] = ()) -> None:
+        """The object's value is known (or its error). `contains`: refs nested in the value."""
+        self.add_contained(object_id, contains)
         with self.lock:
             entry = self.owned.get(object_id)
             if entry is None:
@@ -79,13 +72,9 @@ class ReferenceTable:
             entry.inline, entry.location, entry.error, entry.size = inline, location, error, size
             entry.state = READY
             waiters, entry.waiters = entry.waiters, []
-            drop = self._unreferenced(entry)
-            if drop:
-                del self.owned[object_id]
         for wake in waiters:
             wake()
-        if drop:
-            self._free(object_id, entry)
+        self._maybe_free([object_id])
 
     def reset(self, object_id: str) -> None:
         """Back to pending (a task is being retried)."""
@@ -116,51 +105,118 @@ class ReferenceTable:
                 self.borrowed[ref.id] = self.borrowed.get(ref.id, 0) + 1
 
     def remove_local_ref(self, ref: Any) -> None:
+        self._drop_borrowed_or_local(ref.id, ref.owner_address)
+
+    def _drop_borrowed_or_local(self, object_id: str, owner_address: str) -> None:
         release = False
-        drop: Entry | None = None
         with self.lock:
-            entry = self.owned.get(ref.id)
+            entry = self.owned.get(object_id)
             if entry is not None:
                 entry.local -= 1
-                if self._unreferenced(entry) and entry.state == READY:
-                    drop = self.owned.pop(ref.id)
-            elif ref.id in self.borrowed:
-                self.borrowed[ref.id] -= 1
-                if self.borrowed[ref.id] <= 0:
-                    del self.borrowed[ref.id]
+            elif object_id in self.borrowed:
+                self.borrowed[object_id] -= 1
+                if self.borrowed[object_id] <= 0:
+                    del self.borrowed[object_id]
                     release = True
-        if drop is not None:
-            self._free(ref.id, drop)
+        if entry is not None:
+            self._maybe_free([object_id])
         if release:
-            self._release_borrowed(ref.id, ref.owner_address)
+            self._release_borrowed(object_id, owner_address)
 
-    def add_submitted(self, object_ids: list[str]) -> None:
+    def add_submitted(self, object_ids: Iterable[str]) -> None:
         with self.lock:
             for object_id in object_ids:
                 entry = self.owned.get(object_id)
                 if entry is not None:
                     entry.submitted += 1
 
-    def remove_submitted(self, object_ids: list[str]) -> None:
-        dropped = []
+    def remove_submitted(self, object_ids: Iterable[str]) -> None:
+        ids = list(object_ids)
         with self.lock:
-            for object_id in object_ids:
+            for object_id in ids:
                 entry = self.owned.get(object_id)
-                if entry is None:
-                    continue
-                entry.submitted -= 1
-                if self._unreferenced(entry) and entry.state == READY:
-                    dropped.append((object_id, self.owned.pop(object_id)))
-        for object_id, entry in dropped:
-            self._free(object_id, entry)
+                if entry is not None:
+                    entry.submitted -= 1
+        self._maybe_free(ids)
 
-    def mark_escaped(self, refs: list[Any]) -> None:
+    def add_borrower(self, object_id: str, address: str) -> None:
+        with self.lock:
+            entry = self.owned.get(object_id)
+            if entry is not None:
+                entry.borrowers.add(address)
+
+    def remove_borrower(self, object_id: str, address: str) -> None:
+        with self.lock:
+            entry = self.owned.get(object_id)
+            if entry is None:
+                return
+            entry.borrowers.discard(address)
+        self._maybe_free([object_id])
+
+    def pin(self, refs: Iterable[Any]) -> None:
+        """Keep objects until their owner exits (the conservative cases of the module docstring).
+        A borrowed ref is pinned by never releasing this process's borrow."""
         with self.lock:
             for ref in refs:
                 entry = self.owned.get(ref.id)
                 if entry is not None:
-                    entry.escaped = True
+                    entry.pinned = True
+                elif ref.owner_address != self.my_address:
+                    self.borrowed[ref.id] = self.borrowed.get(ref.id, 0) + 1_000_000_000
 
-    @staticmethod
-    def _unreferenced(entry: Entry) -> bool:
-        return entry.local <= 0 and entry.submitted <= 0 and not entry.escaped
+    def add_contained(self, outer_id: str, inner: Iterable[tuple[str, str]]) -> None:
+        """The value of owned object `outer_id` holds refs `inner` (id, owner): keep them alive
+        while it lives (owned ones by count, borrowed ones by holding our borrow)."""
+        inner = list(inner)
+        if not inner:
+            return
+        with self.lock:
+            outer = self.owned.get(outer_id)
+            if outer is None:
+                return
+            for object_id, owner in inner:
+                entry = self.owned.get(object_id)
+                if entry is not None:
+                    entry.contained_by += 1
+                elif owner != self.my_address:
+                    self.borrowed[object_id] = self.borrowed.get(object_id, 0) + 1
+                outer.contains.append((object_id, owner))
+
+    def _maybe_free(self, object_ids: Iterable[str]) -> None:
+        """Free each unreferenced owned object, then what only it kept alive."""
+        work = list(object_ids)
+        while work:
+            object_id = work.pop()
+            with self.lock:
+                entry = self.owned.get(object_id)
+                if entry is None or not entry.unreferenced():
+                    continue
+                del self.owned[object_id]
+                inner, entry.contains = entry.contains, []
+                for inner_id, _ in inner:
+                    held = self.owned.get(inner_id)
+                    if held is not None:
+                        held.contained_by -= 1
+                        work.append(inner_id)
+            self._free(object_id, entry)
+            for inner_id, owner in inner:
+                if inner_id not in self.owned:
+                    self._drop_borrowed_or_local_borrow(inner_id, owner)
+
+    def _drop_borrowed_or_local_borrow(self, object_id: str, owner: str) -> None:
+        if owner == self.my_address:
+            return
+        release = False
+        with self.lock:
+            if object_id in self.borrowed:
+                self.borrowed[object_id] -= 1
+                if self.borrowed[object_id] <= 0:
+                    del self.borrowed[object_id]
+                    release = True
+        if release:
+            self._release_borrowed(object_id, owner)
+
+    def still_borrowed(self, object_ids: Iterable[str]) -> list[str]:
+        """Which of these (borrowed) ids this process still holds refs to."""
+        with self.lock:
+            return [i for i in object_ids if self.borrowed.get(i, 0) > 0]

@@ -48,7 +48,7 @@ def encode_args(
     signature: inspect.Signature | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> tuple[list[Any], dict[str, Any], list[str]]:
+) -> tuple[list[Any], dict[str, Any], list[str], list[str]]:
     """Arguments as they travel: ObjectRefs kept for resolution, everything else serialized now
     (so later mutation in the caller does not change what the task sees)."""
     if signature is not None:
@@ -57,6 +57,7 @@ def encode_args(
         except TypeError as exc:
             raise TypeError(f"wrong arguments for {fn_name}(): {exc}") from None
     ref_ids: list[str] = []
+    nested: list[str] = []
 
     def one(value: Any, label: str) -> Any:
         if isinstance(value, ObjectRef):
@@ -69,8 +70,13 @@ def encode_args(
             raise TypeError(
                 f"could not serialize {label} of {fn_name}() ({type(value).__name__}): {exc}"
             ) from exc
-        if data.contained_refs:
-            cw.refs.mark_escaped(data.contained_refs)
+        if data.size <= INLINE_OBJECT_MAX_BYTES:
+            for inner in data.contained_refs:  # counted while the task runs; it may borrow them
+                if cw.refs.get_entry(inner.id) is not None:
+                    ref_ids.append(inner.id)
+                    nested.append(inner.id)
+                else:
+                    cw.refs.pin([inner])  # passing on a borrowed ref: conservative
         if data.size > INLINE_OBJECT_MAX_BYTES:
             ref = cw.put_serialized(cw.task_ids.next() + "00", data)
             ref_ids.append(ref.id)
@@ -79,7 +85,7 @@ def encode_args(
 
     enc_args = [one(a, f"argument {i} ") for i, a in enumerate(args)]
     enc_kwargs = {k: one(v, f"argument {k!r}") for k, v in kwargs.items()}
-    return enc_args, enc_kwargs, ref_ids
+    return enc_args, enc_kwargs, ref_ids, nested
 
 
 def apply_strategy(shape: dict[str, float], strategy: Any) -> tuple[dict[str, float], Any]:
@@ -145,7 +151,9 @@ class RemoteFunction:
             opts.get("resources"),
             default_cpus=1,
         )
-        enc_args, enc_kwargs, ref_ids = encode_args(cw, self._name, self._signature, args, kwargs)
+        enc_args, enc_kwargs, ref_ids, nested = encode_args(
+            cw, self._name, self._signature, args, kwargs
+        )
         task_id = cw.task_ids.next()
         return_ids, refs = make_returns(cw, task_id, num_returns)
         spec = {
@@ -157,6 +165,8 @@ class RemoteFunction:
             "kwargs": enc_kwargs,
             "num_returns": num_returns,
             "return_ids": return_ids,
+            "nested": nested,
+            "owner": cw.address,
         }
         cw.refs.add_submitted(ref_ids)
         max_retries = int(opts.get("max_retries", DEFAULT_MAX_RETRIES))

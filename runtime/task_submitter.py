@@ -332,11 +332,14 @@ class TaskSubmitter:
     ) -> None:
         self.by_task.pop(state.spec["task_id"], None)
         refs = self.cw.refs
+        if reply is not None:
+            for object_id in reply.get("borrowed", ()):
+                refs.add_borrower(object_id, reply["borrower"])
         if reply is not None and reply.get("error") is None:
-            for object_id, inline, location, size in reply["returns"]:
+            for object_id, inline, location, size, contains in reply["returns"]:
                 if location is not None and state.retries_left != 0 and "actor_id" not in state.spec:
                     self.lineage[object_id] = state  # can be rebuilt by running the task again
-                refs.complete(object_id, inline=inline, location=location, size=size)
+                refs.complete(object_id, inline=inline, location=location, size=size, contains=contains)
         else:
             err = error if error is not None else reply["error"]  # type: ignore[index]
             for object_id in state.return_ids:

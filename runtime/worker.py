@@ -159,7 +159,7 @@ class Worker:
         self.cw.current_task_id = task_id
         self.running[task_id] = threading.get_ident()
         try:
-            reply = self._run_user_code(spec)
+            reply = self._borrowed_after(spec, self._run_user_code(spec))
         except TaskCancelledError:
             reply = {
                 "error": format_remote_error(
@@ -205,18 +205,27 @@ class Worker:
             raise ValueError(
                 f"{spec['name']} declared num_returns={n} but returned {len(values)} values"
             )
-        returns: list[tuple[str, Any, Any, int]] = []
+        returns: list[tuple[str, Any, Any, int, list[tuple[str, str]]]] = []
         for object_id, value in zip(spec["return_ids"], values, strict=True):
             data = serialize(value)
-            if data.contained_refs:
-                self.cw.refs.mark_escaped(data.contained_refs)
+            contains = [(r.id, r.owner_address) for r in data.contained_refs]
+            # the caller counts refs it owns; others must outlive this reply: keep them (conservative)
+            self.cw.refs.pin([r for r in data.contained_refs if r.owner_address != spec["owner"]])
             if data.size <= INLINE_OBJECT_MAX_BYTES:
-                returns.append((object_id, data.inline(), None, data.size))
+                returns.append((object_id, data.inline(), None, data.size, contains))
             else:
                 size = shm.write_object(self.cw.shm_dir, object_id, data.meta, data.buffers)
                 self.cw.request(self.cw.raylet, "seal", {"object_id": object_id, "size": size})
-                returns.append((object_id, None, (self.cw.node_id, self.cw.shm_dir), size))
+                returns.append((object_id, None, (self.cw.node_id, self.cw.shm_dir), size, contains))
         return {"returns": returns, "error": None}
+
+    def _borrowed_after(self, spec: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
+        """Tell the caller which refs it owns, passed nested in the arguments, we still hold."""
+        nested = spec.get("nested")
+        if nested:
+            reply["borrowed"] = self.cw.refs.still_borrowed(nested)
+            reply["borrower"] = self.cw.address
+        return reply
 
     # -- actors ----------------------------------------------------------------------------------------
     def _create_actor(
@@ -265,20 +274,25 @@ class Worker:
                 self.local.prefix = (
                     f"({self.actor_name} pid={self.pid}, node={self.cw.node_id[:8]})"
                 )
-                try:
-                    method = getattr(self.actor, spec["method"])
-                    args = [self._resolve(a) for a in spec["args"]]
-                    kwargs = {k: self._resolve(v) for k, v in spec["kwargs"].items()}
-                    result = method(*args, **kwargs)
-                    if asyncio.iscoroutine(result):
-                        result = await result
-                    reply = self._package_returns(spec, result)
-                except Exception as exc:  # noqa: BLE001
-                    reply = {"error": format_remote_error(spec["name"], exc)}
-            self.cw.call_soon(_resolve_future, fut, reply)
+                reply = await self._invoke_async(spec)
+            self.cw.call_soon(_resolve_future, fut, self._borrowed_after(spec, reply))
 
         assert self.async_loop is not None
         asyncio.run_coroutine_threadsafe(call(), self.async_loop)
+
+    async def _invoke_async(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Run one call of an async actor (its arguments die with this frame, before borrows
+        are counted)."""
+        try:
+            method = getattr(self.actor, spec["method"])
+            args = [self._resolve(a) for a in spec["args"]]
+            kwargs = {k: self._resolve(v) for k, v in spec["kwargs"].items()}
+            result = method(*args, **kwargs)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return self._package_returns(spec, result)
+        except Exception as exc:  # noqa: BLE001
+            return {"error": format_remote_error(spec["name"], exc)}
 
 
 def _upstream_error(spec: dict[str, Any]) -> BaseException | None:

@@ -265,3 +265,72 @@ def test_infeasible_task_stays_pending_and_warns(cluster, capfd) -> None:
         "infeasible warning",
     )
     rt.cancel(ref)
+
+
+def test_nested_tasks_do_not_deadlock_a_small_node(cluster) -> None:
+    rt = cluster
+
+    @rt.remote
+    def leaf(x):
+        return x
+
+    @rt.remote
+    def middle(x):
+        return rt.get(leaf.remote(x)) + 1
+
+    @rt.remote
+    def top(x):
+        return sum(rt.get([middle.remote(x + i) for i in range(3)]))
+
+    # 2 CPUs, 2 levels of waiting parents: only works if a waiting task lends its CPU
+    assert rt.get([top.remote(0), top.remote(10)], timeout=60) == [6, 36]
+
+
+def test_objects_are_freed_once_nothing_can_reach_them(cluster) -> None:
+    import gc
+
+    rt = cluster
+    from polling import wait_for
+
+    from runtime.api import _core
+
+    cw = _core()
+
+    @rt.remote
+    def keep_nothing(box):
+        return len(box)
+
+    @rt.remote
+    class Holder:
+        def __init__(self):
+            self.kept = None
+
+        def keep(self, box):
+            self.kept = box[0]
+            return True
+
+        def drop(self):
+            self.kept = None
+            return True
+
+    inner = rt.put(np.zeros(1_000_000))  # 8 MB: in the object store
+    inner_id = inner.id
+    outer = rt.put([inner])  # a value holding a ref keeps it alive
+    assert rt.get(keep_nothing.remote([inner])) == 1
+    holder = Holder.remote()
+    assert rt.get(holder.keep.remote([inner]))
+    del inner
+    gc.collect()
+    assert cw.refs.get_entry(inner_id) is not None, "still reachable through `outer` and the actor"
+    del outer
+    gc.collect()
+    assert cw.refs.get_entry(inner_id) is not None, "the actor still borrows it"
+    assert rt.get(holder.drop.remote())
+    wait_for(lambda: cw.refs.get_entry(inner_id) is None, 10, "the object to be freed after the last borrower dropped it")
+
+    plain = rt.put(np.ones(1_000_000))
+    plain_id = plain.id
+    assert float(rt.get(keep_nothing.remote([plain]))) == 1
+    del plain
+    gc.collect()
+    wait_for(lambda: cw.refs.get_entry(plain_id) is None, 10, "an object nobody holds to be freed")

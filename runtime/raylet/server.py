@@ -170,13 +170,28 @@ class Raylet:
         if entry is None:
             return
         worker, shape = entry
-        self._give_back(shape)
+        self._give_back(_without_cpu(shape) if worker.blocked else shape)
         assert self.pool is not None
         if kill:
             self.pool.kill(worker)
         else:
             self.pool.release(worker)
         self.dispatch()
+
+    def set_blocked(self, conn: Connection, blocked: bool) -> None:
+        """A leased worker waits in get(): lend its CPUs to other leases until it resumes (as Ray
+        does), so nested tasks cannot deadlock a node. Resuming may oversubscribe briefly."""
+        worker = self.pool.by_connection(conn) if self.pool is not None else None
+        if worker is None or not worker.lease_id or worker.blocked == blocked:
+            return
+        shape = self.leases[worker.lease_id][1]
+        cpus = {"CPU": shape.get("CPU", 0.0)}
+        worker.blocked = blocked
+        if blocked:
+            self._give_back(cpus)
+            self.dispatch()
+        else:
+            subtract(self.available, cpus)
 
     def _node_grpc_address(self, node_id: str) -> str | None:
         for node in self.cluster_view:
@@ -279,6 +294,9 @@ class Raylet:
             return self.request_lease(conn, payload)
         if method == "return_lease":
             self.return_lease(payload["lease_id"], payload.get("kill", False))
+            return None
+        if method in ("blocked", "unblocked"):
+            self.set_blocked(conn, method == "blocked")
             return None
         if method == "backlog":
             self.backlogs[conn][shape_key(payload["shape"])] = payload["count"]
@@ -554,6 +572,10 @@ async def run(args: argparse.Namespace) -> None:
     local_server.close()
     await server.stop(0.2)
     raylet.store.close()
+
+
+def _without_cpu(shape: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in shape.items() if k != "CPU"}
 
 
 def main() -> None:

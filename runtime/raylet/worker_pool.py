@@ -31,6 +31,7 @@ class Worker:
         default_factory=lambda: asyncio.get_event_loop().create_future()
     )
     dead: bool = False
+    blocked: bool = False  # inside get()/wait(): its lease's CPUs are lent to others meanwhile
 
     @property
     def pid(self) -> int:
@@ -133,9 +134,13 @@ class WorkerPool:
         self.release(worker)
         return worker
 
+    def by_connection(self, conn: Connection) -> Worker | None:
+        return next((w for w in self.workers.values() if w.conn is conn), None)
+
     def release(self, worker: Worker) -> None:
         """Return a worker to the idle list (or hand it to someone waiting)."""
         worker.lease_id = ""
+        worker.blocked = False
         worker.owner = None
         if worker.dead:
             return
