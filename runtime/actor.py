@@ -112,6 +112,7 @@ class ActorClass:
             affinity_node_id=affinity.get("node_id", ""),
             affinity_soft=bool(affinity.get("soft")),
             spread=wire == "SPREAD",
+            runtime_env_json=_env_json(cw, opts.get("runtime_env")),
         )
         reply = cw.gcs_call("CreateActor", gcs_pb2.CreateActorRequest(actor=info))
         if reply.error:
@@ -119,6 +120,13 @@ class ActorClass:
         return ActorHandle(
             actor_id, self.__name__, _method_meta(self._cls), int(opts.get("max_task_retries", 0))
         )
+
+
+def _env_json(cw: Any, runtime_env: dict[str, Any] | None) -> str:
+    import json
+
+    env = cw.job_env.for_options(runtime_env)
+    return json.dumps(env) if env else ""
 
 
 def _resolved(cw: Any, encoded: Any) -> Any:

@@ -65,6 +65,7 @@ def init(
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
     namespace: str | None = None,
+    runtime_env: dict[str, Any] | None = None,
     ignore_reinit_error: bool = False,
     _temp_dir: str | None = None,
     _token: str | None = None,
@@ -130,6 +131,9 @@ def init(
         )
         cw.job_id = reply.job_id
         cw.namespace = namespace or f"anonymous-{reply.job_id}"
+        from runtime.job_env import JobEnv
+
+        cw.job_env = JobEnv(cw.gcs_call, runtime_env)
         cw.request(cw.raylet, "register_driver", {"job_id": reply.job_id})
         _session = _Session(cw, cw.namespace, node)
     atexit.register(shutdown)

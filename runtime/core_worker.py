@@ -88,6 +88,9 @@ class CoreWorker:
         self.tasks = TaskSubmitter(self)
         self.actors = ActorSubmitter(self)
         self.current_task_id = ""
+        from runtime.job_env import JobEnv
+
+        self.job_env = JobEnv(self.gcs_call, None)  # init(runtime_env=...) replaces it
         self.current_actor_id = ""
         object_ref.set_reference_counter(self)
         self.closed = False

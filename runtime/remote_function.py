@@ -29,6 +29,10 @@ TASK_OPTIONS = {
 
 
 def check_options(options: dict[str, Any], allowed: set[str], what: str) -> None:
+    if options.get("runtime_env"):
+        from runtime.runtime_env import validate
+
+        validate(options["runtime_env"])  # a bad runtime_env fails here, not on a node later
     unknown = set(options) - allowed
     if unknown:
         import difflib
@@ -172,9 +176,9 @@ class RemoteFunction:
         max_retries = int(opts.get("max_retries", DEFAULT_MAX_RETRIES))
         shape, strategy = apply_strategy(shape, opts.get("scheduling_strategy"))
         retry_exceptions = opts.get("retry_exceptions", False)
-        cw.tasks.submit(
-            TaskState(spec, shape, return_ids, ref_ids, max_retries, retry_exceptions, strategy)
-        )
+        state = TaskState(spec, shape, return_ids, ref_ids, max_retries, retry_exceptions, strategy)
+        state.runtime_env = cw.job_env.for_options(opts.get("runtime_env"))
+        cw.tasks.submit(state)
         if num_returns == 1:
             return refs[0]
         return refs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 import traceback
 from collections import deque
@@ -39,6 +40,7 @@ class TaskState:
     retries_left: int
     retry_exceptions: bool | list[type]
     strategy: Any = None  # wire form, see runtime.util.scheduling_strategies.to_wire
+    runtime_env: dict[str, Any] | None = None  # packaged (runtime.job_env)
     unresolved: int = 0
     cancelled: bool = False
     lease: Lease | None = None
@@ -58,6 +60,7 @@ class Lease:
 class ShapeQueue:
     shape: dict[str, float]
     strategy: Any = None
+    runtime_env: dict[str, Any] | None = None
     pending: deque[TaskState] = field(default_factory=deque)
     leases: list[Lease] = field(default_factory=list)
     requesting: int = 0
@@ -158,10 +161,11 @@ class TaskSubmitter:
 
     # -- queues and leases ------------------------------------------------------------------------
     def _enqueue(self, state: TaskState) -> ShapeQueue:
-        key = (shape_key(state.shape), repr(state.strategy))
+        env_key = json.dumps(state.runtime_env, sort_keys=True) if state.runtime_env else ""
+        key = (shape_key(state.shape), repr(state.strategy), env_key)
         q = self.queues.get(key)
         if q is None:
-            q = self.queues[key] = ShapeQueue(state.shape, state.strategy)
+            q = self.queues[key] = ShapeQueue(state.shape, state.strategy, state.runtime_env)
         q.pending.append(state)
         return q
 
@@ -194,7 +198,8 @@ class TaskSubmitter:
     async def _request_lease(self, q: ShapeQueue) -> None:
         cw = self.cw
         warn = cw.loop.call_later(INFEASIBLE_WARNING_AFTER_S, self._maybe_warn, q)
-        request = {"shape": q.shape, "backlog": len(q.pending), "strategy": q.strategy, "allow_spill": True}
+        request = {"shape": q.shape, "backlog": len(q.pending), "strategy": q.strategy, "allow_spill": True,
+                   "runtime_env": q.runtime_env}
         try:
             raylet, grant = await self._lease_with_spillback(request)
             conn = await cw.connection(grant["address"])
@@ -202,7 +207,7 @@ class TaskSubmitter:
             q.requesting -= 1
             self._fail_pending(q, WorkerCrashedError(f"could not lease a worker: {exc}"))
             return
-        except ValueError as exc:  # the raylet refused the request (e.g. hard node affinity to a dead node)
+        except Exception as exc:  # noqa: BLE001 - refused: hard affinity to a dead node, a runtime_env that cannot be built
             q.requesting -= 1
             self._fail_pending(q, exc)
             return

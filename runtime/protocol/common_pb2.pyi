@@ -106,7 +106,7 @@ class NodeInfo(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., raylet_port: _Optional[int] = ..., local_port: _Optional[int] = ..., shm_dir: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., state: _Optional[str] = ..., instance_id: _Optional[str] = ..., node_type: _Optional[str] = ..., idle_since: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., is_head: _Optional[bool] = ..., death_reason: _Optional[str] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
-    __slots__ = ("actor_id", "name", "namespace", "state", "address", "node_id", "num_restarts", "max_restarts", "detached", "death_cause", "version", "creation_spec", "resources", "job_id", "class_name", "owner_address", "pid", "affinity_node_id", "affinity_soft", "spread")
+    __slots__ = ("actor_id", "name", "namespace", "state", "address", "node_id", "num_restarts", "max_restarts", "detached", "death_cause", "version", "creation_spec", "resources", "job_id", "class_name", "owner_address", "pid", "affinity_node_id", "affinity_soft", "spread", "runtime_env_json")
     class ResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,7 @@ class ActorInfo(_message.Message):
     AFFINITY_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AFFINITY_SOFT_FIELD_NUMBER: _ClassVar[int]
     SPREAD_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENV_JSON_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     name: str
     namespace: str
@@ -154,7 +155,8 @@ class ActorInfo(_message.Message):
     affinity_node_id: str
     affinity_soft: bool
     spread: bool
-    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., num_restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., detached: _Optional[bool] = ..., death_cause: _Optional[str] = ..., version: _Optional[int] = ..., creation_spec: _Optional[bytes] = ..., resources: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[str] = ..., class_name: _Optional[str] = ..., owner_address: _Optional[str] = ..., pid: _Optional[int] = ..., affinity_node_id: _Optional[str] = ..., affinity_soft: _Optional[bool] = ..., spread: _Optional[bool] = ...) -> None: ...
+    runtime_env_json: str
+    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., num_restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., detached: _Optional[bool] = ..., death_cause: _Optional[str] = ..., version: _Optional[int] = ..., creation_spec: _Optional[bytes] = ..., resources: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[str] = ..., class_name: _Optional[str] = ..., owner_address: _Optional[str] = ..., pid: _Optional[int] = ..., affinity_node_id: _Optional[str] = ..., affinity_soft: _Optional[bool] = ..., spread: _Optional[bool] = ..., runtime_env_json: _Optional[str] = ...) -> None: ...
 
 class Bundle(_message.Message):
     __slots__ = ("index", "resources")

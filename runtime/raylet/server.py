@@ -11,6 +11,7 @@ import itertools
 import json
 import logging
 import os
+import shlex
 import signal
 import time
 from collections import defaultdict
@@ -42,6 +43,7 @@ class LeaseRequest:
     future: asyncio.Future[dict[str, Any]]
     strategy: Any = None
     allow_spill: bool = True
+    runtime_env: dict[str, Any] | None = None
 
 
 class Raylet:
@@ -75,6 +77,7 @@ class Raylet:
         self.md = call_metadata(token)
         self.stopping = asyncio.Event()
         self.draining = False
+        self._node_env_cache: Any = None
         self._turns = itertools.count()
 
     # -- leases ----------------------------------------------------------------------------
@@ -96,7 +99,8 @@ class Raylet:
     def _lease(self, conn: Connection, payload: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
         shape = payload["shape"]
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_event_loop().create_future()
-        req = LeaseRequest(shape, conn, fut, payload.get("strategy"), payload.get("allow_spill", True))
+        req = LeaseRequest(shape, conn, fut, payload.get("strategy"), payload.get("allow_spill", True),
+                           payload.get("runtime_env"))
         if self.draining:
             req.allow_spill = True
         decision = scheduling.choose(shape, req.strategy, self.node_id, self.total, self.available,
@@ -141,7 +145,7 @@ class Raylet:
     async def _grant(self, req: LeaseRequest) -> None:
         assert self.pool is not None
         try:
-            worker = await self.pool.acquire()
+            worker = await self.pool.acquire(*self._env_setup(req.runtime_env))
         except Exception as exc:  # noqa: BLE001
             add(self.available, req.shape)
             if not req.future.done():
@@ -177,6 +181,43 @@ class Raylet:
         else:
             self.pool.release(worker)
         self.dispatch()
+
+    def _env_setup(self, env: dict[str, Any] | None) -> tuple[str, Any]:
+        """(pool key, async setup) for a runtime_env: the default pool needs no setup."""
+        if not env:
+            return "", None
+        from runtime.runtime_env import RuntimeEnv
+
+        parsed = RuntimeEnv.from_dict(env)
+        if parsed.is_empty():
+            return "", None
+
+        async def setup() -> Any:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self._env_cache().prepare, parsed)
+
+        return parsed.key(), setup
+
+    def _env_cache(self) -> Any:
+        """Materializes runtime_envs on this node (packages fetched from the GCS KV)."""
+        if self._node_env_cache is None:
+            from runtime.runtime_env import KvPackageStore, NodeEnvCache
+
+            loop = asyncio.get_running_loop()
+
+            def gcs_call(method: str, request: Any) -> Any:  # from the executor thread
+                async def call() -> Any:
+                    assert self.gcs is not None
+                    return await getattr(self.gcs, method)(request, metadata=self.md, timeout=60)
+
+                return asyncio.run_coroutine_threadsafe(call(), loop).result(70)
+
+            store = KvPackageStore.over_gcs(gcs_call)
+            cache_dir = os.path.join(self.args.session_dir, "runtime_env")
+            # e.g. "--no-index --find-links DIR" for clusters without access to an index
+            extra = tuple(shlex.split(os.environ.get("RAYCTL_PIP_EXTRA_ARGS", "")))
+            self._node_env_cache = NodeEnvCache(cache_dir, store.download, extra_pip_args=extra)
+        return self._node_env_cache
 
     def set_blocked(self, conn: Connection, blocked: bool) -> None:
         """A leased worker waits in get(): lend its CPUs to other leases until it resumes (as Ray
@@ -336,7 +377,13 @@ class Raylet:
         subtract(self.available, need)
         self._update_idle()
         assert self.pool is not None
-        worker = await self.pool.acquire()
+        env = json.loads(actor.runtime_env_json) if actor.runtime_env_json else None
+        try:
+            worker = await self.pool.acquire(*self._env_setup(env))
+        except Exception as exc:  # noqa: BLE001 - e.g. a pip requirement that cannot install
+            self._give_back(need)
+            self.dispatch()
+            return raylet_pb2.StartActorReply(error=f"runtime_env: {exc}")
         worker.actor_id = actor.actor_id
         self.actor_workers[actor.actor_id] = (worker, need)
         assert worker.conn is not None

@@ -8,7 +8,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ class Worker:
         default_factory=lambda: asyncio.get_event_loop().create_future()
     )
     dead: bool = False
+    env_key: str = ""  # runtime_env the worker was started with ("" = the node's default)
     blocked: bool = False  # inside get()/wait(): its lease's CPUs are lent to others meanwhile
 
     @property
@@ -64,13 +66,18 @@ class WorkerPool:
         self.on_death = on_death
         self.record_pid = record_pid
         self.workers: dict[str, Worker] = {}
-        self.idle: list[Worker] = []
-        self._waiters: list[asyncio.Future[Worker]] = []
-        self.starting = 0
+        self.idle_by_env: dict[str, list[Worker]] = defaultdict(list)
+        self._waiters: dict[str, list[asyncio.Future[Worker]]] = defaultdict(list)
+        self.starting: dict[str, int] = defaultdict(int)
 
-    async def start_worker(self) -> Worker:
+    @property
+    def idle(self) -> list[Worker]:
+        return [w for workers in self.idle_by_env.values() for w in workers]
+
+    async def start_worker(self, env_key: str = "", setup: Any = None) -> Worker:
+        """Start a worker; `setup` (a runtime_env WorkerSetup) gives its python, env and cwd."""
         worker_id = ids.random_id(6)
-        env = dict(os.environ)
+        env = dict(os.environ) if setup is None else setup.apply(os.environ)
         env.update(
             {
                 "RAYCTL_WORKER_ID": worker_id,
@@ -87,21 +94,25 @@ class WorkerPool:
         env.pop("RAYCTL_TOKEN", None)
         out = open(os.path.join(self.log_dir, f"worker-{worker_id}.out"), "ab")
         err = open(os.path.join(self.log_dir, f"worker-{worker_id}.err"), "ab")
-        self.starting += 1
+        self.starting[env_key] += 1
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
+                sys.executable if setup is None else setup.python,
                 "-m",
                 "runtime.worker",
                 env=env,
+                cwd=None if setup is None else setup.cwd,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
             )
+        except BaseException:
+            self.starting[env_key] -= 1
+            raise
         finally:
             out.close()
             err.close()
-        worker = Worker(worker_id, proc)
+        worker = Worker(worker_id, proc, env_key=env_key)
         self.workers[worker_id] = worker
         self.record_pid(f"worker-{worker_id}", proc.pid)
         asyncio.ensure_future(self._watch(worker))
@@ -111,14 +122,14 @@ class WorkerPool:
         code = await worker.proc.wait()
         worker.dead = True
         if not worker.registered.done():
-            self.starting -= 1
+            self.starting[worker.env_key] -= 1
             worker.registered.set_exception(
                 RuntimeError(f"worker exited with code {code} before registering")
             )
             worker.registered.exception()
         self.workers.pop(worker.worker_id, None)
-        if worker in self.idle:
-            self.idle.remove(worker)
+        if worker in self.idle_by_env[worker.env_key]:
+            self.idle_by_env[worker.env_key].remove(worker)
         log.info("worker %s (pid %d) exited with code %s", worker.worker_id, worker.pid, code)
         self.on_death(worker, code)
 
@@ -129,7 +140,7 @@ class WorkerPool:
         worker.conn = conn
         worker.address = address
         if not worker.registered.done():
-            self.starting -= 1
+            self.starting[worker.env_key] -= 1
             worker.registered.set_result(None)
         self.release(worker)
         return worker
@@ -144,30 +155,39 @@ class WorkerPool:
         worker.owner = None
         if worker.dead:
             return
-        while self._waiters:
-            fut = self._waiters.pop(0)
+        waiters = self._waiters[worker.env_key]
+        while waiters:
+            fut = waiters.pop(0)
             if not fut.done():
                 fut.set_result(worker)
                 return
-        self.idle.append(worker)
+        self.idle_by_env[worker.env_key].append(worker)
 
-    async def acquire(self) -> Worker:
-        """An idle worker, starting a new one when none is free."""
-        while self.idle:
-            worker = self.idle.pop()
+    async def acquire(self, env_key: str = "", setup: Callable[[], Awaitable[Any]] | None = None) -> Worker:
+        """An idle worker of that runtime_env, starting a new one when none is free. `setup`
+        prepares the env (download, unpack, pip) before a new worker starts; its error is ours."""
+        idle = self.idle_by_env[env_key]
+        while idle:
+            worker = idle.pop()
             if not worker.dead:
                 return worker
         fut: asyncio.Future[Worker] = asyncio.get_event_loop().create_future()
-        self._waiters.append(fut)
-        if self.starting < len(self._waiters):
-            asyncio.ensure_future(self._start_quietly())
+        waiters = self._waiters[env_key]
+        waiters.append(fut)
+        if self.starting[env_key] < len(waiters):
+            asyncio.ensure_future(self._start_quietly(env_key, setup, fut))
         return await fut
 
-    async def _start_quietly(self) -> None:
+    async def _start_quietly(self, env_key: str, setup: Callable[[], Awaitable[Any]] | None,
+                             fut: asyncio.Future[Worker]) -> None:
         try:
-            await self.start_worker()
-        except Exception:
-            log.exception("could not start a worker")
+            await self.start_worker(env_key, None if setup is None else await setup())
+        except Exception as exc:
+            log.warning("could not start a worker: %s", exc)
+            if fut in self._waiters[env_key]:
+                self._waiters[env_key].remove(fut)
+            if not fut.done():
+                fut.set_exception(exc)
 
     def kill(self, worker: Worker, force: bool = True) -> None:
         if worker.dead:
