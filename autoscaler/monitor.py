@@ -24,6 +24,7 @@ import structlog
 
 from autoscaler import planner
 from autoscaler.config import ClusterConfig, load_config
+from autoscaler.drain import GcsDrainer
 from autoscaler.executor import AcceptingDrainer, Executor, NodeDrainer, StartCommandUpdater
 from autoscaler.lifecycle_store import RedisLifecycleStore
 from autoscaler.model import Plan
@@ -243,8 +244,10 @@ def gcs_nodes(gcs_address: str, token: str) -> NodeSource:
 
 def build_provider(config: ClusterConfig) -> NodeProvider:
     cls = provider_class(config.provider_type)
+    # on-prem hosts are reached with the cluster's SSH settings (`auth:`)
+    extra = {"auth": config.auth} if config.provider_type == "onprem" else {}
     provider: NodeProvider = cls(
-        config.cluster_name, config.provider, config.node_types_for_provider()
+        config.cluster_name, config.provider, config.node_types_for_provider(), **extra
     )
     return provider
 
@@ -283,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         client,
         options,
         nodes=gcs_nodes(args.gcs_address, token),
+        drainer=GcsDrainer(args.gcs_address, token),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
