@@ -106,6 +106,26 @@ def test_object_made_on_one_node_is_read_on_another(cluster3) -> None:
         assert total == expected and made_on == nodes[1]
     array, _ = rt.get(made)
     assert int(array.sum()) == expected
+    # every cross-node byte went through the raylet-to-raylet transfer: node 1 sent the object to
+    # node 2 once (two readers there share one transfer) and to node 0 once (the reader task and
+    # the driver there share that local copy)
+    size = array.nbytes
+    stats = {nid: _node_stats(rt, nid) for nid in nodes}
+    assert size <= stats[nodes[2]].transfer_bytes_received < 2 * size
+    assert 2 * size <= stats[nodes[1]].transfer_bytes_sent < 3 * size
+    assert stats[nodes[1]].transfer_bytes_received == 0
+
+
+def _node_stats(rt, node_id):
+    import grpc
+
+    from runtime.api import _core
+    from runtime.protocol import raylet_pb2, raylet_pb2_grpc
+
+    info = next(n for n in rt.nodes() if n["NodeID"] == node_id)
+    with grpc.insecure_channel(f"{info['NodeManagerAddress']}:{info['NodeManagerPort']}") as channel:
+        return raylet_pb2_grpc.RayletStub(channel).GetNodeStats(
+            raylet_pb2.RayletEmpty(), metadata=_core().md, timeout=5)
 
 
 @pytest.mark.parametrize(

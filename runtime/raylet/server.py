@@ -519,6 +519,8 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
             object_store_used=stats.used_bytes,
             object_store_capacity=stats.capacity_bytes,
             load=self.r.load(),
+            transfer_bytes_received=self.r.transfer.bytes_received,
+            transfer_bytes_sent=self.r.transfer.bytes_sent,
         )
 
     async def PullObject(self, request: Any, context: Any) -> Any:
