@@ -21,6 +21,8 @@ from autoscaler.model import (
     Node,
     NodeState,
     NodeTypeSpec,
+    PendingPlacementGroup,
+    PlacementStrategy,
     ResourceDemand,
     ScalingConfig,
     Shape,
@@ -53,6 +55,7 @@ class GcsView:
     nodes: tuple[GcsNode, ...] = ()
     demands: tuple[ResourceDemand, ...] = ()
     requested_bundles: tuple[Shape, ...] = ()
+    placement_groups: tuple[PendingPlacementGroup, ...] = ()
 
     def alive_node_of(self, cloud_id: str) -> GcsNode | None:
         for node in self.nodes:
@@ -106,9 +109,24 @@ def read_gcs(client: redis.Redis, cluster_id: str, nodes: NodeSource) -> GcsView
     pipe.hgetall(prefix + "load")
     pipe.hgetall(prefix + "actors")
     pipe.hget(prefix + f"kv:{KV_NS}", REQUESTS_KEY)
-    load, actors, requests = pipe.execute()
+    pipe.hgetall(prefix + "placement_groups")
+    load, actors, requests, groups = pipe.execute()
     demands = _merge([*_task_demand(load.values()), *_actor_demand(actors.values())])
-    return GcsView(tuple(nodes()), demands, parse_bundles(requests))
+    return GcsView(tuple(nodes()), demands, parse_bundles(requests), _pending_groups(groups.values()))
+
+
+def _pending_groups(rows: Iterable[bytes]) -> tuple[PendingPlacementGroup, ...]:
+    """Placement groups the GCS could not reserve yet: all their bundles are demand."""
+    from runtime.protocol import common_pb2
+
+    out = []
+    for raw in rows:
+        pg = common_pb2.PlacementGroupInfo()
+        pg.ParseFromString(raw)
+        if pg.state == "PENDING":
+            bundles = tuple(Shape.of(dict(b.resources)) for b in pg.bundles)
+            out.append(PendingPlacementGroup(pg.pg_id, PlacementStrategy(pg.strategy), bundles))
+    return tuple(sorted(out, key=lambda g: g.pg_id))
 
 
 def _task_demand(rows: Iterable[bytes]) -> list[ResourceDemand]:
@@ -214,6 +232,7 @@ def build_snapshot(obs: Observation, head_node_type: str, now: float) -> Cluster
         instances=instances,
         demands=obs.gcs.demands,
         requested_bundles=obs.gcs.requested_bundles,
+        placement_groups=obs.gcs.placement_groups,
         unavailable=unavailable_types(obs.marks, obs.offerings, now),
     )
 

@@ -318,6 +318,16 @@ def test_local_cluster_scales_up_for_tasks_and_back_to_zero(tmp_path: Any) -> No
         status = wait_for(lambda: _infeasible(sdk.get_status()), 10, "infeasible in status")
         assert status.infeasible[0].shape == {"CPU": 1.0, "GPU": 8.0}
         assert provider.list_instances() == []
+
+        # a STRICT_SPREAD group of 3 one-CPU bundles: three new nodes, one bundle each
+        from runtime.util import placement_group, placement_group_table, remove_placement_group
+
+        group = placement_group([{"CPU": 1}] * 3, strategy="STRICT_SPREAD")
+        assert group.wait(60), (tmp_path / "monitor.log").read_text()[-3000:]
+        spread_over = set(placement_group_table(group)["bundles_to_node_id"].values())
+        assert len(spread_over) == 3 and handle.node_id not in spread_over
+        remove_placement_group(group)
+        wait_for(lambda: provider.list_instances() == [], 30, "nodes drained after the group went")
         assert monitor.poll() is None, (tmp_path / "monitor.log").read_text()
     finally:
         if rt.is_initialized():
