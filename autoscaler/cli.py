@@ -171,7 +171,7 @@ def stop(
 @app.command()
 def status(
     config: Annotated[
-        str | None, typer.Argument(help="cluster config (accepted for Ray compatibility)")
+        str | None, typer.Argument(help="cluster config: ask that cluster's head (as `rayctl up` made it)")
     ] = None,
     address: Annotated[
         str | None, typer.Option(help="GCS HOST:PORT (default: this machine's cluster)")
@@ -185,6 +185,9 @@ def status(
     from autoscaler.sdk import get_status
     from autoscaler.status import render
 
+    if config and address is None:
+        _status_on_head(config, as_json=as_json, verbose=verbose)
+        return
     try:
         current = get_status(address=address)
     except (ConnectionError, LookupError) as exc:
@@ -194,6 +197,29 @@ def status(
         typer.echo(json.dumps(asdict(current), indent=2, sort_keys=True))
     else:
         typer.echo(render(current, verbose=verbose))
+
+
+def _status_on_head(config_path: str, *, as_json: bool, verbose: bool) -> None:
+    """`rayctl status CONFIG`: run `rayctl status` on that cluster's head and relay it."""
+    from autoscaler.cluster_head import LaunchError
+    from autoscaler.commands import status_on_head
+    from autoscaler.config import ClusterConfigError
+    from autoscaler.launcher import load_cluster
+    from providers.base import ProviderError
+
+    try:
+        result = status_on_head(load_cluster(config_path), as_json=as_json, verbose=verbose)
+    except (ClusterConfigError, LaunchError, ProviderError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(result.output, nl=False)
+    raise typer.Exit(result.exit_code)
+
+
+# The cluster launcher's commands (up, down, exec, attach, submit, rsync-*, get-head-ip, monitor).
+from autoscaler import cli_launcher  # noqa: E402
+
+cli_launcher.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,230 @@
+"""The launcher's commands on a running head: exec, submit, rsync-up / rsync-down, get-head-ip,
+status, and the interactive ones (attach, monitor, exec --port-forward) that hand the terminal
+to a shell on the head. Commands go through the head's runner, so a local slot and an SSH host
+are handled alike; only the interactive ones need to know which one it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shlex
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoscaler.cluster_head import (
+    EnvRunner,
+    HeadServices,
+    LaunchError,
+    cluster_env,
+    head_ip,
+    head_runner,
+    is_local,
+    open_provider,
+    read_head_services,
+    require_head,
+)
+from autoscaler.config import ClusterConfig
+from providers.base import CommandResult, Instance, NodeProvider, ProviderError
+
+JOBS_DIR = "rayctl_jobs"  # on the head, relative to the login (or slot) directory
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    config: ClusterConfig
+    provider: NodeProvider
+    instance: Instance
+    runner: EnvRunner
+
+
+@dataclass(frozen=True, slots=True)
+class Interactive:
+    """A foreground process that talks to the head: argv, and for a local slot its cwd/env."""
+
+    argv: list[str]
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+
+
+def open_head(config: ClusterConfig) -> Head:
+    provider = open_provider(config)
+    if not is_local(config):
+        try:
+            provider.bootstrap()  # idempotent; a cloud provider resolves the SSH key here
+        except ProviderError as exc:
+            raise LaunchError(f"provider bootstrap failed: {exc}") from exc
+    instance = require_head(config, provider)
+    return Head(config, provider, instance, head_runner(config, provider, instance))
+
+
+def head_services(head: Head) -> HeadServices:
+    services = read_head_services(head.runner)
+    if services is None:
+        raise LaunchError(
+            f"head {head.instance.id} runs no cluster services: start them with "
+            "`rayctl up CONFIG --restart-only`"
+        )
+    return services
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+
+def wrap_in_session(command: str, multiplexer: str | None) -> str:
+    """Ray's exec --tmux / --screen: run detached in a session that stays after the command,
+    so the user can attach later."""
+    if multiplexer is None:
+        return command
+    keep = shlex.quote(f"{command}; exec bash")
+    name = f"rayctl-{int(time.time())}"
+    if multiplexer == "tmux":
+        return f"tmux new-session -d -s {name} bash -c {keep}"
+    if multiplexer == "screen":
+        return f"screen -dmS {name} bash -c {keep}"
+    raise ValueError(f"unknown multiplexer {multiplexer!r}; tmux or screen")
+
+
+def python_on_head(config: ClusterConfig) -> str:
+    """A local slot runs this interpreter (rayctl's venv); a cloud node the setup's python3."""
+    return sys.executable if is_local(config) else "python3"
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def exec_on_head(
+    config: ClusterConfig, command: str, *, multiplexer: str | None = None
+) -> CommandResult:
+    """Run a shell command on the head with the cluster's address and token in its env."""
+    head = open_head(config)
+    env = cluster_env(read_head_services(head.runner))
+    return head.runner.run(wrap_in_session(command, multiplexer), env=env)
+
+
+def submit(config: ClusterConfig, script: str, args: Sequence[str]) -> CommandResult:
+    """Copy a script to the head and run it there; `rt.init()` in it joins the cluster."""
+    source = Path(script).expanduser()
+    if not source.is_file():
+        raise LaunchError(f"no script {script}: give the path of a Python file")
+    head = open_head(config)
+    env = cluster_env(head_services(head))
+    remote = f"{JOBS_DIR}/{source.name}"
+    head.runner.put_file(str(source), remote)
+    line = shlex.join([python_on_head(config), remote, *args])
+    return head.runner.run(line, env=env)
+
+
+def rsync_up(config: ClusterConfig, source: str, target: str) -> None:
+    if not Path(source).expanduser().exists():
+        raise LaunchError(f"no such local file or directory: {source}")
+    open_head(config).runner.put_file(source, target)
+
+
+def rsync_down(config: ClusterConfig, source: str, target: str) -> Path:
+    """Copy a file or directory from the head: a tar stream through the runner (base64 on
+    the way, since runner output is text), so it needs nothing but tar on the node."""
+    head = open_head(config)
+    parent, name = os.path.split(source.rstrip("/"))
+    line = f"tar -C {shlex.quote(parent or '.')} -czf - {shlex.quote(name)} | base64 -w0"
+    ran = head.runner.run(f"set -o pipefail; {line}")
+    if ran.exit_code != 0:
+        raise LaunchError(f"cannot read {source} on head {head.instance.id}: "
+                          f"{ran.output.strip()[-300:]}")
+    return _unpack(base64.b64decode(ran.output.strip()), name, Path(target).expanduser())
+
+
+def _unpack(data: bytes, name: str, target: Path) -> Path:
+    with tempfile.TemporaryDirectory() as scratch, tarfile.open(
+        fileobj=io.BytesIO(data), mode="r:gz"
+    ) as archive:
+        archive.extractall(scratch, filter="data")
+        fetched = Path(scratch) / name
+        if fetched.is_dir():
+            shutil.copytree(fetched, target, dirs_exist_ok=True)
+            return target
+        final = target / name if target.is_dir() else target
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(fetched, final)
+        return final
+
+
+def get_head_ip(config: ClusterConfig) -> str:
+    return head_ip(require_head(config, open_provider(config)))
+
+
+def status_on_head(config: ClusterConfig, *, as_json: bool, verbose: bool) -> CommandResult:
+    """`rayctl status` run on the head, where the cluster's address file is."""
+    head = open_head(config)
+    flags = (["--json"] if as_json else []) + (["--verbose"] if verbose else [])
+    return head.runner.run(shlex.join(["rayctl", "status", *flags]),
+                           env=cluster_env(read_head_services(head.runner)))
+
+
+# --- interactive --------------------------------------------------------------------------------
+
+
+def attach(config: ClusterConfig, multiplexer: str | None = None) -> Interactive:
+    """A login shell on the head (local: in the slot directory with the node's environment)."""
+    head = open_head(config)
+    env = cluster_env(read_head_services(head.runner))
+    if multiplexer == "tmux":
+        return interactive(head, "tmux attach || tmux new-session", env)
+    if multiplexer == "screen":
+        return interactive(head, "screen -rd || screen", env)
+    return interactive(head, None, env)
+
+
+def follow_monitor_log(config: ClusterConfig, lines: int = 100) -> Interactive:
+    head = open_head(config)
+    services = head_services(head)
+    log = shlex.quote(f"{services.session_dir}/logs/monitor.log")
+    return interactive(head, f"tail -n {lines} -F {log}", {})
+
+
+def port_forward(config: ClusterConfig, command: str, ports: Sequence[int]) -> Interactive:
+    if is_local(config):
+        raise LaunchError(
+            "--port-forward is not applicable to the local provider: the head's services "
+            "already listen on 127.0.0.1 of this machine"
+        )
+    head = open_head(config)
+    env = cluster_env(read_head_services(head.runner))
+    return interactive(head, command, env, forwards=ports)
+
+
+def interactive(
+    head: Head, command: str | None, env: Mapping[str, str], forwards: Sequence[int] = ()
+) -> Interactive:
+    inner = head.runner.inner
+    merged = {**head.runner.env, **env}
+    slot_dir = getattr(inner, "slot_dir", None)
+    if slot_dir is not None and hasattr(inner, "environment"):
+        argv = ["bash", "-c", command] if command else [os.environ.get("SHELL") or "bash", "-i"]
+        return Interactive(argv, str(slot_dir), inner.environment(merged))
+    target = getattr(inner, "target", None)
+    if target is None:
+        raise LaunchError(f"cannot open an interactive session on {head.instance.id}: its "
+                          "runner is neither a local slot nor SSH")
+    return Interactive(_ssh_argv(target, command or "exec bash -l", merged, forwards))
+
+
+def _ssh_argv(target: object, command: str, env: Mapping[str, str],
+              forwards: Sequence[int]) -> list[str]:
+    from providers.ssh.openssh_runner import default_control_dir, ssh_options
+    from providers.ssh.target import SSHTarget, remote_command
+
+    if not isinstance(target, SSHTarget) or shutil.which("ssh") is None:
+        raise LaunchError("an interactive session needs the OpenSSH client (`ssh`) on PATH")
+    options = [o for o in ssh_options(target, default_control_dir(target.user))
+               if o != "-oBatchMode=yes"]
+    for port in forwards:
+        options += ["-L", f"{port}:localhost:{port}"]
+    return ["ssh", "-tt", *options, f"{target.user}@{target.host}", remote_command(command, env)]

@@ -1,0 +1,138 @@
+"""What `up` ships to the head beyond the user's file mounts: the resolved config as YAML (where
+the head start commands' `--autoscaling-config` points), and for clouds the SSH key the head's
+monitor needs to reach workers and a wheel of this rayctl, which setup installs (DESIGN.md 6).
+
+The config the head gets is rewritten for the head's point of view: its file mounts name the
+head's copies and its key is the shipped one, so the monitor can set workers up from there.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoscaler.cluster_head import LaunchError, is_local
+from autoscaler.config import BOOTSTRAP_CONFIG_NAME, ClusterConfig
+from autoscaler.updater import UpdatePlan
+
+KEY_REMOTE = "~/rayctl_bootstrap_key.pem"
+WHEEL_DIR_REMOTE = "~/rayctl_wheels"
+_CONFIG_FLAG = re.compile(r"--autoscaling-config(?:=|\s+)(\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    mounts: tuple[tuple[str, str], ...]  # (remote path, local path)
+    setup_prefix: tuple[str, ...]  # run before the config's own setup commands
+
+    def apply(self, plan: UpdatePlan) -> UpdatePlan:
+        return replace(
+            plan,
+            file_mounts=(*plan.file_mounts, *self.mounts),
+            setup_commands=(*self.setup_prefix, *plan.setup_commands),
+        )
+
+
+# --- decisions (pure) ----------------------------------------------------------------------------
+
+
+def config_targets(config: ClusterConfig) -> list[str]:
+    """Where the head start commands read the autoscaling config (else the default name)."""
+    found: list[str] = []
+    for command in config.head_start_ray_commands:
+        for match in _CONFIG_FLAG.finditer(command):
+            path = match.group(1).strip("'\"")
+            if path not in found:
+                found.append(path)
+    return found or [BOOTSTRAP_CONFIG_NAME]
+
+
+def wheel_install_command(remote_wheel: str) -> str:
+    """pip into the login user's site; Debian/Ubuntu's PEP 668 guard needs its override."""
+    base = "python3 -m pip install --user --upgrade --no-warn-script-location -q"
+    return f"{base} {remote_wheel} || {base} --break-system-packages {remote_wheel}"
+
+
+def head_config_dict(
+    config: ClusterConfig, *, key_remote: str | None, wheel_remote: str | None
+) -> dict[str, Any]:
+    """The config as the head's monitor should read it. Local clusters share this machine,
+    so their config ships unchanged."""
+    data = config.to_dict()
+    if is_local(config):
+        return data
+    # The head syncs workers from its own copies, which live at the same remote paths.
+    mounts = {remote: remote for remote in config.file_mounts}
+    if wheel_remote:
+        mounts[wheel_remote] = wheel_remote
+        data["setup_commands"] = [wheel_install_command(wheel_remote), *config.setup_commands]
+    data["file_mounts"] = mounts
+    if key_remote:
+        data["auth"] = {**data.get("auth", {}), "ssh_private_key": key_remote}
+    return data
+
+
+# --- acting ----------------------------------------------------------------------------------------
+
+
+def prepare_shipment(config: ClusterConfig, local_dir: Path) -> Shipment:
+    local_dir.mkdir(parents=True, exist_ok=True)
+    mounts: list[tuple[str, str]] = []
+    setup: list[str] = []
+    key_remote = wheel_remote = None
+    if not is_local(config):
+        key = _ssh_key(config)
+        if key is not None:
+            key_remote = KEY_REMOTE
+            mounts.append((KEY_REMOTE, str(key)))
+            setup.append(f"chmod 600 {KEY_REMOTE}")
+        wheel = build_wheel(local_dir / "wheel")
+        wheel_remote = f"{WHEEL_DIR_REMOTE}/{wheel.name}"
+        mounts.append((wheel_remote, str(wheel)))
+        setup.append(wheel_install_command(wheel_remote))
+    shipped = local_dir / "head_config.yaml"
+    data = head_config_dict(config, key_remote=key_remote, wheel_remote=wheel_remote)
+    shipped.write_text(yaml.safe_dump(data, sort_keys=False))
+    mounts += [(target, str(shipped)) for target in config_targets(config)]
+    return Shipment(tuple(mounts), tuple(setup))
+
+
+def _ssh_key(config: ClusterConfig) -> Path | None:
+    configured = config.auth.ssh_private_key or config.provider.get("ssh_private_key")
+    if not configured:
+        return None  # the agent's keys: the head cannot use them, say so in the docs
+    path = Path(str(configured)).expanduser()
+    if not path.is_file():
+        raise LaunchError(f"auth.ssh_private_key {configured} does not exist; fix the path")
+    return path
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def build_wheel(out_dir: Path) -> Path:
+    """A wheel of the installed rayctl (from its source tree), for the nodes to install."""
+    root = repo_root()
+    if not (root / "pyproject.toml").is_file():
+        raise LaunchError(
+            f"cannot build a rayctl wheel for the nodes: no source tree at {root} "
+            "(install rayctl from a git checkout, `pip install -e .`)"
+        )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out_dir), str(root)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    wheels = sorted(out_dir.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-10:])
+        raise LaunchError(f"building the rayctl wheel failed ({shlex.join(argv)}):\n{tail}")
+    return wheels[0]
