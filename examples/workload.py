@@ -1,8 +1,10 @@
-"""An example workload: a cluster started with `rayctl start --head`, tasks, an actor, a large
-numpy object, then `rayctl stop`. Run by `bash scripts/main.sh`."""
+"""The main job (`bash scripts/main.sh`): `rayctl up` a local cluster whose head has no CPUs,
+run a real workload whose tasks make the autoscaler launch worker nodes, show the cluster
+status, then `rayctl down`, and check nothing is left running."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -11,11 +13,20 @@ import numpy as np
 
 import runtime as rt
 
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cluster-configs", "local.yaml")
 
-@rt.remote
-def simulate(seed: int) -> float:
+
+@rt.remote(num_cpus=1)
+def simulate(seed: int) -> tuple[float, str]:
     rng = np.random.default_rng(seed)
-    return float(rng.standard_normal(100_000).mean())
+    time.sleep(0.5)  # long enough that the queue asks for more nodes
+    return float(rng.standard_normal(200_000).mean()), rt.get_runtime_context().get_node_id()
+
+
+@rt.remote(num_cpus=1)
+def checksum(matrix: np.ndarray) -> float:
+    print(f"checksumming a {matrix.nbytes / 1e6:.0f} MB matrix made on another process")
+    return float(matrix.sum())
 
 
 @rt.remote
@@ -31,33 +42,36 @@ class Accumulator:
         return sum(self.values) / len(self.values)
 
 
-@rt.remote
-def checksum(matrix: np.ndarray) -> float:
-    print(f"checksumming a {matrix.nbytes / 1e6:.0f} MB matrix")
-    return float(matrix.sum())
+def rayctl(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "autoscaler.cli", *args], check=True)
 
 
 def main() -> int:
-    rayctl = [sys.executable, "-m", "autoscaler.cli"]
-    subprocess.run([*rayctl, "start", "--head", "--num-cpus", "2"], check=True)
+    from autoscaler.cluster_head import load_record
+
+    rayctl("up", "-y", CONFIG)
     try:
+        record = load_record("local")
+        assert record is not None, "rayctl up did not record the head"
+        os.environ["RAYCTL_TOKEN_FILE"] = record.token_file
+        rt.init(address=record.address)
+        print(f"connected to {record.address}: {len(rt.nodes())} node(s), {rt.cluster_resources()}")
         t0 = time.perf_counter()
-        rt.init(address="auto")
-        print(
-            f"connected in {time.perf_counter() - t0:.2f}s; nodes: {len(rt.nodes())}, "
-            f"resources: {rt.cluster_resources()}"
-        )
-        t0 = time.perf_counter()
-        results = rt.get([simulate.remote(i) for i in range(200)])
-        print(f"200 simulations in {time.perf_counter() - t0:.2f}s, mean {np.mean(results):+.5f}")
+        results = rt.get([simulate.remote(i) for i in range(12)], timeout=300)
+        nodes = {node for _, node in results}
+        print(f"12 simulations in {time.perf_counter() - t0:.1f}s on {len(nodes)} autoscaled node(s); "
+              f"mean {np.mean([r for r, _ in results]):+.5f}")
         acc = Accumulator.remote()
-        rt.get([acc.add.remote(r) for r in results])
+        rt.get([acc.add.remote(r) for r, _ in results])
         print(f"actor mean {rt.get(acc.mean.remote()):+.5f}")
         matrix = rt.put(np.ones((2048, 2048)))
         print(f"checksum of a shared 32 MB matrix: {rt.get(checksum.remote(matrix)):.0f}")
         rt.shutdown()
+        rayctl("status", CONFIG)
     finally:
-        subprocess.run([*rayctl, "stop"], check=True)
+        if rt.is_initialized():
+            rt.shutdown()
+        rayctl("down", "-y", CONFIG)
     return 0
 
 

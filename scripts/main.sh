@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# The main job: start a local cluster, run the example workload on it, tear it down.
-# (Becomes `rayctl up cluster-configs/local.yaml` once the autoscaler lands.)
+# The main job: `rayctl up cluster-configs/local.yaml`, a workload that makes it autoscale, `rayctl down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
