@@ -149,7 +149,8 @@ def _monitor_service(config_path: str) -> list[tuple[str, list[str]]]:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     argv = [sys.executable, "-m", "autoscaler.monitor", "--config", path, "--gcs-address", "{gcs_address}",
-            "--token-file", "{token_file}", "--redis-address", "{redis_address}", "--cluster-id", "{cluster_id}"]
+            "--token-file", "{token_file}", "--redis-address", "{redis_address}", "--cluster-id", "{cluster_id}",
+            "--log-dir", "{session_dir}/logs/node-updates"]
     return [("monitor", argv)]
 
 

@@ -9,8 +9,8 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import structlog
 
@@ -94,6 +94,42 @@ class StartCommandUpdater:
         except ProviderError as exc:
             return UpdateResult(False, f"cannot run commands on {instance.id}: {exc}")
         return UpdateResult(True)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigNodeUpdater:
+    """The full node updater for every worker the monitor allocates: wait for the node, sync
+    file mounts, run initialization and setup commands (skipped when unchanged), then the
+    worker start commands, with the node environment. Per-node logs go to `log_dir`."""
+
+    provider: NodeProvider
+    config: Any  # autoscaler.config.ClusterConfig
+    head_address: str
+    token_file: str
+    log_dir: str
+    resources: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def update(self, instance: Instance) -> UpdateResult:
+        from pathlib import Path
+
+        from autoscaler.updater import NodeUpdater as FullUpdater
+        from autoscaler.updater import plan_update
+
+        plan = plan_update(self.config, instance.id, instance.node_type, is_head=False,
+                           head_address=self.head_address, token_file=self.token_file)
+        plan = replace(plan, resources=tuple(sorted(self.resources.get(instance.node_type, {}).items())))
+        try:
+            runner = self.provider.command_runner(instance)
+        except ProviderError as exc:
+            return UpdateResult(False, f"cannot run commands on {instance.id}: {exc}")
+        # no retries here: a node that fails to install is replaced by the reconciler
+        result = FullUpdater(runner, plan, log_dir=Path(self.log_dir), setup_retries=0).update()
+        if result.ok:
+            return UpdateResult(True)
+        tail = "\n".join(result.output_tail)
+        where = f"`{result.failed_command}` exited with {result.exit_code}" if result.failed_command \
+            else result.message
+        return UpdateResult(False, f"{result.stage}: {where}:\n{tail}".rstrip())
 
 
 @dataclass(frozen=True, slots=True)

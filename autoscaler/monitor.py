@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +27,7 @@ import structlog
 from autoscaler import planner
 from autoscaler.config import ClusterConfig, load_config
 from autoscaler.drain import GcsDrainer
-from autoscaler.executor import AcceptingDrainer, Executor, NodeDrainer, StartCommandUpdater
+from autoscaler.executor import AcceptingDrainer, ConfigNodeUpdater, Executor, NodeDrainer
 from autoscaler.lifecycle_store import RedisLifecycleStore
 from autoscaler.model import Plan
 from autoscaler.observe import (
@@ -49,6 +51,9 @@ log = structlog.get_logger(__name__)
 DEFAULT_TICK_S = 1.0  # fallback only: idle timeouts are the one thing no notice announces
 
 
+DEFAULT_UPDATE_LOG_DIR = os.path.join(tempfile.gettempdir(), "rayctl-node-updates")
+
+
 @dataclass(frozen=True, slots=True)
 class MonitorOptions:
     cluster_id: str
@@ -57,6 +62,7 @@ class MonitorOptions:
     tick_s: float = DEFAULT_TICK_S
     max_concurrent_launches: int = 10
     settings: Settings = Settings()
+    log_dir: str = DEFAULT_UPDATE_LOG_DIR  # one update log per node
 
 
 class Monitor:
@@ -83,11 +89,12 @@ class Monitor:
             for name in config.available_node_types
         }
         self.store = RedisLifecycleStore(client, options.cluster_id)
-        updater = StartCommandUpdater(
+        updater = ConfigNodeUpdater(
             provider,
-            config.start_commands_for(head=False),
+            config,
             options.gcs_address,
             options.token_file,
+            options.log_dir,
             {name: dict(spec.resources) for name, spec in self.scaling.node_types.items()},
         )
         self.executor = Executor(
@@ -261,6 +268,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cluster-id", required=True)
     p.add_argument("--tick-s", type=float, default=DEFAULT_TICK_S)
     p.add_argument("--max-concurrent-launches", type=int, default=10)
+    p.add_argument("--log-dir", default=DEFAULT_UPDATE_LOG_DIR, help="per-node update logs")
     return p.parse_args(argv)
 
 
@@ -279,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         token_file=args.token_file,
         tick_s=args.tick_s,
         max_concurrent_launches=args.max_concurrent_launches,
+        log_dir=args.log_dir,
     )
     monitor = Monitor(
         config,

@@ -63,6 +63,7 @@ class UpdatePlan:
     start_commands: tuple[str, ...]
     head_address: str = ""
     token_file: str = ""  # local path of the cluster token, copied to TOKEN_PATH on the node
+    resources: tuple[tuple[str, float], ...] = ()  # the type's resources: RAYCTL_NODE_RESOURCES
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,8 @@ def node_env(plan: UpdatePlan, remote_token_file: str) -> dict[str, str]:
         env["RAYCTL_HEAD_ADDRESS"] = plan.head_address
     if remote_token_file:
         env["RAYCTL_TOKEN_FILE"] = remote_token_file
+    if plan.resources:  # the raylet offers exactly its type's shape (Ray: RAY_OVERRIDE_RESOURCES)
+        env["RAYCTL_NODE_RESOURCES"] = json.dumps(dict(plan.resources))
     return env
 
 
