@@ -26,27 +26,24 @@ def _rayctl(temp_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_start_join_stop(tmp_path) -> None:
     temp_dir = str(tmp_path / "rayctl")
     unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    shm_before = set(glob.glob("/dev/shm/rayctl-*"))
     try:
         started = _rayctl(temp_dir, "start", "--head", "--num-cpus", "2")
         assert started.returncode == 0, started.stderr
         assert "Cluster address: 127.0.0.1:" in started.stdout and "logs:" in started.stdout
-        joined = _rayctl(
-            temp_dir,
-            "start",
-            "--address",
-            started.stdout.split("Cluster address: ")[1].split()[0],
-            "--num-cpus",
-            "1",
-        )
-        assert joined.returncode == 0, joined.stderr
+        address = started.stdout.split("Cluster address: ")[1].split()[0]
+        for _ in range(2):  # two more nodes join the head on this machine
+            joined = _rayctl(temp_dir, "start", "--address", address, "--num-cpus", "1")
+            assert joined.returncode == 0, joined.stderr
         driver = textwrap.dedent("""
             import runtime as rt
             rt.init(address="auto")
-            @rt.remote
+            import time
+            @rt.remote(num_cpus=1)
             def where():
+                time.sleep(0.5)
                 return rt.get_runtime_context().get_node_id()
-            print(len(rt.nodes()), rt.cluster_resources()["CPU"], rt.get(where.remote()) != "")
+            used = set(rt.get([where.remote() for _ in range(8)]))
+            print(len(rt.nodes()), rt.cluster_resources()["CPU"], len(used))
             rt.shutdown()
         """)
         out = subprocess.run(
@@ -57,7 +54,7 @@ def test_start_join_stop(tmp_path) -> None:
             timeout=60,
         )
         assert out.returncode == 0, out.stderr
-        assert out.stdout.split()[-3:] == ["2", "3.0", "True"]
+        assert out.stdout.split()[-3:] == ["3", "4.0", "3"], "three nodes seen, work on all three"
         from runtime.session import all_sessions, session_processes
 
         ours = [p for s in all_sessions(temp_dir) for p in session_processes(s)]
@@ -70,6 +67,9 @@ def test_start_join_stop(tmp_path) -> None:
     assert unrelated.poll() is None, "rayctl stop must leave unrelated processes alone"
     unrelated.kill()
     unrelated.wait()
-    assert set(glob.glob("/dev/shm/rayctl-*")) <= shm_before, "shm dirs left behind"
+    ours = [line.strip() for f in glob.glob(os.path.join(temp_dir, "session_*", "shm_dirs"))
+            for line in open(f) if line.strip()]
+    assert len(ours) == 3, ours  # one object store per node
+    assert not [d for d in ours if os.path.exists(d)], "shm dirs left behind"
     again = _rayctl(temp_dir, "stop")
     assert "No rayctl processes" in again.stdout

@@ -334,3 +334,18 @@ def test_objects_are_freed_once_nothing_can_reach_them(cluster) -> None:
     del plain
     gc.collect()
     wait_for(lambda: cw.refs.get_entry(plain_id) is None, 10, "an object nobody holds to be freed")
+
+
+def test_store_over_capacity_spills_and_restores_transparently(cluster) -> None:
+    rt = cluster  # object_store_memory is 256 MiB for this cluster
+    arrays = [np.full(12_000_000, i, dtype=np.float64) for i in range(4)]  # 4 x 96 MB
+    refs = [rt.put(a) for a in arrays]
+
+    @rt.remote
+    def first_and_sum(a):
+        return float(a[0]), float(a.sum())
+
+    for i, ref in enumerate(refs):
+        assert rt.get(first_and_sum.remote(ref), timeout=60) == (float(i), float(i) * 12_000_000)
+    for i, ref in enumerate(refs):
+        assert int(rt.get(ref)[-1]) == i

@@ -57,6 +57,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         node.last_heartbeat = time.time()
         await self.t.put_node(node)
         self._last_seen[node.node_id] = time.monotonic()
+        await self.t.publish_node(node)
         await self.t.event(
             "node_added", f"node {node.node_id} at {node.address} joined with {dict(node.total)}"
         )
@@ -114,6 +115,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         await self.t.put_node(node)
         await self.t.drop_load(node_id)
         await self.t.event("node_dead", f"node {node_id}: {reason}")
+        await self.t.publish_node(node)
         log.warning("node %s is dead: %s", node_id, reason)
         self._demand_dirty.set()
         await self.actors.on_node_dead(node_id, reason)
@@ -241,6 +243,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             return gcs_pb2.DrainNodeReply(drained=True, reason="node is not alive")
         node.state = "DRAINING"
         await self.t.put_node(node)
+        await self.t.publish_node(node)
         await self.t.event("node_draining", f"node {node.node_id}: {request.reason or 'drain requested'}")
         try:
             reply = await self.actors.raylet(node).DrainNode(

@@ -10,6 +10,7 @@ Keys (prefix = "rayctl:<cluster_id>:"):
   kv:<ns>          hash key      -> value (internal KV)
   load             hash node_id  -> JSON [{shape, count, infeasible, kind}]  (the demand)
   demand_changed   pub/sub channel: a debounced notice when any node's load changes
+  node_changes     pub/sub channel: JSON {node_id, state, reason} when a node joins, drains or dies
   events           stream of {kind, message, time}
 """
 
@@ -89,6 +90,11 @@ class Tables:
 
     async def drop_load(self, node_id: str) -> None:
         await self.r.hdel(self.key("load"), node_id)
+
+    async def publish_node(self, info: common_pb2.NodeInfo) -> None:
+        """Node added / draining / dead, for anyone subscribed to `node_changes`."""
+        message = json.dumps({"node_id": info.node_id, "state": info.state, "reason": info.death_reason})
+        await self.r.publish(self.key("node_changes"), message)
 
     async def notify_demand_changed(self) -> None:
         await self.r.publish(self.key("demand_changed"), str(time.time()))
