@@ -145,3 +145,25 @@ def _store_used(rt, node_id: str) -> int:
         stats = raylet_pb2_grpc.RayletStub(channel).GetNodeStats(
             raylet_pb2.RayletEmpty(), metadata=_core().md, timeout=5)
     return int(stats.object_store_used)
+
+
+def test_a_node_that_loses_the_head_stops_itself(cluster) -> None:
+    """Nothing billed without a head: a worker node that cannot reach the GCS for its timeout
+    stops its raylet (and so its workers), instead of idling forever."""
+    import signal
+
+    import psutil
+
+    import runtime as rt
+    from runtime.session import session_processes
+
+    orphan = cluster.add_node(num_cpus=1, gcs_lost_timeout_s=2)
+    wait_for(lambda: orphan.node_id in _alive(rt), 10, "the new node")
+    rt.shutdown()
+    raylet = orphan.procs[-1]
+    gcs = next(p for p in session_processes(cluster.head.session_dir) if "runtime.gcs.server" in " ".join(p.cmdline()))
+    gcs.send_signal(signal.SIGKILL)
+    start = time.monotonic()
+    raylet.wait(15)
+    assert 1.5 < time.monotonic() - start < 12
+    assert not psutil.pid_exists(raylet.pid) or psutil.Process(raylet.pid).status() == psutil.STATUS_ZOMBIE
