@@ -206,7 +206,7 @@ def start_raylet(
     args = [
         sys.executable,
         "-m",
-        "runtime.raylet.server",
+        "runtime.raylet.main",
         "--node-id",
         node_id,
         "--host",

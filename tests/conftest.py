@@ -41,7 +41,6 @@ def cluster(temp_dir: str) -> Iterator[Any]:
     rt.init(
         num_cpus=2, resources={"widget": 2}, object_store_memory=256 * 1024**2, _temp_dir=temp_dir
     )
-    shm_dirs = glob.glob("/dev/shm/rayctl-*")
     try:
         yield rt
     finally:
@@ -51,5 +50,8 @@ def cluster(temp_dir: str) -> Iterator[Any]:
             [psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10
         )
         assert not alive, f"processes left after shutdown: {alive}"
+        shm_dirs = [line.strip() for f in glob.glob(os.path.join(temp_dir, "session_*", "shm_dirs"))
+                    for line in open(f) if line.strip()]
+        assert shm_dirs, "the cluster recorded no object store directory"
         leftover = [d for d in shm_dirs if os.path.exists(d)]
         assert not leftover, f"shm dirs left after shutdown: {leftover}"

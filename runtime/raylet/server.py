@@ -1,7 +1,7 @@
 """The raylet: one per node. Owns the node's resources, its worker pool, its object store; grants
 worker leases to drivers and workers over the node-local transport; serves the GCS over gRPC;
 reports resources and queued demand to the GCS a few times a second.
-Run as `python -m runtime.raylet.server`."""
+The process entry point and gRPC service are in runtime/raylet/main.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shlex
-import signal
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,17 +20,16 @@ from typing import Any
 import grpc
 
 from runtime import ids
-from runtime.auth import AioTokenServerInterceptor, call_metadata, read_token_file
+from runtime.auth import call_metadata
 from runtime.constants import HEARTBEAT_INTERVAL_S, PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
 from runtime.object_store import ObjectStore
-from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
+from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2
 from runtime.raylet import scheduling
 from runtime.raylet.bundles import Bundles
-from runtime.raylet.transfer import CHANNEL_OPTIONS, ObjectTransfer
+from runtime.raylet.transfer import ObjectTransfer
 from runtime.raylet.worker_pool import Worker, WorkerPool
 from runtime.resources import add, fits, shape_key, subtract
-from runtime.session import record_pid, watch_parent
-from runtime.transport import Connection, serve
+from runtime.transport import Connection
 
 log = logging.getLogger("rayctl.raylet")
 
@@ -498,158 +496,5 @@ class Raylet:
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
 
 
-class RayletServicer(raylet_pb2_grpc.RayletServicer):
-    def __init__(self, raylet: Raylet) -> None:
-        self.r = raylet
-
-    async def StartActor(self, request: Any, context: Any) -> Any:
-        return await self.r.start_actor(request.actor)
-
-    async def KillActorWorker(self, request: Any, context: Any) -> Any:
-        self.r.kill_actor_worker(request.actor_id)
-        return raylet_pb2.RayletEmpty()
-
-    async def GetNodeStats(self, request: Any, context: Any) -> Any:
-        assert self.r.pool is not None
-        stats = self.r.store.stats()
-        return raylet_pb2.NodeStatsReply(
-            node=self.r.node_info(),
-            num_workers=len(self.r.pool.workers),
-            num_idle_workers=len(self.r.pool.idle),
-            object_store_used=stats.used_bytes,
-            object_store_capacity=stats.capacity_bytes,
-            load=self.r.load(),
-            transfer_bytes_received=self.r.transfer.bytes_received,
-            transfer_bytes_sent=self.r.transfer.bytes_sent,
-        )
-
-    async def PullObject(self, request: Any, context: Any) -> Any:
-        async for chunk in self.r.transfer.serve(request.object_id, context):
-            yield chunk
-
-    async def PrepareBundles(self, request: Any, context: Any) -> Any:
-        bundles = [(b.index, dict(b.resources)) for b in request.bundles]
-        error = self.r.bundles.prepare(request.pg_id, bundles)
-        return raylet_pb2.BundleReply(ok=not error, error=error)
-
-    async def CommitBundles(self, request: Any, context: Any) -> Any:
-        error = self.r.bundles.commit(request.pg_id)
-        self.r.load_changed = True
-        self.r.dispatch()
-        return raylet_pb2.BundleReply(ok=not error, error=error)
-
-    async def CancelBundles(self, request: Any, context: Any) -> Any:
-        self.r.bundles.cancel(request.pg_id)
-        self.r.dispatch()
-        return raylet_pb2.BundleReply(ok=True)
-
-    async def FreeObjects(self, request: Any, context: Any) -> Any:
-        for object_id in request.object_ids:
-            self.r.store.delete(object_id)
-        return raylet_pb2.RayletEmpty()
-
-    async def DrainNode(self, request: Any, context: Any) -> Any:
-        drained, reason = await self.r.drain(request.deadline_s, request.force)
-        return raylet_pb2.DrainReply(drained=drained, reason=reason)
-
-    async def Shutdown(self, request: Any, context: Any) -> Any:
-        self.r.stopping.set()
-        return raylet_pb2.RayletEmpty()
-
-
-async def run(args: argparse.Namespace) -> None:
-    token = read_token_file(args.token_file)
-    raylet = Raylet(args, token)
-    local_server = await serve(args.host, args.local_port, token, raylet.handle)
-    args.local_port_bound = local_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)], options=CHANNEL_OPTIONS)
-    raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
-    args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
-    await server.start()
-    raylet.pool = WorkerPool(
-        node_id=raylet.node_id,
-        local_port=args.local_port_bound,
-        host=args.host,
-        token_file=args.token_file,
-        log_dir=os.path.join(args.session_dir, "logs"),
-        shm_dir=raylet.shm_dir,
-        gcs_address=args.gcs_address,
-        session_dir=args.session_dir,
-        on_death=raylet.on_worker_death,
-        record_pid=lambda name, pid: record_pid(args.session_dir, f"{name}", pid),
-    )
-    for _ in range(args.prestart):
-        await raylet.pool.start_worker()
-    raylet.gcs = gcs_pb2_grpc.GcsStub(grpc.aio.insecure_channel(args.gcs_address))
-    await raylet.register()
-    if args.ready_file:
-        with open(args.ready_file + ".tmp", "w") as f:
-            json.dump(
-                {
-                    "node_id": raylet.node_id,
-                    "local_port": args.local_port_bound,
-                    "grpc_port": args.grpc_port_bound,
-                    "shm_dir": raylet.shm_dir,
-                },
-                f,
-            )
-        os.rename(args.ready_file + ".tmp", args.ready_file)
-    log.info(
-        "raylet %s up: local %d, grpc %d, resources %s",
-        raylet.node_id,
-        args.local_port_bound,
-        args.grpc_port_bound,
-        raylet.total,
-    )
-    hb = asyncio.ensure_future(raylet.heartbeat_loop())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, raylet.stopping.set)
-    if args.parent_pid:
-        asyncio.ensure_future(watch_parent(args.parent_pid, raylet.stopping.set))
-    await raylet.stopping.wait()
-    hb.cancel()
-    try:
-        await raylet.gcs.UnregisterNode(
-            gcs_pb2.NodeIdRequest(node_id=raylet.node_id, reason="node stopped"),
-            metadata=raylet.md,
-            timeout=1,
-        )
-    except grpc.aio.AioRpcError:
-        pass
-    await raylet.pool.shutdown()
-    local_server.close()
-    await server.stop(0.2)
-    raylet.store.close()
-
-
 def _without_cpu(shape: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in shape.items() if k != "CPU"}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description="rayctl raylet")
-    p.add_argument("--node-id", required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--local-port", type=int, default=0)
-    p.add_argument("--gcs-address", required=True)
-    p.add_argument("--token-file", required=True)
-    p.add_argument("--resources", required=True, help="JSON map of resource totals")
-    p.add_argument("--object-store-memory", type=int, required=True)
-    p.add_argument("--session-dir", required=True)
-    p.add_argument("--shm-root", required=True)
-    p.add_argument("--prestart", type=int, default=0)
-    p.add_argument("--head", action="store_true")
-    p.add_argument("--parent-pid", type=int, default=0, help="stop when this process exits")
-    p.add_argument("--ready-file", default="")
-    p.add_argument("--gcs-lost-timeout-s", type=float, default=60.0)
-    args = p.parse_args()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    asyncio.run(run(args))
-
-
-if __name__ == "__main__":
-    main()
