@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import grpc
 
 from runtime.auth import call_metadata
+from runtime.gcs.long_poll import wait_for_version
 from runtime.gcs.tables import Tables
 from runtime.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
 from runtime.resources import fits
@@ -62,16 +62,8 @@ class ActorManager:
     ) -> common_pb2.ActorInfo | None:
         if not actor_id and name:
             actor_id = self.t.named.get(f"{namespace}/{name}", "")
-        deadline = time.monotonic() + timeout_s
-        async with self._changed:
-            while True:
-                actor = self.t.actors.get(actor_id)
-                if actor is None or actor.version > after_version or time.monotonic() >= deadline:
-                    return actor
-                try:
-                    await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
-                except TimeoutError:
-                    return self.t.actors.get(actor_id)
+        return await wait_for_version(self._changed, lambda: self.t.actors.get(actor_id), after_version,
+                                      timeout_s)
 
     async def scheduler_loop(self) -> None:
         """Place PENDING/RESTARTING actors whenever something changed (and every second)."""

@@ -10,6 +10,7 @@ import time
 
 import grpc
 
+from runtime.gcs.long_poll import wait_for_version
 from runtime.gcs.pg_placement import place
 from runtime.gcs.tables import Tables
 from runtime.protocol import common_pb2, raylet_pb2
@@ -51,16 +52,7 @@ class PlacementGroupManager:
         if not pg_id and name:
             pg_id = next((p.pg_id for p in self.t.pgs.values()
                           if p.name == name and p.namespace == namespace and p.state != "REMOVED"), "")
-        deadline = time.monotonic() + timeout_s
-        async with self._changed:
-            while True:
-                pg = self.t.pgs.get(pg_id)
-                if pg is None or pg.version > after_version or time.monotonic() >= deadline:
-                    return pg
-                try:
-                    await asyncio.wait_for(self._changed.wait(), deadline - time.monotonic())
-                except TimeoutError:
-                    return self.t.pgs.get(pg_id)
+        return await wait_for_version(self._changed, lambda: self.t.pgs.get(pg_id), after_version, timeout_s)
 
     async def scheduler_loop(self) -> None:
         while True:
