@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 
-
 async def wait_for_version(changed: asyncio.Condition, read: Callable[[], Any], after_version: int,
                            timeout_s: float) -> Any:
     """`read()` once it returns None or a record with `version > after_version`, or at the timeout."""
