@@ -125,6 +125,9 @@ def start(
         except (ConnectionError, FileNotFoundError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
+        except TimeoutError as exc:  # the raylet never registered: nothing answers there
+            typer.echo(f"error: could not join the cluster at {address}: {exc}", err=True)
+            raise typer.Exit(1) from None
         typer.echo(f"Joined the cluster at {address} as node {info['node_id']}")
         typer.echo(f"  logs: {info['logs']}")
     if block:
@@ -142,10 +145,13 @@ def _monitor_service(config_path: str) -> list[tuple[str, list[str]]]:
     """The monitor as a service the head's supervisor runs and restarts (the config is checked first)."""
     from autoscaler.config import ClusterConfigError, load_config
 
-    path = os.path.abspath(config_path)
+    path = os.path.abspath(os.path.expanduser(config_path))  # `--x=~/f`: no shell expands it
     try:
         load_config(path)
-    except (ClusterConfigError, FileNotFoundError) as exc:
+    except ClusterConfigError as exc:
+        typer.echo(f"error: {cli_launcher.config_error_message(exc)}", err=True)
+        raise typer.Exit(2) from None
+    except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     argv = [sys.executable, "-m", "autoscaler.monitor", "--config", path, "--gcs-address", "{gcs_address}",
@@ -210,7 +216,10 @@ def _status_on_head(config_path: str, *, as_json: bool, verbose: bool) -> None:
 
     try:
         result = status_on_head(load_cluster(config_path), as_json=as_json, verbose=verbose)
-    except (ClusterConfigError, LaunchError, ProviderError, FileNotFoundError) as exc:
+    except ClusterConfigError as exc:
+        typer.echo(f"error: {cli_launcher.config_error_message(exc)}", err=True)
+        raise typer.Exit(1) from None
+    except (LaunchError, ProviderError, FileNotFoundError, ConnectionError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(result.output, nl=False)

@@ -14,7 +14,7 @@ import typer
 
 if TYPE_CHECKING:
     from autoscaler.commands import Interactive
-    from autoscaler.config import ClusterConfig
+    from autoscaler.config import ClusterConfig, ClusterConfigError
 
 # The launcher's modules are imported inside the commands: `rayctl start` on every node
 # should not pay for them.
@@ -33,6 +33,18 @@ TmuxOpt = Annotated[bool, typer.Option("--tmux", help="run in a detached tmux se
 ScreenOpt = Annotated[bool, typer.Option("--screen", help="run in a detached screen session")]
 
 
+def config_error_message(exc: ClusterConfigError) -> str:
+    """A single problem on one line (a missing file, YAML that does not parse, one bad key);
+    several keep one line each under the title."""
+    problems = [" ".join(problem.split()) for problem in exc.errors]  # YAML's caret art too
+    title = str(exc).splitlines()[0]  # "invalid cluster config[ SOURCE] (N errors):"
+    if len(problems) != 1:
+        return "\n".join([title, *(f"  - {problem}" for problem in problems)])
+    where = title.rsplit(" (", 1)[0]
+    # Without a source the problem starts with the file's path ("<path>: cannot read: ...").
+    return problems[0] if where == "invalid cluster config" else f"{where}: {problems[0]}"
+
+
 @contextmanager
 def _errors() -> Iterator[None]:
     """Expected failures end as a message and exit 1, never a traceback."""
@@ -43,9 +55,9 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except ClusterConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {config_error_message(exc)}", err=True)
         raise typer.Exit(1) from None
-    except (LaunchError, ProviderError, FileNotFoundError) as exc:
+    except (LaunchError, ProviderError, FileNotFoundError, ConnectionError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
@@ -129,11 +141,17 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one nested function per 
         yes: YesOpt = False,
         workers_only: Annotated[bool, typer.Option(help="keep the head, remove workers")] = False,
         keep_min_workers: Annotated[bool, typer.Option(help="keep min_workers of each type")] = False,
+        purge: Annotated[bool, typer.Option(help="then delete what bootstrap created (security group, key pair, IAM role)")] = False,
         cluster_name: ClusterNameOpt = None,
     ) -> None:
         """Tear a cluster down: stop services, terminate every instance (head last)."""
+        from autoscaler.cluster_head import open_provider
         from autoscaler.launcher_down import DownOptions, down
         from autoscaler.launcher_progress import ConsoleProgress
+        if purge and (workers_only or keep_min_workers):
+            typer.echo("error: --purge removes the whole cluster: not with --workers-only or "
+                       "--keep-min-workers", err=True)
+            raise typer.Exit(2)
         progress = ConsoleProgress()
         with _errors():
             cluster = _config(config, cluster_name)
@@ -150,6 +168,9 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one nested function per 
             typer.echo(f"could not remove {instance_id}: {why}", err=True)
         if result.failed:
             raise typer.Exit(1)
+        if purge:
+            _run(lambda: open_provider(cluster).purge())
+            typer.echo(f"Cluster {result.cluster_name!r}: purged what bootstrap created.")
 
     @app.command("exec")
     def exec_command(

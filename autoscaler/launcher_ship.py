@@ -55,6 +55,13 @@ def config_targets(config: ClusterConfig) -> list[str]:
     return found or [BOOTSTRAP_CONFIG_NAME]
 
 
+def simulates_nodes_locally(config: ClusterConfig) -> bool:
+    """A cloud provider's test-only seam (`provider.command_runner: local`, see
+    providers/aws/local_nodes.py) runs its nodes' commands on this machine, where this rayctl
+    is already installed: no wheel to build or install."""
+    return config.provider.get("command_runner") == "local"
+
+
 def wheel_install_command(remote_wheel: str) -> str:
     """pip into the login user's site; Debian/Ubuntu's PEP 668 guard needs its override."""
     base = "python3 -m pip install --user --upgrade --no-warn-script-location -q"
@@ -94,6 +101,7 @@ def prepare_shipment(config: ClusterConfig, local_dir: Path) -> Shipment:
             key_remote = KEY_REMOTE
             mounts.append((KEY_REMOTE, str(key)))
             setup.append(f"chmod 600 {KEY_REMOTE}")
+    if not is_local(config) and not simulates_nodes_locally(config):
         wheel = build_wheel(local_dir / "wheel")
         wheel_remote = f"{WHEEL_DIR_REMOTE}/{wheel.name}"
         mounts.append((wheel_remote, str(wheel)))

@@ -362,8 +362,11 @@ def test_monitor_survives_a_redis_restart(tmp_path: Any) -> None:
 
     port, password = free_port("127.0.0.1"), "restart-test"
 
+    started: list[Any] = []  # every server, so that none outlives the test even if one fails
+
     def start() -> Any:
         proc = start_redis("127.0.0.1", port, password, str(tmp_path), str(tmp_path / "log"))
+        started.append(proc)
         wait_redis("127.0.0.1", port, password)
         return proc
 
@@ -386,5 +389,6 @@ def test_monitor_survives_a_redis_restart(tmp_path: Any) -> None:
         assert running.thread.is_alive()
     finally:
         running.stop()
-        server.kill()
-        server.wait(timeout=10)
+        for proc in started:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -38,6 +38,9 @@ from providers.base import (
     ProviderState,
 )
 
+if TYPE_CHECKING:
+    from providers.aws.local_nodes import LocalNodes
+
 log = structlog.get_logger("providers.aws")
 M = TypeVar("M", bound=BaseModel)
 
@@ -55,6 +58,15 @@ def _validate(model: type[M], data: Mapping[str, Any], where: str) -> M:
             f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid AWS config: {problems}") from exc
+
+
+def _local_nodes(config: AWSProviderConfig) -> LocalNodes | None:
+    """The test-only local simulation of instances (`command_runner: local`), else None."""
+    if config.command_runner != "local" or not config.local_runner_dir:
+        return None
+    from providers.aws.local_nodes import LocalNodes
+
+    return LocalNodes(config.local_runner_dir)
 
 
 class AWSProvider:
@@ -96,6 +108,7 @@ class AWSProvider:
         self._resolved: ResolvedResources | None = self.config.resolved
         self._autofill: dict[str, dict[str, float]] = {}
         self._recent: dict[str, tuple[Instance, float]] = {}  # id -> (instance, launched at)
+        self._local_nodes = _local_nodes(self.config)
 
     # --- bootstrap / purge ----------------------------------------------------------------
 
@@ -294,11 +307,15 @@ class AWSProvider:
         to_terminate = [i for i in instance_ids if i not in cached]
         instances.stop(self.clients.ec2, self._call, to_stop, self._batch_size)
         instances.terminate(self.clients.ec2, self._call, to_terminate, self._batch_size)
+        if self._local_nodes is not None:
+            self._local_nodes.stop([*to_stop, *to_terminate])
         log.info(
             "aws.terminate", cluster=self.cluster_name, stopped=to_stop, terminated=to_terminate
         )
 
     def command_runner(self, instance: Instance) -> CommandRunner:
+        if self._local_nodes is not None:
+            return self._local_nodes.runner(instance)  # test-only: see providers/aws/local_nodes.py
         host = instance.internal_ip if self.config.use_internal_ips else instance.external_ip
         key = self._resolved.ssh_private_key if self._resolved else ""
         from providers.ssh import runner_for

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -109,6 +110,8 @@ class GCPProvider:
         return registry.list_cluster()
 
     def command_runner(self, instance: Instance) -> CommandRunner:
+        if self.config.command_runner == "local":
+            return self._local_runner(instance)
         from providers.ssh import runner_for
 
         cfg = self.config
@@ -121,6 +124,19 @@ class GCPProvider:
     def purge(self) -> None:
         clients, waiter, _, _ = self._wired()
         Bootstrapper(self.cluster_name, self.config, clients, waiter).purge()
+
+    def _local_runner(self, instance: Instance) -> CommandRunner:
+        """TEST-ONLY (`command_runner: local`): the instance "runs" as local processes in
+        `<local_runner_dir>/<name>/` with its own RAYCTL_TEMP_DIR, as a local-provider slot.
+        Its processes are not recorded, so `terminate` (and a preemption) leaves them running:
+        whoever runs the simulation stops the sessions under each `<name>/tmp` itself."""
+        from providers.local.runner import LocalCommandRunner
+
+        assert self.config.local_runner_dir is not None  # the config validator requires it
+        slot = Path(self.config.local_runner_dir).expanduser() / instance.id
+        (slot / "tmp").mkdir(parents=True, exist_ok=True)
+        return LocalCommandRunner(instance.id, instance.node_type, slot,
+                                  record_process=lambda _process: None)
 
     # --- wiring ---------------------------------------------------------------------------
 
