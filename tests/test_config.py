@@ -237,3 +237,9 @@ def test_per_type_idle_timeout_overrides_the_global_one() -> None:
     raw["available_node_types"]["cpu"]["idle_timeout_s"] = 15
     config = validate_config(raw)
     assert (config.idle_timeout_s("cpu"), config.idle_timeout_s("head")) == (15.0, 120.0)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "cluster-configs").glob("*.yaml")))
+def test_every_example_cluster_config_is_valid(name: str) -> None:
+    config = load_config(REPO / "cluster-configs" / name)
+    assert config.head_node_type in config.available_node_types
