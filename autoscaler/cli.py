@@ -62,6 +62,9 @@ def start(
         str | None, typer.Option(help="run the autoscaler monitor with this cluster config")
     ] = None,
     block: Annotated[bool, typer.Option(help="stay in the foreground until interrupted")] = False,
+    gcs_lost_timeout_s: Annotated[
+        float, typer.Option(help="a worker node stops itself after this long without the head")
+    ] = 60.0,
 ) -> None:
     """Start this machine's node: a head (--head) or a worker joining --address."""
     from runtime.cli_commands import start_head_node, start_worker_node
@@ -121,6 +124,7 @@ def start(
                 object_store_memory=object_store_memory,
                 token_file=token_file,
                 temp_dir=temp_dir,
+                gcs_lost_timeout_s=gcs_lost_timeout_s,
             )
         except (ConnectionError, FileNotFoundError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)

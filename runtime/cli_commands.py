@@ -63,6 +63,7 @@ def start_worker_node(
     object_store_memory: int | None,
     token_file: str | None,
     temp_dir: str | None,
+    gcs_lost_timeout_s: float | None = None,
 ) -> dict[str, Any]:
     temp_dir = temp_dir or TEMP_DIR
     session = session_dir_for(temp_dir, f"node-{ids.random_id(4)}")
@@ -78,6 +79,7 @@ def start_worker_node(
         num_gpus=num_gpus,
         resources=resources,
         object_store_memory=object_store_memory,
+        gcs_lost_timeout_s=gcs_lost_timeout_s,
     )
     return {"node_id": handle.node_id, "logs": os.path.join(session, "logs")}
 
