@@ -1,18 +1,26 @@
 """Planner benchmark: a seeded random cluster (10,000 queued shapes, many distinct, GPU and custom
 resources among them; 20 node types; 1,000 existing nodes) -> time of planner.plan and the
 number of nodes it chooses. `to_ray_args` gives the same input as the arguments of Ray's
-`ResourceDemandScheduler.get_nodes_to_launch`, for the side-by-side run (added later).
+`ResourceDemandScheduler.get_nodes_to_launch`; `--ray` also runs that once in Ray's venv
+(bench/planner_ray.py; about 80 s on the default input) and prints both sides.
 
     python -m bench.planner [--seed 0] [--shapes 10000] [--nodes 1000] [--types 20] [--repeat 5]
+                            [--ray] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+import os
 import random
 import statistics
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from autoscaler.lifecycle import InstanceStatus
@@ -155,6 +163,26 @@ def to_ray_args(inp: BenchInput) -> dict[str, Any]:
     }
 
 
+def run_ray(inp: BenchInput) -> dict[str, Any]:
+    """Ray's get_nodes_to_launch on the same input, once, in Ray's venv: {ms, nodes, infeasible}."""
+    # imported by name: mypy sees bench/ray_env.py as a top-level module from the other scripts
+    env = importlib.import_module("bench.ray_env").ensure_ray_env()
+    fd, path = tempfile.mkstemp(prefix="rayctl-planner-ray-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(to_ray_args(inp), f)
+        script = Path(__file__).resolve().parent / "planner_ray.py"
+        done = subprocess.run([str(env.python), str(script), path], capture_output=True,
+                              text=True, timeout=1800, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    finally:
+        os.unlink(path)
+    if done.returncode != 0:
+        raise RuntimeError(f"Ray's planner run failed: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["version"] = env.ray_version
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -162,6 +190,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1_000)
     parser.add_argument("--types", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--ray", action="store_true", help="also run Ray's planner once (slow)")
+    parser.add_argument("--markdown", action="store_true", help="with --ray: a Markdown table")
     args = parser.parse_args()
     inp = generate(args.seed, args.shapes, args.nodes, args.types)
     snapshot, config = to_snapshot(inp)
@@ -181,6 +211,28 @@ def main() -> None:
     )
     print(f"nodes chosen: {sum(chosen.values())} {chosen}")
     print(f"infeasible shapes: {sum(i.count for i in result.infeasible)}")
+    if args.ray:
+        ray = run_ray(inp)
+        ours_ms, ours_nodes = statistics.median(timings), sum(chosen.values())
+        ray_nodes = sum(ray["nodes"].values())
+        print(f"Ray {ray['version']} get_nodes_to_launch: {ray['ms']:.0f} ms (one run)")
+        print(f"nodes chosen by Ray: {ray_nodes} {ray['nodes']}")
+        print(f"infeasible demands reported by Ray: {ray['infeasible']}")
+        print(f"rayctl is {ray['ms'] / ours_ms:,.0f}x faster; nodes: rayctl {ours_nodes} vs Ray {ray_nodes}")
+        if args.markdown:
+            print(_markdown(ray, ours_ms, ours_nodes, ray_nodes))
+
+
+def _markdown(ray: dict[str, Any], ours_ms: float, ours_nodes: int, ray_nodes: int) -> str:
+    nodes_ratio = f"{ray_nodes / ours_nodes:.2f}×" if ours_nodes else "—"
+    return "\n".join([
+        "| benchmark | unit | better | Ray | rayctl | rayctl vs Ray (× better) |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+        f"| (b) planner time, 10k shapes × 1k nodes × 20 types | ms | lower | {ray['ms']:,.0f} | "
+        f"{ours_ms:.1f} | {ray['ms'] / ours_ms:,.0f}× |",
+        f"| (b) nodes chosen for that input | nodes | lower | {ray_nodes} | {ours_nodes} | "
+        f"{nodes_ratio} |",
+    ])
 
 
 if __name__ == "__main__":

@@ -69,7 +69,8 @@ class ActorClass:
         enc_args, enc_kwargs, _, nested = encode_args(
             cw, f"{self.__name__}.__init__", bound_sig, args, kwargs
         )
-        cw.refs.add_submitted(nested)  # the creation spec (kept for restarts) holds them for good
+        # the creation spec (kept by the GCS for restarts) holds them for good
+        cw.refs.add_submitted([object_id for object_id, _ in nested])
         # constructor arguments travel inside the creation spec, resolved here (the GCS does not wait on owners)
         enc_args = [_resolved(cw, a) for a in enc_args]
         enc_kwargs = {k: _resolved(cw, v) for k, v in enc_kwargs.items()}

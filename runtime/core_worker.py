@@ -60,6 +60,7 @@ class CoreWorker:
         self.handlers: dict[str, Callable[[Connection, Any], Any]] = {
             "get_object": self._serve_get_object,
             "release": self._serve_release,
+            "add_borrower": self._serve_add_borrower,
             "log": self._serve_log,
         }
         server = self.run(serve(host, 0, token, self._handle))
@@ -279,6 +280,11 @@ class CoreWorker:
     def _serve_release(self, conn: Connection, payload: tuple[str, str]) -> None:
         object_id, borrower = payload
         self.refs.remove_borrower(object_id, borrower)
+
+    def _serve_add_borrower(self, conn: Connection, payload: tuple[str, str]) -> bool:
+        object_id, borrower = payload
+        self.refs.add_borrower(object_id, borrower)
+        return True
 
     def _serve_log(self, conn: Connection, payload: tuple[str, str]) -> None:
         self.log_sink(*payload)

@@ -7,8 +7,10 @@ An owned object is freed when nothing can reach it any more:
   - no other process borrows it: a worker that kept a ref it got nested in its arguments is
     reported in the task's reply and releases it with a message when it drops it (`borrowers`),
   - no live owned object contains it in its value (`contained_by`).
-Two cases stay conservative (the object lives until its owner exits, `pinned`): a ref a worker
-owns and returns nested in a value, and a ref passed on by a process that only borrows it.
+A worker that returns a value holding a ref it owns registers the caller as a borrower; a process
+passing on a ref it only borrows (nested in a task's arguments) holds it until the task's reply,
+then registers the worker with the owner before letting go. One case stays conservative (kept
+until the owner exits, `pinned`): a third party's ref returned nested in a task's value.
 """
 
 from __future__ import annotations
@@ -202,6 +204,16 @@ class ReferenceTable:
             for inner_id, owner in inner:
                 if inner_id not in self.owned:
                     self._drop_borrowed_or_local_borrow(inner_id, owner)
+
+    def hold(self, object_id: str, owner: str) -> None:
+        """Take one more hold on a borrowed ref (a resubmitted task holds its arguments again)."""
+        with self.lock:
+            if object_id not in self.owned and owner != self.my_address:
+                self.borrowed[object_id] = self.borrowed.get(object_id, 0) + 1
+
+    def drop_hold(self, object_id: str, owner: str) -> None:
+        """Drop one hold on a borrowed ref taken with add_local_ref (releasing at zero)."""
+        self._drop_borrowed_or_local_borrow(object_id, owner)
 
     def _drop_borrowed_or_local_borrow(self, object_id: str, owner: str) -> None:
         if owner == self.my_address:

@@ -52,16 +52,18 @@ def encode_args(
     signature: inspect.Signature | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> tuple[list[Any], dict[str, Any], list[str], list[str]]:
+) -> tuple[list[Any], dict[str, Any], list[str], list[tuple[str, str]]]:
     """Arguments as they travel: ObjectRefs kept for resolution, everything else serialized now
-    (so later mutation in the caller does not change what the task sees)."""
+    (so later mutation in the caller does not change what the task sees). Also returns the ids
+    to count as submitted, and the refs nested in values as (id, owner): owned ones are counted,
+    borrowed ones held by this process until the task's reply (see TaskSubmitter._finish)."""
     if signature is not None:
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"wrong arguments for {fn_name}(): {exc}") from None
     ref_ids: list[str] = []
-    nested: list[str] = []
+    nested: list[tuple[str, str]] = []
 
     def one(value: Any, label: str) -> Any:
         if isinstance(value, ObjectRef):
@@ -75,12 +77,12 @@ def encode_args(
                 f"could not serialize {label} of {fn_name}() ({type(value).__name__}): {exc}"
             ) from exc
         if data.size <= INLINE_OBJECT_MAX_BYTES:
-            for inner in data.contained_refs:  # counted while the task runs; it may borrow them
+            for inner in data.contained_refs:  # kept alive while the task runs; it may borrow them
                 if cw.refs.get_entry(inner.id) is not None:
                     ref_ids.append(inner.id)
-                    nested.append(inner.id)
                 else:
-                    cw.refs.pin([inner])  # passing on a borrowed ref: conservative
+                    cw.refs.add_local_ref(inner)  # our hold on a borrowed ref, until the reply
+                nested.append((inner.id, inner.owner_address))
         if data.size > INLINE_OBJECT_MAX_BYTES:
             ref = cw.put_serialized(cw.task_ids.next() + "00", data)
             ref_ids.append(ref.id)

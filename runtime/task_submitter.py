@@ -337,9 +337,7 @@ class TaskSubmitter:
     ) -> None:
         self.by_task.pop(state.spec["task_id"], None)
         refs = self.cw.refs
-        if reply is not None:
-            for object_id in reply.get("borrowed", ()):
-                refs.add_borrower(object_id, reply["borrower"])
+        self._settle_borrows(state, reply)
         if reply is not None and reply.get("error") is None:
             for object_id, inline, location, size, contains in reply["returns"]:
                 if location is not None and state.retries_left != 0 and "actor_id" not in state.spec:
@@ -351,6 +349,29 @@ class TaskSubmitter:
                 refs.complete(object_id, error=err)
         if state.ref_args:
             refs.remove_submitted(state.ref_args)
+
+    def _settle_borrows(self, state: TaskState, reply: dict[str, Any] | None) -> None:
+        """The task is over: the worker now borrows what it kept of the refs nested in its
+        arguments. Refs we own: record it. Refs we only borrowed: register the worker with their
+        owner first, then drop the hold we took at submit (see remote_function.encode_args)."""
+        kept = dict(reply.get("borrowed", ())) if reply is not None else {}
+        borrower = reply.get("borrower", "") if reply is not None else ""
+        for object_id, owner in state.spec.get("nested", ()):
+            if owner == self.cw.address:
+                if object_id in kept:
+                    self.cw.refs.add_borrower(object_id, borrower)
+            elif object_id in kept:
+                asyncio.ensure_future(self._hand_over_borrow(object_id, owner, borrower))
+            else:
+                self.cw.refs.drop_hold(object_id, owner)
+
+    async def _hand_over_borrow(self, object_id: str, owner: str, borrower: str) -> None:
+        try:
+            conn = await self.cw.connection(owner)
+            await conn.request("add_borrower", (object_id, borrower))
+        except (ConnectionLost, OSError):
+            pass  # the owner is gone: nothing to keep alive there
+        self.cw.refs.drop_hold(object_id, owner)
 
     def reconstruct(self, object_id: str) -> bool:
         """Run again the task that made a lost object (on the I/O thread). False without lineage."""
@@ -365,6 +386,8 @@ class TaskSubmitter:
         self.by_task[state.spec["task_id"]] = state
         if state.ref_args:
             self.cw.refs.add_submitted(state.ref_args)
+        for object_id, owner in state.spec.get("nested", ()):
+            self.cw.refs.hold(object_id, owner)
         self._pump(self._enqueue(state))
         return True
 

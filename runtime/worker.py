@@ -209,8 +209,11 @@ class Worker:
         for object_id, value in zip(spec["return_ids"], values, strict=True):
             data = serialize(value)
             contains = [(r.id, r.owner_address) for r in data.contained_refs]
-            # the caller counts refs it owns; others must outlive this reply: keep them (conservative)
-            self.cw.refs.pin([r for r in data.contained_refs if r.owner_address != spec["owner"]])
+            for r in data.contained_refs:
+                if r.owner_address == self.cw.address:  # ours: the caller borrows it now
+                    self.cw.refs.add_borrower(r.id, spec["owner"])
+                elif r.owner_address != spec["owner"]:  # a third party's: kept (conservative)
+                    self.cw.refs.pin([r])
             if data.size <= INLINE_OBJECT_MAX_BYTES:
                 returns.append((object_id, data.inline(), None, data.size, contains))
             else:
@@ -220,10 +223,11 @@ class Worker:
         return {"returns": returns, "error": None}
 
     def _borrowed_after(self, spec: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
-        """Tell the caller which refs it owns, passed nested in the arguments, we still hold."""
+        """Tell the caller which refs, passed nested in the arguments, we still hold."""
         nested = spec.get("nested")
         if nested:
-            reply["borrowed"] = self.cw.refs.still_borrowed(nested)
+            held = set(self.cw.refs.still_borrowed([object_id for object_id, _ in nested]))
+            reply["borrowed"] = [(object_id, owner) for object_id, owner in nested if object_id in held]
             reply["borrower"] = self.cw.address
         return reply
 

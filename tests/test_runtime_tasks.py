@@ -349,3 +349,66 @@ def test_store_over_capacity_spills_and_restores_transparently(cluster) -> None:
         assert rt.get(first_and_sum.remote(ref), timeout=60) == (float(i), float(i) * 12_000_000)
     for i, ref in enumerate(refs):
         assert int(rt.get(ref)[-1]) == i
+
+
+def test_refs_passed_on_and_returned_nested_are_freed_when_unreachable(cluster) -> None:
+    import gc
+
+    rt = cluster
+    from polling import wait_for
+
+    from runtime.api import _core
+
+    cw = _core()
+
+    @rt.remote
+    class Keeper:
+        def __init__(self):
+            self.kept = None
+
+        def keep(self, box):
+            self.kept = box
+            return True
+
+        def drop(self):
+            self.kept = None
+            return True
+
+    @rt.remote
+    def relay(box, keeper):  # borrows the ref, passes it on nested, then lets go
+        return rt.get(keeper.keep.remote(box))
+
+    keeper = Keeper.remote()
+    x = rt.put(np.zeros(100_000))
+    x_id = x.id
+    assert rt.get(relay.remote([x], keeper))
+    del x
+    gc.collect()
+    assert cw.refs.get_entry(x_id) is not None, "the actor, two hops away, still holds it"
+    assert rt.get(keeper.drop.remote())
+    wait_for(lambda: cw.refs.get_entry(x_id) is None, 10, "the ref passed on to be freed")
+
+    @rt.remote
+    def make_box():  # the worker owns the inner object and returns it nested
+        return [rt.put(np.ones(50_000))]
+
+    box = rt.get(make_box.remote())
+    assert float(rt.get(box[0]).sum()) == 50_000.0
+    used = _store_used(rt)
+    del box
+    gc.collect()
+    wait_for(lambda: _store_used(rt) <= used - 400_000, 10,
+             "the worker to free the object it returned nested once the caller dropped it")
+
+
+def _store_used(rt) -> int:
+    import grpc
+
+    from runtime.api import _core
+    from runtime.protocol import raylet_pb2, raylet_pb2_grpc
+
+    node = rt.nodes()[0]
+    with grpc.insecure_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}") as channel:
+        stats = raylet_pb2_grpc.RayletStub(channel).GetNodeStats(
+            raylet_pb2.RayletEmpty(), metadata=_core().md, timeout=5)
+    return int(stats.object_store_used)

@@ -136,10 +136,10 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
                     await self._mark_dead(node_id, f"no heartbeat for {now - seen:.1f}s")
 
     async def demand_loop(self) -> None:
-        """Publish a debounced demand-change notice (at most every 50 ms)."""
+        """Publish a debounced demand-change notice (at most every 20 ms)."""
         while True:
             await self._demand_dirty.wait()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
             self._demand_dirty.clear()
             await self.t.notify_demand_changed()
 

@@ -58,7 +58,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
 
     async def CommitBundles(self, request: Any, context: Any) -> Any:
         error = self.r.bundles.commit(request.pg_id)
-        self.r.load_changed = True
+        self.r.mark_load_changed()
         self.r.dispatch()
         return raylet_pb2.BundleReply(ok=not error, error=error)
 
