@@ -124,3 +124,19 @@ def test_token_file_is_private_and_services_bind_to_the_node_address(cluster, te
         assert not any(
             len(a) == 64 and all(c in "0123456789abcdef" for c in a) for a in proc.cmdline()
         ), "the token must never appear on a command line"
+
+
+def test_object_data_plane_refuses_without_the_token(cluster) -> None:
+    from runtime.api import _core
+
+    node = _core().nodes()[0]
+    assert node.data_port
+    for token in ("wrong", ""):
+        request = json.dumps({"token": token, "object_id": "00"}).encode()
+        with socket.create_connection((node.address, node.data_port), timeout=5) as sock:
+            sock.sendall(struct.pack("!I", len(request)) + request)
+            assert sock.recv(16) == b"", "the data plane answered a peer without the token"
+    request = json.dumps({"token": _core().token, "object_id": "not-an-object"}).encode()
+    with socket.create_connection((node.address, node.data_port), timeout=5) as sock:
+        sock.sendall(struct.pack("!I", len(request)) + request)
+        assert struct.unpack("!q", sock.recv(8))[0] == -1  # authenticated: "not here"

@@ -49,7 +49,7 @@ class ShapeCount(_message.Message):
     def __init__(self, shape: _Optional[_Mapping[str, float]] = ..., count: _Optional[int] = ..., infeasible: _Optional[bool] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "address", "raylet_port", "local_port", "shm_dir", "total", "available", "state", "instance_id", "node_type", "idle_since", "last_heartbeat", "is_head", "death_reason", "versions", "labels")
+    __slots__ = ("node_id", "address", "raylet_port", "local_port", "data_port", "shm_dir", "total", "available", "state", "instance_id", "node_type", "idle_since", "last_heartbeat", "is_head", "death_reason", "versions", "labels")
     class TotalEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class NodeInfo(_message.Message):
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RAYLET_PORT_FIELD_NUMBER: _ClassVar[int]
     LOCAL_PORT_FIELD_NUMBER: _ClassVar[int]
+    DATA_PORT_FIELD_NUMBER: _ClassVar[int]
     SHM_DIR_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +92,7 @@ class NodeInfo(_message.Message):
     address: str
     raylet_port: int
     local_port: int
+    data_port: int
     shm_dir: str
     total: _containers.ScalarMap[str, float]
     available: _containers.ScalarMap[str, float]
@@ -103,7 +105,7 @@ class NodeInfo(_message.Message):
     death_reason: str
     versions: Versions
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., raylet_port: _Optional[int] = ..., local_port: _Optional[int] = ..., shm_dir: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., state: _Optional[str] = ..., instance_id: _Optional[str] = ..., node_type: _Optional[str] = ..., idle_since: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., is_head: _Optional[bool] = ..., death_reason: _Optional[str] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., raylet_port: _Optional[int] = ..., local_port: _Optional[int] = ..., data_port: _Optional[int] = ..., shm_dir: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., state: _Optional[str] = ..., instance_id: _Optional[str] = ..., node_type: _Optional[str] = ..., idle_since: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., is_head: _Optional[bool] = ..., death_reason: _Optional[str] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
     __slots__ = ("actor_id", "name", "namespace", "state", "address", "node_id", "num_restarts", "max_restarts", "detached", "death_cause", "version", "creation_spec", "resources", "job_id", "class_name", "owner_address", "pid", "affinity_node_id", "affinity_soft", "spread", "runtime_env_json")

@@ -57,20 +57,6 @@ class NodeStatsReply(_message.Message):
     transfer_bytes_sent: int
     def __init__(self, node: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., num_workers: _Optional[int] = ..., num_idle_workers: _Optional[int] = ..., object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., transfer_bytes_received: _Optional[int] = ..., transfer_bytes_sent: _Optional[int] = ...) -> None: ...
 
-class PullRequest(_message.Message):
-    __slots__ = ("object_id",)
-    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
-    object_id: str
-    def __init__(self, object_id: _Optional[str] = ...) -> None: ...
-
-class ObjectChunk(_message.Message):
-    __slots__ = ("data", "total_size")
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
-    data: bytes
-    total_size: int
-    def __init__(self, data: _Optional[bytes] = ..., total_size: _Optional[int] = ...) -> None: ...
-
 class DrainRequest(_message.Message):
     __slots__ = ("deadline_s", "force", "reason")
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]

@@ -34,11 +34,6 @@ class RayletStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.PullObject = channel.unary_stream(
-                '/rayctl.Raylet/PullObject',
-                request_serializer=runtime_dot_protocol_dot_raylet__pb2.PullRequest.SerializeToString,
-                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.ObjectChunk.FromString,
-                _registered_method=True)
         self.FreeObjects = channel.unary_unary(
                 '/rayctl.Raylet/FreeObjects',
                 request_serializer=runtime_dot_protocol_dot_raylet__pb2.FreeRequest.SerializeToString,
@@ -88,13 +83,6 @@ class RayletStub:
 
 class RayletServicer:
     """Missing associated documentation comment in .proto file."""
-
-    def PullObject(self, request, context):
-        """Stream a sealed object of this node, in chunks (cross-node transfer).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
     def FreeObjects(self, request, context):
         """Delete objects whose owner freed them.
@@ -156,11 +144,6 @@ class RayletServicer:
 
 def add_RayletServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'PullObject': grpc.unary_stream_rpc_method_handler(
-                    servicer.PullObject,
-                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.PullRequest.FromString,
-                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.ObjectChunk.SerializeToString,
-            ),
             'FreeObjects': grpc.unary_unary_rpc_method_handler(
                     servicer.FreeObjects,
                     request_deserializer=runtime_dot_protocol_dot_raylet__pb2.FreeRequest.FromString,
@@ -216,33 +199,6 @@ def add_RayletServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Raylet:
     """Missing associated documentation comment in .proto file."""
-
-    @staticmethod
-    def PullObject(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/rayctl.Raylet/PullObject',
-            runtime_dot_protocol_dot_raylet__pb2.PullRequest.SerializeToString,
-            runtime_dot_protocol_dot_raylet__pb2.ObjectChunk.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def FreeObjects(request,

@@ -47,10 +47,6 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
             transfer_bytes_sent=self.r.transfer.bytes_sent,
         )
 
-    async def PullObject(self, request: Any, context: Any) -> Any:
-        async for chunk in self.r.transfer.serve(request.object_id, context):
-            yield chunk
-
     async def PrepareBundles(self, request: Any, context: Any) -> Any:
         bundles = [(b.index, dict(b.resources)) for b in request.bundles]
         error = self.r.bundles.prepare(request.pg_id, bundles)
@@ -89,6 +85,8 @@ async def run(args: argparse.Namespace) -> None:
     server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)], options=CHANNEL_OPTIONS)
     raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
     args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
+    data_server = await raylet.transfer.serve(args.host, 0)
+    args.data_port_bound = data_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     await server.start()
     raylet.pool = WorkerPool(
         node_id=raylet.node_id,
@@ -143,6 +141,7 @@ async def run(args: argparse.Namespace) -> None:
         pass
     await raylet.pool.shutdown()
     local_server.close()
+    data_server.close()
     await server.stop(0.2)
     raylet.store.close()
 

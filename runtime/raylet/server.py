@@ -23,10 +23,10 @@ from runtime import ids
 from runtime.auth import call_metadata
 from runtime.constants import HEARTBEAT_INTERVAL_S, PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
 from runtime.object_store import ObjectStore
-from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2
+from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet import scheduling
 from runtime.raylet.bundles import Bundles
-from runtime.raylet.transfer import ObjectTransfer
+from runtime.raylet.transfer import CHANNEL_OPTIONS, ObjectTransfer
 from runtime.raylet.worker_pool import Worker, WorkerPool
 from runtime.resources import add, fits, shape_key, subtract
 from runtime.transport import Connection
@@ -68,7 +68,8 @@ class Raylet:
             args.object_store_memory,
             os.path.join(args.session_dir, "spill", self.node_id),
         )
-        self.transfer = ObjectTransfer(self.store, self.shm_dir, call_metadata(token), self._node_grpc_address)
+        self.transfer = ObjectTransfer(self.store, self.shm_dir, token, self._node_data_address)
+        self._raylet_stubs: dict[str, raylet_pb2_grpc.RayletStub] = {}
         self.pool: WorkerPool | None = None
         self.gcs: gcs_pb2_grpc.GcsStub | None = None
         self.md = call_metadata(token)
@@ -233,6 +234,19 @@ class Raylet:
         else:
             subtract(self.available, cpus)
 
+    def _node_data_address(self, node_id: str) -> str | None:
+        for node in self.cluster_view:
+            if node.node_id == node_id and node.state != "DEAD" and node.data_port:
+                return f"{node.address}:{node.data_port}"
+        return None
+
+    def raylet_stub(self, address: str) -> raylet_pb2_grpc.RayletStub:
+        stub = self._raylet_stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            stub = self._raylet_stubs[address] = raylet_pb2_grpc.RayletStub(channel)
+        return stub
+
     def _node_grpc_address(self, node_id: str) -> str | None:
         for node in self.cluster_view:
             if node.node_id == node_id and node.state != "DEAD":
@@ -253,7 +267,7 @@ class Raylet:
 
     async def _free_remote(self, address: str, object_ids: list[str]) -> None:
         try:
-            await self.transfer.stub(address).FreeObjects(
+            await self.raylet_stub(address).FreeObjects(
                 raylet_pb2.FreeRequest(object_ids=object_ids), metadata=self.md, timeout=10)
         except grpc.aio.AioRpcError as exc:
             log.warning("could not free %d objects on %s: %s", len(object_ids), address, exc.details())
@@ -435,6 +449,7 @@ class Raylet:
             address=self.host,
             raylet_port=self.args.grpc_port_bound,
             local_port=self.args.local_port_bound,
+            data_port=self.args.data_port_bound,
             shm_dir=self.shm_dir,
             total=self.total,
             available=self.available,

@@ -1,51 +1,54 @@
-"""Cross-node object transfer, raylet to raylet: a gRPC server stream of the object file in
-chunks, written straight into this node's store as a secondary copy. Several readers of one object
-share one transfer; an object is never held twice in memory (chunks go from the socket to the file).
+"""Cross-node object transfer, raylet to raylet, written straight into this node's store as a
+secondary copy. Several readers of one object share one transfer; an object is never held twice
+in memory: the sender streams the file with sendfile(2), the receiver reads from the socket into
+a memory map of the destination file.
+
+The bytes travel on a raw TCP data plane (Python gRPC streams ~0.35 GB/s here, a raw socket
+several GB/s); gRPC stays the control plane. The data plane is authenticated like every other
+transport: the first frame carries the cluster token, compared in constant time before anything
+else is read, and nothing on it is ever unpickled (object bytes only).
 
 Nodes never read each other's shared memory, even on one machine: every cross-node byte comes
-through here (`bytes_received` counts them, and tests assert it)."""
+through here (`bytes_received` / `bytes_sent` count them, and tests assert it)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import mmap
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import Any
-
-import grpc
+import socket
+import struct
+from collections.abc import Callable
 
 from runtime import shm
+from runtime.auth import tokens_equal
 from runtime.exceptions import ObjectLostError
 from runtime.object_store import ObjectStore
-from runtime.protocol import raylet_pb2, raylet_pb2_grpc
 
-CHUNK_BYTES = 8 * 1024 * 1024
+# gRPC channel options for raylet-to-raylet control calls (kept for callers that import them)
 GRPC_MESSAGE_LIMIT = 64 * 1024 * 1024
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
     ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
 ]
+_LEN = struct.Struct("!I")
+_SIZE = struct.Struct("!q")  # object size, or -1: not here
+RECV_CHUNK = 8 * 1024 * 1024
 
 
 class ObjectTransfer:
-    def __init__(self, store: ObjectStore, shm_dir: str, metadata: Any,
-                 node_address: Callable[[str], str | None]) -> None:
+    def __init__(self, store: ObjectStore, shm_dir: str, token: str,
+                 node_data_address: Callable[[str], str | None]) -> None:
         self.store = store
         self.shm_dir = shm_dir
-        self.md = metadata
-        self.node_address = node_address  # node_id -> "host:grpc_port" of a live node, or None
-        self._stubs: dict[str, raylet_pb2_grpc.RayletStub] = {}
+        self.token = token
+        self.node_data_address = node_data_address  # node_id -> "host:data_port" of a live node
         self._pulls: dict[str, asyncio.Future[str]] = {}
         self.bytes_received = 0
         self.bytes_sent = 0
 
-    def stub(self, address: str) -> raylet_pb2_grpc.RayletStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            stub = self._stubs[address] = raylet_pb2_grpc.RayletStub(channel)
-        return stub
-
+    # -- receiving ------------------------------------------------------------------------------
     async def pull(self, object_id: str, node_id: str) -> str:
         """Path of a local copy of `object_id`, fetching it from `node_id` when needed."""
         if self.store.contains(object_id):
@@ -58,47 +61,91 @@ class ObjectTransfer:
         return await asyncio.shield(running)
 
     async def _fetch(self, object_id: str, node_id: str) -> str:
-        address = self.node_address(node_id)
+        address = self.node_data_address(node_id)
         if address is None:
             raise ObjectLostError(f"object {object_id} was on node {node_id}, which is no longer alive")
-        tmp = shm.tmp_path(self.shm_dir, object_id)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        offset = 0
+        loop = asyncio.get_running_loop()
         try:
-            stream = self.stub(address).PullObject(raylet_pb2.PullRequest(object_id=object_id), metadata=self.md)
-            async for chunk in stream:
-                view = memoryview(chunk.data)
-                while view:
-                    written = os.pwrite(fd, view, offset)
-                    offset += written
-                    view = view[written:]
-            os.close(fd)
-            fd = -1
-            os.rename(tmp, shm.object_path(self.shm_dir, object_id))
-        except grpc.aio.AioRpcError as exc:
-            raise ObjectLostError(f"could not fetch object {object_id} from node {node_id}: {exc.details()}") from None
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            shm.unlink_if_exists(tmp)
-        self.bytes_received += offset
-        self.store.add(object_id, offset, primary=False)
+            size = await loop.run_in_executor(None, self._receive, address, object_id)
+        except (OSError, EOFError) as exc:
+            raise ObjectLostError(f"could not fetch object {object_id} from node {node_id}: {exc}") from None
+        self.bytes_received += size
+        self.store.add(object_id, size, primary=False)
         return self.store.get_path(object_id)
 
-    async def serve(self, object_id: str, context: Any) -> AsyncIterator[raylet_pb2.ObjectChunk]:
+    def _receive(self, address: str, object_id: str) -> int:
+        """Blocking (an executor thread): request the object, read it into a mapped .tmp file,
+        seal it by rename. Returns its size."""
+        host, _, port = address.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            request = json.dumps({"token": self.token, "object_id": object_id}).encode()
+            sock.sendall(_LEN.pack(len(request)) + request)
+            (size,) = _SIZE.unpack(_recv_exact(sock, _SIZE.size))
+            if size < 0:
+                raise OSError(f"the node does not have object {object_id}")
+            tmp = shm.tmp_path(self.shm_dir, object_id)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.ftruncate(fd, size)
+                if size:
+                    with mmap.mmap(fd, size) as target:
+                        view = memoryview(target)
+                        got = 0
+                        while got < size:
+                            n = sock.recv_into(view[got:], min(RECV_CHUNK, size - got))
+                            if n == 0:
+                                raise EOFError(f"connection closed after {got} of {size} bytes")
+                            got += n
+                        view.release()
+                os.close(fd)
+                fd = -1
+                os.rename(tmp, shm.object_path(self.shm_dir, object_id))
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+                shm.unlink_if_exists(tmp)
+        return size
+
+    # -- sending --------------------------------------------------------------------------------
+    async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
+        return await asyncio.start_server(self._handle, host, port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            (length,) = _LEN.unpack(await reader.readexactly(_LEN.size))
+            if length > 4096:
+                return  # not a rayctl request
+            request = json.loads(await reader.readexactly(length))
+            if not isinstance(request, dict) or not tokens_equal(str(request.get("token", "")), self.token):
+                return  # refused: no reply, connection closed
+            await self._send_object(str(request.get("object_id", "")), writer)
+        except (asyncio.IncompleteReadError, ValueError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _send_object(self, object_id: str, writer: asyncio.StreamWriter) -> None:
         try:
             path = self.store.get_path(object_id)
         except shm.ObjectNotFoundError:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"object {object_id} is not on this node")
+            writer.write(_SIZE.pack(-1))
+            await writer.drain()
             return
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            total = os.fstat(fd).st_size
-            offset = 0
-            while offset < total:
-                data = os.pread(fd, min(CHUNK_BYTES, total - offset), offset)
-                offset += len(data)
-                self.bytes_sent += len(data)
-                yield raylet_pb2.ObjectChunk(data=data, total_size=total)
-        finally:
-            os.close(fd)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            writer.write(_SIZE.pack(size))
+            await writer.drain()
+            loop = asyncio.get_running_loop()
+            await loop.sendfile(writer.transport, f, 0, size)  # zero-copy where the OS allows
+        self.bytes_sent += size
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError("connection closed")
+        data += chunk
+    return bytes(data)
+
