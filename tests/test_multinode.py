@@ -115,6 +115,14 @@ def test_object_made_on_one_node_is_read_on_another(cluster3) -> None:
     assert 2 * size <= stats[nodes[1]].transfer_bytes_sent < 3 * size
     assert stats[nodes[1]].transfer_bytes_received == 0
 
+    # freed by its owner: every copy goes, on the primary node and on the nodes that pulled it
+    import gc
+
+    del made, readers, array
+    gc.collect()
+    wait_for(lambda: all(_node_stats(rt, nid).object_store_used == 0 for nid in nodes), 10,
+             "every copy of the freed object to be deleted")
+
 
 def _node_stats(rt, node_id):
     import grpc

@@ -64,8 +64,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
         return raylet_pb2.BundleReply(ok=True)
 
     async def FreeObjects(self, request: Any, context: Any) -> Any:
-        for object_id in request.object_ids:
-            self.r.store.delete(object_id)
+        self.r.delete_copies(list(request.object_ids))
         return raylet_pb2.RayletEmpty()
 
     async def DrainNode(self, request: Any, context: Any) -> Any:

@@ -68,7 +68,7 @@ class Raylet:
             args.object_store_memory,
             os.path.join(args.session_dir, "spill", self.node_id),
         )
-        self.transfer = ObjectTransfer(self.store, self.shm_dir, token, self._node_data_address)
+        self.transfer = ObjectTransfer(self.store, self.shm_dir, token, self._node_data_address, self.node_id)
         self._raylet_stubs: dict[str, raylet_pb2_grpc.RayletStub] = {}
         self.pool: WorkerPool | None = None
         self.gcs: gcs_pb2_grpc.GcsStub | None = None
@@ -254,16 +254,25 @@ class Raylet:
         return None
 
     def free(self, batch: list[tuple[str, str]]) -> None:
-        """Delete objects here (any copy); ask their primary node to delete the rest."""
+        """An owner freed these (object id, primary node) pairs: delete every copy, here, on the
+        primary node, and on the nodes that pulled a copy from here."""
         remote: dict[str, list[str]] = defaultdict(list)
         for object_id, node_id in batch:
-            self.store.delete(object_id)
             if node_id != self.node_id:
                 remote[node_id].append(object_id)
-        for node_id, object_ids in remote.items():
+        self.delete_copies([object_id for object_id, _ in batch], remote)
+
+    def delete_copies(self, object_ids: list[str], remote: dict[str, list[str]] | None = None) -> None:
+        """Delete local copies; tell the nodes that pulled them (and `remote`) to do the same."""
+        remote = remote if remote is not None else defaultdict(list)
+        for object_id in object_ids:
+            self.store.delete(object_id)
+            for node_id in self.transfer.copies.pop(object_id, ()):
+                remote.setdefault(node_id, []).append(object_id)
+        for node_id, freed in remote.items():
             address = self._node_grpc_address(node_id)
-            if address is not None:
-                asyncio.ensure_future(self._free_remote(address, object_ids))
+            if address is not None and node_id != self.node_id:
+                asyncio.ensure_future(self._free_remote(address, freed))
 
     async def _free_remote(self, address: str, object_ids: list[str]) -> None:
         try:
