@@ -5,6 +5,7 @@ synchronous. Drain goes through an injectable `NodeDrainer`; installing goes thr
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -182,15 +183,17 @@ class Executor:
     def install(
         self, instance_id: str, instance: Instance, on_done: Callable[[UpdateResult], None]
     ) -> bool:
-        def run() -> None:
-            try:
-                result = self.updater.update(instance)
-            except Exception as exc:  # an updater bug must fail the node, not the loop
-                log.exception("node updater crashed", instance=instance.id)
-                result = UpdateResult(False, f"node updater crashed: {exc!r}")
-            on_done(result)
+        return self._submit(instance_id, functools.partial(self.install_here, instance, on_done))
 
-        return self._submit(instance_id, run)
+    def install_here(self, instance: Instance, on_done: Callable[[UpdateResult], None]) -> None:
+        """Run the updater in this thread: a launch job that got a running machine goes straight
+        on to install it, instead of waiting for the next monitor round."""
+        try:
+            result = self.updater.update(instance)
+        except Exception as exc:  # an updater bug must fail the node, not the loop
+            log.exception("node updater crashed", instance=instance.id)
+            result = UpdateResult(False, f"node updater crashed: {exc!r}")
+        on_done(result)
 
     def terminate(self, cloud_ids: Sequence[str]) -> ProviderError | None:
         if not cloud_ids:

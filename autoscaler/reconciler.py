@@ -262,8 +262,14 @@ class Reconciler:
             until = now + self.settings.capacity_backoff_s
             self.store.mark_unavailable(OfferingMark(offering.key(), rec.node_type, until, reason))
         if result.instances:
-            cloud_id = result.instances[0].id
-            self._move(rec, S.ALLOCATED, f"launched {cloud_id}", cloud_instance_id=cloud_id)
+            instance = result.instances[0]
+            allocated = self._move(rec, S.ALLOCATED, f"launched {instance.id}", cloud_instance_id=instance.id)
+            if allocated is not None and instance.state == ProviderState.RUNNING:
+                # already up (a local slot, a fast VM): install now, in this launch job
+                installing = self._move(allocated, S.INSTALLING, "running the start commands")
+                if installing is not None:
+                    self._installs_started.add(rec.instance_id)
+                    self.executor.install_here(instance, functools.partial(self._installed, installing))
             return
         if isinstance(result.error, TransientError) and result.failed_offering is not None:
             until = now + self.settings.transient_backoff_s
