@@ -25,7 +25,7 @@ class PlacementGroupManager:
         self.md = metadata
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
-        self._busy = False
+        self._placing: set[str] = set()
 
     def wake(self) -> None:
         self._wake.set()
@@ -44,7 +44,9 @@ class PlacementGroupManager:
         pg.state = "PENDING"
         pg.created_at = time.time()
         await self._save(pg)
-        self.wake()
+        await self._try_place(pg)  # most groups fit at once: the reply can say CREATED
+        if pg.state == "PENDING":
+            self.wake()
         return pg, ""
 
     async def get(self, pg_id: str, name: str, namespace: str, after_version: int,
@@ -66,6 +68,16 @@ class PlacementGroupManager:
                     await self._try_place(pg)
 
     async def _try_place(self, pg: common_pb2.PlacementGroupInfo) -> None:
+        """Place a pending group once at a time (creation and the loop may both try)."""
+        if pg.pg_id in self._placing:
+            return
+        self._placing.add(pg.pg_id)
+        try:
+            await self._place(pg)
+        finally:
+            self._placing.discard(pg.pg_id)
+
+    async def _place(self, pg: common_pb2.PlacementGroupInfo) -> None:
         alive = {n.node_id: n for n in self.t.nodes.values() if n.state == "ALIVE"}
         bundles = [dict(b.resources) for b in pg.bundles]
         placement = place(bundles, pg.strategy, {nid: dict(n.available) for nid, n in alive.items()})
@@ -74,16 +86,18 @@ class PlacementGroupManager:
         by_node: dict[str, list[common_pb2.Bundle]] = {}
         for bundle, node_id in zip(pg.bundles, placement, strict=True):
             by_node.setdefault(node_id, []).append(bundle)
+        one_node = len(by_node) == 1  # then prepare and commit are one call
         prepared = []
         for node_id, node_bundles in by_node.items():
-            if await self._call(alive[node_id], "PrepareBundles", pg.pg_id, node_bundles):
+            if await self._call(alive[node_id], "PrepareBundles", pg.pg_id, node_bundles, commit=one_node):
                 prepared.append(node_id)
             else:
                 for done in prepared:
                     await self._call(alive[done], "CancelBundles", pg.pg_id, by_node[done])
                 return
         for node_id, node_bundles in by_node.items():
-            await self._call(alive[node_id], "CommitBundles", pg.pg_id, node_bundles)
+            if not one_node:
+                await self._call(alive[node_id], "CommitBundles", pg.pg_id, node_bundles)
             node = alive[node_id]
             for b in node_bundles:  # keep the view honest until the next heartbeat
                 for name, amount in b.resources.items():
@@ -99,10 +113,11 @@ class PlacementGroupManager:
         await self.t.event("placement_group_created", f"{pg.pg_id} ({pg.strategy}) on {sorted(set(placement))}")
 
     async def _call(self, node: common_pb2.NodeInfo, method: str, pg_id: str,
-                    bundles: list[common_pb2.Bundle]) -> bool:
+                    bundles: list[common_pb2.Bundle], commit: bool = False) -> bool:
         try:
             reply = await getattr(self.raylet(node), method)(
-                raylet_pb2.BundleRequest(pg_id=pg_id, bundles=bundles), metadata=self.md, timeout=10)
+                raylet_pb2.BundleRequest(pg_id=pg_id, bundles=bundles, commit=commit),
+                metadata=self.md, timeout=10)
         except grpc.aio.AioRpcError as exc:
             log.warning("%s of %s on node %s failed: %s", method, pg_id, node.node_id, exc.details())
             return False
@@ -115,8 +130,8 @@ class PlacementGroupManager:
         was_created = pg.state == "CREATED"
         pg.state = "REMOVED"
         await self._save(pg)
-        if was_created:
-            await self._release(pg)
+        if was_created:  # the nodes give the bundles back in the background
+            asyncio.ensure_future(self._release(pg))
 
     async def _release(self, pg: common_pb2.PlacementGroupInfo) -> None:
         for node_id in set(pg.bundle_node_ids):

@@ -50,6 +50,10 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
     async def PrepareBundles(self, request: Any, context: Any) -> Any:
         bundles = [(b.index, dict(b.resources)) for b in request.bundles]
         error = self.r.bundles.prepare(request.pg_id, bundles)
+        if not error and request.commit:
+            error = self.r.bundles.commit(request.pg_id)
+            self.r.mark_load_changed()
+            self.r.dispatch()
         return raylet_pb2.BundleReply(ok=not error, error=error)
 
     async def CommitBundles(self, request: Any, context: Any) -> Any:

@@ -15,10 +15,12 @@ STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 class PlacementGroup:
-    def __init__(self, pg_id: str, bundle_specs: list[dict[str, float]], strategy: str = "PACK") -> None:
+    def __init__(self, pg_id: str, bundle_specs: list[dict[str, float]], strategy: str = "PACK",
+                 created: bool = False) -> None:
         self.id = pg_id
         self.bundle_specs = bundle_specs
         self.strategy = strategy
+        self._created = created  # known to be reserved already (the GCS placed it at creation)
 
     @property
     def bundle_count(self) -> int:
@@ -30,6 +32,9 @@ class PlacementGroup:
 
         cw = _core()
         ref = cw.new_owned_ref(cw.task_ids.next() + "00")
+        if self._created:
+            cw.refs.complete(ref.id, inline=serialize(self).inline())
+            return ref
 
         def watch() -> None:
             _wait_created(cw, self.id, None)
@@ -42,7 +47,10 @@ class PlacementGroup:
         """True once the group is created, False if `timeout_seconds` passed first."""
         from runtime.api import _core
 
-        return _wait_created(_core(), self.id, timeout_seconds)
+        if self._created:
+            return True
+        self._created = _wait_created(_core(), self.id, timeout_seconds)
+        return self._created
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (PlacementGroup, (self.id, self.bundle_specs, self.strategy))
@@ -90,7 +98,7 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
     reply = cw.gcs_call("CreatePlacementGroup", gcs_pb2.CreatePlacementGroupRequest(pg=info))
     if reply.error:
         raise ValueError(reply.error)
-    return PlacementGroup(pg_id, [dict(b) for b in bundles], strategy)
+    return PlacementGroup(pg_id, [dict(b) for b in bundles], strategy, created=reply.pg.state == "CREATED")
 
 
 def remove_placement_group(pg: PlacementGroup) -> None:
