@@ -7,10 +7,11 @@ An owned object is freed when nothing can reach it any more:
   - no other process borrows it: a worker that kept a ref it got nested in its arguments is
     reported in the task's reply and releases it with a message when it drops it (`borrowers`),
   - no live owned object contains it in its value (`contained_by`).
-A worker that returns a value holding a ref it owns registers the caller as a borrower; a process
-passing on a ref it only borrows (nested in a task's arguments) holds it until the task's reply,
-then registers the worker with the owner before letting go. One case stays conservative (kept
-until the owner exits, `pinned`): a third party's ref returned nested in a task's value.
+A worker that returns a value holding a ref registers the caller as a borrower with the ref's
+owner before replying; a process passing on a ref it only borrows (nested in a task's arguments)
+holds it until the task's reply, then registers the worker with the owner before letting go.
+Refs in an actor's constructor arguments stay counted as submitted for good: the GCS keeps the
+creation spec for restarts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ PENDING, READY = 0, 1
 
 
 class Entry:
-    __slots__ = ("state", "inline", "location", "error", "waiters", "local", "submitted", "pinned",
+    __slots__ = ("state", "inline", "location", "error", "waiters", "local", "submitted",
                  "size", "borrowers", "contained_by", "contains")
 
     def __init__(self) -> None:
@@ -34,14 +35,13 @@ class Entry:
         self.waiters: list[Callable[[], object]] = []
         self.local = 0
         self.submitted = 0
-        self.pinned = False
         self.size = 0
         self.borrowers: set[str] = set()
         self.contained_by = 0
         self.contains: list[tuple[str, str]] = []  # (object id, owner address) of refs in the value
 
     def unreferenced(self) -> bool:
-        return (self.local <= 0 and self.submitted <= 0 and not self.pinned and not self.borrowers
+        return (self.local <= 0 and self.submitted <= 0 and not self.borrowers
                 and self.contained_by <= 0 and self.state == READY)
 
 
@@ -154,17 +154,6 @@ class ReferenceTable:
                 return
             entry.borrowers.discard(address)
         self._maybe_free([object_id])
-
-    def pin(self, refs: Iterable[Any]) -> None:
-        """Keep objects until their owner exits (the conservative cases of the module docstring).
-        A borrowed ref is pinned by never releasing this process's borrow."""
-        with self.lock:
-            for ref in refs:
-                entry = self.owned.get(ref.id)
-                if entry is not None:
-                    entry.pinned = True
-                elif ref.owner_address != self.my_address:
-                    self.borrowed[ref.id] = self.borrowed.get(ref.id, 0) + 1_000_000_000
 
     def add_contained(self, outer_id: str, inner: Iterable[tuple[str, str]]) -> None:
         """The value of owned object `outer_id` holds refs `inner` (id, owner): keep them alive

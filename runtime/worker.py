@@ -212,8 +212,8 @@ class Worker:
             for r in data.contained_refs:
                 if r.owner_address == self.cw.address:  # ours: the caller borrows it now
                     self.cw.refs.add_borrower(r.id, spec["owner"])
-                elif r.owner_address != spec["owner"]:  # a third party's: kept (conservative)
-                    self.cw.refs.pin([r])
+                elif r.owner_address != spec["owner"]:  # a third party's: the caller borrows it
+                    self._register_borrower(r.id, r.owner_address, spec["owner"])
             if data.size <= INLINE_OBJECT_MAX_BYTES:
                 returns.append((object_id, data.inline(), None, data.size, contains))
             else:
@@ -221,6 +221,18 @@ class Worker:
                 self.cw.request(self.cw.raylet, "seal", {"object_id": object_id, "size": size})
                 returns.append((object_id, None, (self.cw.node_id, self.cw.shm_dir), size, contains))
         return {"returns": returns, "error": None}
+
+    def _register_borrower(self, object_id: str, owner: str, borrower: str) -> None:
+        """Before our reply carries a ref owned by a third process, make its owner count the
+        caller as a borrower (we still hold the ref, so it cannot be freed meanwhile)."""
+        async def register() -> None:
+            conn = await self.cw.connection(owner)
+            await conn.request("add_borrower", (object_id, borrower))
+
+        try:
+            self.cw.run(register(), timeout=30)
+        except Exception:  # noqa: BLE001 - the owner is gone: the object is lost anyway
+            pass
 
     def _borrowed_after(self, spec: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any]:
         """Tell the caller which refs, passed nested in the arguments, we still hold."""

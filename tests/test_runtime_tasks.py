@@ -412,3 +412,44 @@ def _store_used(rt) -> int:
         stats = raylet_pb2_grpc.RayletStub(channel).GetNodeStats(
             raylet_pb2.RayletEmpty(), metadata=_core().md, timeout=5)
     return int(stats.object_store_used)
+
+
+def test_a_ref_returned_nested_by_a_borrower_stays_alive_then_is_freed(cluster) -> None:
+    import gc
+
+    rt = cluster
+    from polling import wait_for
+    from runtime.api import _core
+
+    cw = _core()
+
+    @rt.remote
+    class Shelf:
+        def __init__(self):
+            self.box = None
+
+        def keep(self, box):
+            self.box = box
+            return True
+
+        def give(self):  # returns a ref the driver owns, to whoever calls
+            return self.box
+
+        def drop(self):
+            self.box = None
+            return True
+
+    @rt.remote
+    def read_through(shelf):
+        box = rt.get(shelf.give.remote())  # this worker now borrows the driver's object
+        return float(rt.get(box[0]).sum())
+
+    shelf = Shelf.remote()
+    x = rt.put(np.ones(100_000))
+    x_id = x.id
+    assert rt.get(shelf.keep.remote([x]))
+    del x
+    gc.collect()
+    assert rt.get(read_through.remote(shelf)) == 100_000.0
+    assert rt.get(shelf.drop.remote())
+    wait_for(lambda: cw.refs.get_entry(x_id) is None, 10, "the object to be freed once nobody holds it")
