@@ -286,7 +286,10 @@ class NodeUpdater:
                               str(exc)) from exc
         where = self._run(Stage.FILE_MOUNTS, f"chmod 600 {TOKEN_PATH} && pwd", {})
         self._check(Step(Stage.FILE_MOUNTS, f"chmod 600 {TOKEN_PATH}"), where)
-        return f"{where.output.strip().splitlines()[-1]}/{TOKEN_PATH}"
+        lines = where.output.strip().splitlines()
+        # absolute when the node told us its working directory; else relative to it (where
+        # every command runs)
+        return f"{lines[-1]}/{TOKEN_PATH}" if lines else TOKEN_PATH
 
     def _run(self, stage: Stage, command: str, env: Mapping[str, str]) -> _Ran:
         self._note(f"[{stage.value}] $ {command}")

@@ -235,9 +235,12 @@ class TaskSubmitter:
                     hops += 1
                     raylet = await cw.raylet_connection(grant["spillback"]["address"])
                     grant = await raylet.request("lease", dict(request, backlog=0, allow_spill=hops >= 4))
-                return raylet, grant
+                if "rejected" not in grant:
+                    return raylet, grant
             except (ConnectionLost, OSError):
-                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+                pass
+            # the node we were sent to is draining, stopping or gone: ask again, a little later
+            await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
         raise ConnectionLost("no node accepted the lease after 20 spillbacks to unreachable nodes")
 
     def _maybe_warn(self, q: ShapeQueue) -> None:

@@ -133,6 +133,8 @@ async def run(args: argparse.Namespace) -> None:
     if args.parent_pid:
         asyncio.ensure_future(watch_parent(args.parent_pid, raylet.stopping.set))
     await raylet.stopping.wait()
+    raylet.reject_queued(f"node {raylet.node_id} is stopping")
+    await asyncio.sleep(0)  # let those replies go out
     hb.cancel()
     try:
         await raylet.gcs.UnregisterNode(

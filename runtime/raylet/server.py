@@ -110,6 +110,10 @@ class Raylet:
         if decision.kind == "spill":
             fut.set_result(self._spill(req, decision.node))
             return fut
+        if self.draining and not payload.get("backlog"):
+            # spilled here but this node is going away: the submitter asks its own raylet again
+            fut.set_result({"rejected": f"node {self.node_id} is draining"})
+            return fut
         if payload.get("backlog"):
             self.backlogs[conn][shape_key(shape)] = payload["backlog"]
             self.mark_load_changed()
@@ -121,6 +125,14 @@ class Raylet:
         """Point the submitter to `node`; count the shape as taken there until the next view."""
         subtract(node.available, req.shape)  # type: ignore[arg-type]
         return {"spillback": {"node_id": node.node_id, "address": f"{node.address}:{node.local_port}"}}
+
+    def reject_queued(self, reason: str) -> None:
+        """The node is stopping: answer every queued lease request so submitters retry elsewhere
+        (instead of seeing their requests cancelled with the process)."""
+        for req in self.queue:
+            if not req.future.done():
+                req.future.set_result({"rejected": reason})
+        self.queue.clear()
 
     def dispatch(self) -> None:
         """Grant queued leases in order while resources allow (a shape that does not fit now
