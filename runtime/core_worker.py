@@ -366,6 +366,11 @@ class CoreWorker:
                 if fut.done() and fut.exception() is None:
                     fut.result().close()
             self.raylet.close()
+            # in-flight lease requests and the like end here, quietly (not "destroyed pending")
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
         try:
             self.run(close(), timeout=5)

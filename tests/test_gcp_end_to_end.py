@@ -223,7 +223,8 @@ def test_up_scale_preempt_replace_down(cluster: Cluster) -> None:
         release.write_text("go")
         out, _ = driver.communicate(timeout=60)
         assert driver.returncode == 0, out
-        done, nodes = map(int, out.strip().splitlines()[-1].split())
+        result = [line for line in out.strip().splitlines() if line.replace(" ", "").isdigit()]
+        done, nodes = map(int, result[-1].split())  # the driver's result line, whatever else it printed
         assert done == TASKS and nodes == TASKS  # one node each: first two, then the replacement
     finally:
         if driver.poll() is None:
