@@ -22,3 +22,12 @@ DEFAULT_MAX_RETRIES = 3
 TEMP_DIR = os.environ.get("RAYCTL_TEMP_DIR", "/tmp/rayctl")
 TOKEN_ENV = "RAYCTL_TOKEN"
 TOKEN_FILE_ENV = "RAYCTL_TOKEN_FILE"
+
+# gRPC channels between our services: reconnect fast. The default first reconnect backoff is 1 s,
+# and services start in parallel (a raylet may dial the GCS before it listens): that alone made
+# init() take ~1.2 s instead of ~0.4 s about half the time.
+GRPC_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]

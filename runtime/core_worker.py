@@ -20,7 +20,7 @@ import grpc
 
 from runtime import ids, object_ref, shm
 from runtime.auth import call_metadata
-from runtime.constants import INLINE_OBJECT_MAX_BYTES
+from runtime.constants import GRPC_CHANNEL_OPTIONS, INLINE_OBJECT_MAX_BYTES
 from runtime.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError
 from runtime.object_ref import ObjectRef
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc
@@ -78,7 +78,7 @@ class CoreWorker:
         hello = self.request(self.raylet, "hello")
         self.node_id: str = hello["node_id"]
         self.shm_dir: str = hello["shm_dir"]
-        self._channel = grpc.insecure_channel(gcs_address)
+        self._channel = grpc.insecure_channel(gcs_address, options=GRPC_CHANNEL_OPTIONS)
         self.gcs = gcs_pb2_grpc.GcsStub(self._channel)
         self._free_batch: list[tuple[str, str]] = []
         self._warned_shapes: set[tuple[tuple[str, float], ...]] = set()

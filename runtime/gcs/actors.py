@@ -9,6 +9,7 @@ import logging
 import grpc
 
 from runtime.auth import call_metadata
+from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.gcs.long_poll import wait_for_version
 from runtime.gcs.tables import Tables
 from runtime.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
@@ -33,7 +34,7 @@ class ActorManager:
         addr = f"{node.address}:{node.raylet_port}"
         stub = self._channels.get(addr)
         if stub is None:
-            stub = raylet_pb2_grpc.RayletStub(grpc.aio.insecure_channel(addr))
+            stub = raylet_pb2_grpc.RayletStub(grpc.aio.insecure_channel(addr, options=GRPC_CHANNEL_OPTIONS))
             self._channels[addr] = stub
         return stub
 

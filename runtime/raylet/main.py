@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from runtime.auth import AioTokenServerInterceptor, read_token_file
+from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet.server import Raylet, log
 from runtime.raylet.transfer import CHANNEL_OPTIONS
@@ -105,7 +106,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     for _ in range(args.prestart):
         await raylet.pool.start_worker()
-    raylet.gcs = gcs_pb2_grpc.GcsStub(grpc.aio.insecure_channel(args.gcs_address))
+    raylet.gcs = gcs_pb2_grpc.GcsStub(grpc.aio.insecure_channel(args.gcs_address, options=GRPC_CHANNEL_OPTIONS))
     await raylet.register()
     if args.ready_file:
         with open(args.ready_file + ".tmp", "w") as f:

@@ -21,7 +21,13 @@ import grpc
 
 from runtime import ids
 from runtime.auth import call_metadata
-from runtime.constants import HEARTBEAT_INTERVAL_S, PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
+from runtime.constants import (
+    GRPC_CHANNEL_OPTIONS,
+    HEARTBEAT_INTERVAL_S,
+    PROTOCOL_VERSION,
+    PYTHON_VERSION,
+    RAYCTL_VERSION,
+)
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet import scheduling
@@ -255,7 +261,7 @@ class Raylet:
     def raylet_stub(self, address: str) -> raylet_pb2_grpc.RayletStub:
         stub = self._raylet_stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS + GRPC_CHANNEL_OPTIONS)
             stub = self._raylet_stubs[address] = raylet_pb2_grpc.RayletStub(channel)
         return stub
 
