@@ -81,6 +81,7 @@ class CoreWorker:
         self._channel = grpc.insecure_channel(gcs_address, options=GRPC_CHANNEL_OPTIONS)
         self.gcs = gcs_pb2_grpc.GcsStub(self._channel)
         self._free_batch: list[tuple[str, str]] = []
+        self._background_calls: set[Any] = set()
         self._warned_shapes: set[tuple[tuple[str, float], ...]] = set()
         self.log_sink: Callable[[str, str], None] = _print_log
         from runtime.actor_submitter import ActorSubmitter
@@ -330,6 +331,19 @@ class CoreWorker:
     # -- GCS -------------------------------------------------------------------------------------
     def gcs_call(self, method: str, request: Any, timeout: float = 30) -> Any:
         return getattr(self.gcs, method)(request, metadata=self.md, timeout=timeout)
+
+    def gcs_call_async(self, method: str, request: Any, timeout: float = 30) -> None:
+        """Send a GCS call without waiting for it (the future is kept until done, so it is not
+        cancelled when dropped); a failure is logged."""
+        future = getattr(self.gcs, method).future(request, metadata=self.md, timeout=timeout)
+        self._background_calls.add(future)
+
+        def done(f: Any) -> None:
+            self._background_calls.discard(f)
+            if f.exception() is not None:
+                log.warning("GCS call %s failed: %s", method, f.exception())
+
+        future.add_done_callback(done)
 
     def nodes(self) -> list[Any]:
         return list(self.gcs_call("GetNodes", gcs_pb2.Empty()).nodes)

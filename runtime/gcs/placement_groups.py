@@ -110,7 +110,8 @@ class PlacementGroupManager:
         del pg.bundle_node_ids[:]
         pg.bundle_node_ids.extend(placement)
         await self._save(pg)
-        await self.t.event("placement_group_created", f"{pg.pg_id} ({pg.strategy}) on {sorted(set(placement))}")
+        asyncio.ensure_future(  # the event log needs no wait
+            self.t.event("placement_group_created", f"{pg.pg_id} ({pg.strategy}) on {sorted(set(placement))}"))
 
     async def _call(self, node: common_pb2.NodeInfo, method: str, pg_id: str,
                     bundles: list[common_pb2.Bundle], commit: bool = False) -> bool:

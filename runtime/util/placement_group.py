@@ -102,9 +102,11 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
 
 
 def remove_placement_group(pg: PlacementGroup) -> None:
+    """Remove the group, asynchronously as in Ray: returns at once; the bundles' resources come
+    back shortly after."""
     from runtime.api import _core
 
-    _core().gcs_call("RemovePlacementGroup", gcs_pb2.PlacementGroupIdRequest(pg_id=pg.id))
+    _core().gcs_call_async("RemovePlacementGroup", gcs_pb2.PlacementGroupIdRequest(pg_id=pg.id))
 
 
 def get_placement_group(name: str) -> PlacementGroup:
