@@ -17,7 +17,6 @@ from runtime.actor import ActorClass, ActorHandle
 from runtime.auth import read_token_file, token_from_env
 from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
 from runtime.core_worker import CoreWorker
-from runtime.exceptions import GetTimeoutError
 from runtime.object_ref import ObjectRef
 from runtime.protocol import common_pb2, gcs_pb2
 from runtime.remote_function import RemoteFunction
@@ -273,13 +272,7 @@ def _is_ready(cw: CoreWorker, ref: ObjectRef) -> bool:
     status = cw.ready_status(ref.id)
     if status is not None:
         return status
-    try:  # borrowed: ask the owner, without blocking
-        cw._get_one(ref, time.monotonic())
-        return True
-    except GetTimeoutError:
-        return False
-    except Exception:  # noqa: BLE001 - an error is a result too
-        return True
+    return cw.owner_says_ready(ref)  # borrowed: ask its owner
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

@@ -61,6 +61,7 @@ class CoreWorker:
             "get_object": self._serve_get_object,
             "release": self._serve_release,
             "add_borrower": self._serve_add_borrower,
+            "ready": self._serve_ready,
             "log": self._serve_log,
         }
         server = self.run(serve(host, 0, token, self._handle))
@@ -281,6 +282,23 @@ class CoreWorker:
     def _serve_release(self, conn: Connection, payload: tuple[str, str]) -> None:
         object_id, borrower = payload
         self.refs.remove_borrower(object_id, borrower)
+
+    def _serve_ready(self, conn: Connection, object_id: str) -> bool:
+        """Is this owned object ready? (A freed or unknown one is "ready": get() will say why.)"""
+        entry = self.refs.get_entry(object_id)
+        return entry is None or entry.state == READY
+
+    def owner_says_ready(self, ref: ObjectRef) -> bool:
+        """Ask a borrowed ref's owner whether it is ready, without fetching it. An unreachable
+        owner counts as ready: get() then raises OwnerDiedError."""
+        async def ask() -> bool:
+            conn = await self.connection(ref.owner_address)
+            return bool(await conn.request("ready", ref.id))
+
+        try:
+            return bool(self.run(asyncio.wait_for(ask(), 10)))
+        except (ConnectionLost, OSError, TimeoutError):
+            return True
 
     def _serve_add_borrower(self, conn: Connection, payload: tuple[str, str]) -> bool:
         object_id, borrower = payload

@@ -453,3 +453,23 @@ def test_a_ref_returned_nested_by_a_borrower_stays_alive_then_is_freed(cluster) 
     assert rt.get(read_through.remote(shelf)) == 100_000.0
     assert rt.get(shelf.drop.remote())
     wait_for(lambda: cw.refs.get_entry(x_id) is None, 10, "the object to be freed once nobody holds it")
+
+
+def test_wait_inside_a_task_on_refs_it_does_not_own(cluster) -> None:
+    rt = cluster
+
+    @rt.remote
+    def slow(t):
+        time.sleep(t)
+        return t
+
+    @rt.remote
+    def waiter(box):
+        fast_ref, slow_ref = box
+        ready, not_ready = rt.wait([fast_ref, slow_ref], num_returns=1, timeout=5)
+        return [r == fast_ref for r in ready], len(not_ready)
+
+    fast, slower = slow.remote(0), slow.remote(4)
+    rt.get(fast)
+    assert rt.get(waiter.remote([fast, slower]), timeout=30) == ([True], 1)
+    rt.cancel(slower, force=True)
