@@ -143,6 +143,12 @@ class CoreWorker:
         fut.set_result(conn)
         return conn
 
+    async def ask(self, address: str, method: str, payload: Any = None) -> Any:
+        """A request to another core worker (usually an object's owner), over the cached
+        connection. Raises ConnectionLost / OSError when it is gone."""
+        conn = await self.connection(address)
+        return await conn.request(method, payload)
+
     async def raylet_connection(self, address: str) -> Connection:
         """A connection to another node's raylet (after a spillback), introduced with hello."""
         conn = await self.connection(address)
@@ -225,14 +231,9 @@ class CoreWorker:
             raise GetTimeoutError(f"get() timed out waiting for {ref}")
 
     def _ask_owner(self, ref: ObjectRef, deadline: float | None) -> dict[str, Any]:
-        async def ask() -> dict[str, Any]:
-            conn = await self.connection(ref.owner_address)
-            result: dict[str, Any] = await conn.request("get_object", ref.id)
-            return result
-
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            return self.run(asyncio.wait_for(ask(), remaining))  # type: ignore[no-any-return]
+            return self.run(asyncio.wait_for(self.ask(ref.owner_address, "get_object", ref.id), remaining))  # type: ignore[no-any-return]
         except TimeoutError:
             raise GetTimeoutError(f"get() timed out waiting for {ref}") from None
         except (ConnectionLost, OSError) as exc:
@@ -291,12 +292,8 @@ class CoreWorker:
     def owner_says_ready(self, ref: ObjectRef) -> bool:
         """Ask a borrowed ref's owner whether it is ready, without fetching it. An unreachable
         owner counts as ready: get() then raises OwnerDiedError."""
-        async def ask() -> bool:
-            conn = await self.connection(ref.owner_address)
-            return bool(await conn.request("ready", ref.id))
-
         try:
-            return bool(self.run(asyncio.wait_for(ask(), 10)))
+            return bool(self.run(asyncio.wait_for(self.ask(ref.owner_address, "ready", ref.id), 10)))
         except (ConnectionLost, OSError, TimeoutError):
             return True
 

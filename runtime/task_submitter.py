@@ -144,8 +144,7 @@ class TaskSubmitter:
 
         async def ask_owner() -> None:
             try:
-                conn = await cw.connection(ref.owner_address)
-                fill(await conn.request("get_object", ref.id))
+                fill(await cw.ask(ref.owner_address, "get_object", ref.id))
             except (ConnectionLost, OSError) as exc:
                 from runtime.exceptions import OwnerDiedError
 
@@ -370,8 +369,7 @@ class TaskSubmitter:
 
     async def _hand_over_borrow(self, object_id: str, owner: str, borrower: str) -> None:
         try:
-            conn = await self.cw.connection(owner)
-            await conn.request("add_borrower", (object_id, borrower))
+            await self.cw.ask(owner, "add_borrower", (object_id, borrower))
         except (ConnectionLost, OSError):
             pass  # the owner is gone: nothing to keep alive there
         self.cw.refs.drop_hold(object_id, owner)

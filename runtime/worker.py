@@ -225,12 +225,8 @@ class Worker:
     def _register_borrower(self, object_id: str, owner: str, borrower: str) -> None:
         """Before our reply carries a ref owned by a third process, make its owner count the
         caller as a borrower (we still hold the ref, so it cannot be freed meanwhile)."""
-        async def register() -> None:
-            conn = await self.cw.connection(owner)
-            await conn.request("add_borrower", (object_id, borrower))
-
         try:
-            self.cw.run(register(), timeout=30)
+            self.cw.run(self.cw.ask(owner, "add_borrower", (object_id, borrower)), timeout=30)
         except Exception:  # noqa: BLE001 - the owner is gone: the object is lost anyway
             pass
 

@@ -17,7 +17,6 @@ from runtime.auth import AioTokenServerInterceptor, read_token_file
 from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet.server import Raylet, log
-from runtime.raylet.transfer import CHANNEL_OPTIONS
 from runtime.raylet.worker_pool import WorkerPool
 from runtime.session import record_pid, watch_parent
 from runtime.transport import serve
@@ -86,7 +85,7 @@ async def run(args: argparse.Namespace) -> None:
     raylet = Raylet(args, token)
     local_server = await serve(args.host, args.local_port, token, raylet.handle)
     args.local_port_bound = local_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)], options=CHANNEL_OPTIONS)
+    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)])
     raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
     args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
     data_server = await raylet.transfer.serve(args.host, 0)

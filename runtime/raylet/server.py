@@ -32,7 +32,7 @@ from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet import scheduling
 from runtime.raylet.bundles import Bundles
-from runtime.raylet.transfer import CHANNEL_OPTIONS, ObjectTransfer
+from runtime.raylet.transfer import ObjectTransfer
 from runtime.raylet.worker_pool import Worker, WorkerPool
 from runtime.resources import add, fits, shape_key, subtract
 from runtime.transport import Connection
@@ -252,24 +252,23 @@ class Raylet:
         else:
             subtract(self.available, cpus)
 
+    def _live_node(self, node_id: str) -> common_pb2.NodeInfo | None:
+        return next((n for n in self.cluster_view if n.node_id == node_id and n.state != "DEAD"), None)
+
     def _node_data_address(self, node_id: str) -> str | None:
-        for node in self.cluster_view:
-            if node.node_id == node_id and node.state != "DEAD" and node.data_port:
-                return f"{node.address}:{node.data_port}"
-        return None
+        node = self._live_node(node_id)
+        return f"{node.address}:{node.data_port}" if node is not None and node.data_port else None
 
     def raylet_stub(self, address: str) -> raylet_pb2_grpc.RayletStub:
         stub = self._raylet_stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS + GRPC_CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS)
             stub = self._raylet_stubs[address] = raylet_pb2_grpc.RayletStub(channel)
         return stub
 
     def _node_grpc_address(self, node_id: str) -> str | None:
-        for node in self.cluster_view:
-            if node.node_id == node_id and node.state != "DEAD":
-                return f"{node.address}:{node.raylet_port}"
-        return None
+        node = self._live_node(node_id)
+        return f"{node.address}:{node.raylet_port}" if node is not None else None
 
     def free(self, batch: list[tuple[str, str]]) -> None:
         """An owner freed these (object id, primary node) pairs: delete every copy, here, on the

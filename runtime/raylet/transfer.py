@@ -25,12 +25,6 @@ from runtime.auth import tokens_equal
 from runtime.exceptions import ObjectLostError
 from runtime.object_store import ObjectStore
 
-# gRPC channel options for raylet-to-raylet control calls (kept for callers that import them)
-GRPC_MESSAGE_LIMIT = 64 * 1024 * 1024
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
-    ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
-]
 _LEN = struct.Struct("!I")
 _SIZE = struct.Struct("!q")  # object size, or -1: not here
 RECV_CHUNK = 32 * 1024 * 1024
