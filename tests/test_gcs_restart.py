@@ -3,19 +3,8 @@ running actors keep answering, the node stays alive, new work is accepted."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-
-import psutil
+from gcs_process import kill_gcs, start_gcs_again
 from polling import wait_for
-
-
-def _gcs_process(temp_dir: str) -> psutil.Process:
-    from runtime.session import all_sessions, session_processes
-
-    procs = [p for s in all_sessions(temp_dir) for p in session_processes(s)]
-    return next(p for p in procs if "runtime.gcs.server" in " ".join(p.cmdline()))
 
 
 def test_gcs_restart_loses_nothing(cluster, temp_dir) -> None:
@@ -39,17 +28,10 @@ def test_gcs_restart_loses_nothing(cluster, temp_dir) -> None:
     cw.gcs_call("KvPut", gcs_pb2.KvRequest(ns="test", key="k", value=b"v", overwrite=True))
     node_id = rt.nodes()[0]["NodeID"]
 
-    gcs = _gcs_process(temp_dir)
-    cmdline, cwd = gcs.cmdline(), gcs.cwd()
-    gcs.send_signal(signal.SIGKILL)
-    gcs.wait(10)
+    cmdline, cwd = kill_gcs(temp_dir)
     assert rt.get(keeper.incr.remote(), timeout=10) == 2, "actor calls do not go through the GCS"
 
-    log = open(os.path.join(temp_dir, "gcs-restarted.log"), "ab")
-    restarted = subprocess.Popen(cmdline, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    from runtime.session import all_sessions, record_pid
-
-    record_pid(all_sessions(temp_dir)[0], "gcs", restarted.pid)
+    start_gcs_again(temp_dir, cmdline, cwd)
     wait_for(lambda: _kv_get(cw) == b"v", 20, "the KV entry after the restart")
     assert rt.get_actor("keeper") is not None
     nodes = rt.nodes()

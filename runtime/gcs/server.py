@@ -20,6 +20,7 @@ from runtime.auth import AioTokenServerInterceptor, read_token_file
 from runtime.constants import NODE_DEATH_TIMEOUT_S
 from runtime.gcs.actors import ActorManager
 from runtime.gcs.placement_groups import PlacementGroupManager
+from runtime.gcs.raylet_links import RayletLinks
 from runtime.gcs.tables import Tables
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2
 from runtime.resources import fits
@@ -43,7 +44,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.session_dir = session_dir
         self.death_timeout_s = death_timeout_s
         self.actors = ActorManager(tables, token)
-        self.pgs = PlacementGroupManager(tables, self.actors.raylet, self.actors.md)
+        self.pgs = PlacementGroupManager(tables, RayletLinks(token))
         self._last_seen: dict[str, float] = {}
         self._demand_dirty = asyncio.Event()
 
@@ -80,19 +81,17 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             changed = True
         node.idle_since = request.idle_since
         node.last_heartbeat = time.time()
-        if changed:  # the autoscaler reads resources and idle time from Redis
-            await self.t.put_node(node)
+        load = None
         if request.load_changed:
             load = [
-                {
-                    "shape": dict(s.shape),
-                    "count": s.count,
-                    "infeasible": s.infeasible,
-                    "kind": s.kind,
-                }
+                {"shape": dict(s.shape), "count": s.count, "infeasible": s.infeasible, "kind": s.kind}
                 for s in request.load
             ]
+        if changed:  # the autoscaler reads resources and idle time from Redis
+            await self.t.put_node_and_load(node, load)
+        elif load is not None:
             await self.t.put_load(request.node_id, load)
+        if load is not None:
             self._demand_dirty.set()
             self.actors.wake()
             self.pgs.wake()
@@ -222,7 +221,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     # -- placement groups ------------------------------------------------------------------------
     async def CreatePlacementGroup(self, request: Any, context: Any) -> Any:
         pg, error = await self.pgs.create(request.pg)
-        self._demand_dirty.set()
+        if pg.state == "PENDING":  # a group placed at once is no demand
+            self._demand_dirty.set()
         return gcs_pb2.CreatePlacementGroupReply(pg=pg, error=error)
 
     async def GetPlacementGroup(self, request: Any, context: Any) -> Any:
@@ -231,8 +231,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         return gcs_pb2.GetPlacementGroupReply(found=pg is not None, pg=pg)
 
     async def RemovePlacementGroup(self, request: Any, context: Any) -> Any:
-        await self.pgs.remove(request.pg_id)
-        self._demand_dirty.set()
+        if await self.pgs.remove(request.pg_id) == "PENDING":
+            self._demand_dirty.set()
         return gcs_pb2.Empty()
 
     # -- draining ------------------------------------------------------------------------------

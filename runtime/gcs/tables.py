@@ -4,7 +4,8 @@ in-memory copy answers reads, so a restarted GCS reloads all of it.
 Keys (prefix = "rayctl:<cluster_id>:"):
   nodes            hash node_id  -> NodeInfo (protobuf bytes)
   actors           hash actor_id -> ActorInfo (protobuf bytes)
-  placement_groups hash pg_id    -> PlacementGroupInfo (protobuf bytes); PENDING ones are demand
+  placement_groups hash pg_id    -> PlacementGroupInfo (protobuf bytes); PENDING ones are demand;
+                   the last 1,000 REMOVED ones are kept
   named_actors     hash "<namespace>/<name>" -> actor_id
   jobs             hash job_id   -> JSON {driver_address, driver_pid, namespace, start, end}
   kv:<ns>          hash key      -> value (internal KV)
@@ -72,6 +73,12 @@ class Tables:
         await self.r.hset(self.key("placement_groups"), pg.pg_id, pg.SerializeToString())
         self.pgs[pg.pg_id] = pg
 
+    async def drop_pgs(self, pg_ids: list[str]) -> None:
+        if pg_ids:
+            await self.r.hdel(self.key("placement_groups"), *pg_ids)
+        for pg_id in pg_ids:
+            self.pgs.pop(pg_id, None)
+
     async def put_name(self, namespace: str, name: str, actor_id: str | None) -> None:
         key = f"{namespace}/{name}"
         if actor_id is None:
@@ -87,6 +94,15 @@ class Tables:
 
     async def put_load(self, node_id: str, load: list[dict[str, Any]]) -> None:
         await self.r.hset(self.key("load"), node_id, json.dumps(load))
+
+    async def put_node_and_load(self, info: common_pb2.NodeInfo, load: list[dict[str, Any]] | None) -> None:
+        """A heartbeat's writes in one round trip: the node's resources and, if given, its load."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self.key("nodes"), info.node_id, info.SerializeToString())
+        if load is not None:
+            pipe.hset(self.key("load"), info.node_id, json.dumps(load))
+        await pipe.execute()
+        self.nodes[info.node_id] = info
 
     async def drop_load(self, node_id: str) -> None:
         await self.r.hdel(self.key("load"), node_id)

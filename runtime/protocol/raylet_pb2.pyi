@@ -80,21 +80,3 @@ class FreeRequest(_message.Message):
     OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
     object_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
-
-class BundleRequest(_message.Message):
-    __slots__ = ("pg_id", "bundles", "commit")
-    PG_ID_FIELD_NUMBER: _ClassVar[int]
-    BUNDLES_FIELD_NUMBER: _ClassVar[int]
-    COMMIT_FIELD_NUMBER: _ClassVar[int]
-    pg_id: str
-    bundles: _containers.RepeatedCompositeFieldContainer[_common_pb2.Bundle]
-    commit: bool
-    def __init__(self, pg_id: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[_common_pb2.Bundle, _Mapping]]] = ..., commit: _Optional[bool] = ...) -> None: ...
-
-class BundleReply(_message.Message):
-    __slots__ = ("ok", "error")
-    OK_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
-    ok: bool
-    error: str
-    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...

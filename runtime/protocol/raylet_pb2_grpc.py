@@ -44,21 +44,6 @@ class RayletStub:
                 request_serializer=runtime_dot_protocol_dot_raylet__pb2.DrainRequest.SerializeToString,
                 response_deserializer=runtime_dot_protocol_dot_raylet__pb2.DrainReply.FromString,
                 _registered_method=True)
-        self.PrepareBundles = channel.unary_unary(
-                '/rayctl.Raylet/PrepareBundles',
-                request_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
-                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
-                _registered_method=True)
-        self.CommitBundles = channel.unary_unary(
-                '/rayctl.Raylet/CommitBundles',
-                request_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
-                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
-                _registered_method=True)
-        self.CancelBundles = channel.unary_unary(
-                '/rayctl.Raylet/CancelBundles',
-                request_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
-                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
-                _registered_method=True)
         self.StartActor = channel.unary_unary(
                 '/rayctl.Raylet/StartActor',
                 request_serializer=runtime_dot_protocol_dot_raylet__pb2.StartActorRequest.SerializeToString,
@@ -98,27 +83,9 @@ class RayletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PrepareBundles(self, request, context):
+    def StartActor(self, request, context):
         """Placement groups, two phase: reserve resources, then turn them into bundle resources.
         """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CommitBundles(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CancelBundles(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def StartActor(self, request, context):
-        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -153,21 +120,6 @@ def add_RayletServicer_to_server(servicer, server):
                     servicer.DrainNode,
                     request_deserializer=runtime_dot_protocol_dot_raylet__pb2.DrainRequest.FromString,
                     response_serializer=runtime_dot_protocol_dot_raylet__pb2.DrainReply.SerializeToString,
-            ),
-            'PrepareBundles': grpc.unary_unary_rpc_method_handler(
-                    servicer.PrepareBundles,
-                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.FromString,
-                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.SerializeToString,
-            ),
-            'CommitBundles': grpc.unary_unary_rpc_method_handler(
-                    servicer.CommitBundles,
-                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.FromString,
-                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.SerializeToString,
-            ),
-            'CancelBundles': grpc.unary_unary_rpc_method_handler(
-                    servicer.CancelBundles,
-                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.BundleRequest.FromString,
-                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.BundleReply.SerializeToString,
             ),
             'StartActor': grpc.unary_unary_rpc_method_handler(
                     servicer.StartActor,
@@ -244,87 +196,6 @@ class Raylet:
             '/rayctl.Raylet/DrainNode',
             runtime_dot_protocol_dot_raylet__pb2.DrainRequest.SerializeToString,
             runtime_dot_protocol_dot_raylet__pb2.DrainReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PrepareBundles(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/rayctl.Raylet/PrepareBundles',
-            runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
-            runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CommitBundles(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/rayctl.Raylet/CommitBundles',
-            runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
-            runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CancelBundles(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/rayctl.Raylet/CancelBundles',
-            runtime_dot_protocol_dot_raylet__pb2.BundleRequest.SerializeToString,
-            runtime_dot_protocol_dot_raylet__pb2.BundleReply.FromString,
             options,
             channel_credentials,
             insecure,

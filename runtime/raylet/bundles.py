@@ -54,6 +54,10 @@ class Bundles:
         self.committed[pg_id] = bundles
         return ""
 
+    def held(self) -> list[str]:
+        """Groups with bundles prepared or committed here."""
+        return [*self.prepared, *self.committed]
+
     def cancel(self, pg_id: str) -> None:
         """Give back a prepared or committed group (running tasks keep running; their bundle
         resources are gone)."""

@@ -47,26 +47,6 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
             transfer_bytes_sent=self.r.transfer.bytes_sent,
         )
 
-    async def PrepareBundles(self, request: Any, context: Any) -> Any:
-        bundles = [(b.index, dict(b.resources)) for b in request.bundles]
-        error = self.r.bundles.prepare(request.pg_id, bundles)
-        if not error and request.commit:
-            error = self.r.bundles.commit(request.pg_id)
-            self.r.mark_load_changed()
-            self.r.dispatch()
-        return raylet_pb2.BundleReply(ok=not error, error=error)
-
-    async def CommitBundles(self, request: Any, context: Any) -> Any:
-        error = self.r.bundles.commit(request.pg_id)
-        self.r.mark_load_changed()
-        self.r.dispatch()
-        return raylet_pb2.BundleReply(ok=not error, error=error)
-
-    async def CancelBundles(self, request: Any, context: Any) -> Any:
-        self.r.bundles.cancel(request.pg_id)
-        self.r.dispatch()
-        return raylet_pb2.BundleReply(ok=True)
-
     async def FreeObjects(self, request: Any, context: Any) -> Any:
         self.r.delete_copies(list(request.object_ids))
         return raylet_pb2.RayletEmpty()

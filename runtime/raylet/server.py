@@ -39,6 +39,9 @@ from runtime.transport import Connection
 
 log = logging.getLogger("rayctl.raylet")
 
+# what the GCS asks of a node for placement groups (over this transport: each create waits on it)
+BUNDLE_METHODS = ("prepare_bundles", "commit_bundles", "cancel_bundles", "list_bundles")
+
 
 @dataclass(eq=False)
 class LeaseRequest:
@@ -85,6 +88,26 @@ class Raylet:
         self._beat_now = asyncio.Event()
         self._node_env_cache: Any = None
         self._turns = itertools.count()
+
+    # -- placement group bundles (called by the GCS) ----------------------------------------
+    def bundle_call(self, method: str, payload: dict[str, Any]) -> Any:
+        """prepare (and with `commit`, commit at once: the group's only node), commit, cancel:
+        '' when done, else why not; list: the groups held here."""
+        if method == "list_bundles":
+            return self.bundles.held()
+        pg_id = payload["pg_id"]
+        if method == "cancel_bundles":
+            self.bundles.cancel(pg_id)
+            error = ""
+        elif method == "prepare_bundles":
+            error = self.bundles.prepare(pg_id, payload["bundles"])
+            if error or not payload.get("commit"):
+                return error
+            error = self.bundles.commit(pg_id)
+        else:
+            error = self.bundles.commit(pg_id)
+        self.dispatch()
+        return error
 
     # -- leases ----------------------------------------------------------------------------
     async def request_lease(self, conn: Connection, payload: dict[str, Any]) -> dict[str, Any]:
@@ -376,6 +399,8 @@ class Raylet:
 
     # -- the node-local transport --------------------------------------------------------------
     def handle(self, conn: Connection, method: str, payload: Any) -> Any:
+        if method in BUNDLE_METHODS:
+            return self.bundle_call(method, payload)
         if method == "lease":
             return self.request_lease(conn, payload)
         if method == "return_lease":

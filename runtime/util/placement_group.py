@@ -68,9 +68,12 @@ def _wait_created(cw: Any, pg_id: str, timeout_s: float | None) -> bool:
             pg_id=pg_id, after_version=version, timeout_s=remaining), timeout=remaining + 5)
         if reply.found and reply.pg.state == "CREATED":
             return True
-        if reply.found and reply.pg.state == "REMOVED":
+        if not reply.found:
+            raise ValueError(f"placement group {pg_id} is unknown to the cluster: it was removed "
+                             "long ago, or created in another cluster")
+        if reply.pg.state == "REMOVED":
             raise ValueError(f"placement group {pg_id} was removed before it was ready")
-        version = reply.pg.version if reply.found else version
+        version = reply.pg.version
         if deadline is not None and time.monotonic() >= deadline:
             return False
 
