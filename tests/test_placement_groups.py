@@ -126,3 +126,17 @@ def test_waiting_on_a_group_the_cluster_does_not_know_fails_at_once(cluster2) ->
     pgs = _pg_api()
     with pytest.raises(ValueError, match="unknown to the cluster"):
         pgs.PlacementGroup("feedf00d", [{"CPU": 1}]).wait(30)
+
+
+def test_a_waiting_group_gets_the_resources_a_removed_group_gives_back(cluster2) -> None:
+    import runtime as rt
+
+    pgs = _pg_api()
+    first = pgs.placement_group([{"CPU": 2}])
+    assert rt.get(first.ready(), timeout=20) is not None
+    second = pgs.placement_group([{"CPU": 2}])
+    assert not second.wait(0.5) and _state(second) == "PENDING"
+    pgs.remove_placement_group(first)
+    assert second.wait(10)
+    assert pgs.placement_group_table(second)["bundles_to_node_id"][0] == _far_node(cluster2).node_id
+    pgs.remove_placement_group(second)

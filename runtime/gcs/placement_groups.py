@@ -169,6 +169,8 @@ class PlacementGroupManager:
                 await self._call(node, "cancel_bundles", pg.pg_id, [])
                 _view_release(node, pg.pg_id,
                               [b for b, n in zip(pg.bundles, pg.bundle_node_ids, strict=True) if n == node_id])
+        if self.pending:  # what was given back may be what a waiting group needs
+            self.wake()
 
     async def reconcile(self) -> None:
         """Make every live node hold exactly the bundles the tables place there: give back groups
