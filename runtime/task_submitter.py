@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 LEASE_LINGER_S = 0.02
 MAX_LEASE_REQUESTS_IN_FLIGHT = 16
 INFEASIBLE_WARNING_AFTER_S = 2.0
+# A spilled request waits where it lands, unless another node has room first (then it moves on
+# again); past this many moves the submitter starts over at its own raylet.
+MAX_SPILL_HOPS = 4
 
 
 @dataclass(eq=False)
@@ -230,11 +233,11 @@ class TaskSubmitter:
             grant = await raylet.request("lease", request)  # our own raylet failing is final
             try:
                 hops = 0
-                while "spillback" in grant and hops < 4:
+                while "spillback" in grant and hops < MAX_SPILL_HOPS:
                     hops += 1
                     raylet = await cw.raylet_connection(grant["spillback"]["address"])
-                    grant = await raylet.request("lease", dict(request, backlog=0, allow_spill=hops >= 4))
-                if "rejected" not in grant:
+                    grant = await raylet.request("lease", dict(request, backlog=0, allow_spill=False))
+                if "spillback" not in grant and "rejected" not in grant:
                     return raylet, grant
             except (ConnectionLost, OSError):
                 pass

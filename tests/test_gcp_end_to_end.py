@@ -144,15 +144,18 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def start_driver(cluster: Cluster, release: Path) -> subprocess.Popen[str]:
-    """TASKS one-CPU tasks that each hold their worker until `release` exists."""
+    """TASKS one-CPU tasks that each hold their worker until `release` exists (each says where
+    it started with a `release.started-on-<node>` file)."""
     record = cluster.head_record()
     script = (
         "import os, time, runtime as rt\n"
         f"rt.init(address={record['address']!r})\n"
         "@rt.remote(num_cpus=1)\n"
         "def hold(path):\n"
+        "    node = rt.get_runtime_context().get_node_id()\n"
+        "    open(f'{path}.started-on-{node}', 'w').close()\n"
         "    while not os.path.exists(path): time.sleep(0.1)\n"
-        "    return rt.get_runtime_context().get_node_id()\n"
+        "    return node\n"
         f"refs = [hold.remote({str(release)!r}) for _ in range({TASKS})]\n"
         "print(len(rt.get(refs, timeout=120)), len(set(rt.get(refs))))\n"
     )
@@ -219,7 +222,10 @@ def test_up_scale_preempt_replace_down(cluster: Cluster) -> None:
         wait_for(lambda: driving(driver) and set(running_workers(cluster.status())) >= replacement,
                  60, "the replacement to run")
 
-        # The tasks finish: the queued one ran on the replacement.
+        # The queued task starts on the replacement (released before that, it could run on a
+        # worker that a finished task handed back), then all finish.
+        wait_for(lambda: driving(driver) and len(list(cluster.root.glob("release.started-on-*")))
+                 == TASKS, 30, "the queued task to start on the replacement")
         release.write_text("go")
         out, _ = driver.communicate(timeout=60)
         assert driver.returncode == 0, out

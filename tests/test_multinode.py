@@ -179,3 +179,41 @@ def test_placement_group_that_cannot_fit_stays_pending(cluster3) -> None:
     with pytest.raises(ValueError, match="strategy must be one of"):
         placement_group([{"CPU": 1}], strategy="CLOSE")
     assert rt.nodes()
+
+
+def test_a_task_waiting_on_a_busy_node_moves_to_a_node_that_joins(tmp_path) -> None:
+    """The head has no CPU, so the second task is spilled to the only (busy) node and waits
+    there; a node that joins later takes it, while the first task still holds its CPU."""
+    import runtime as rt
+    from runtime.cluster_utils import Cluster
+
+    if rt.is_initialized():
+        rt.shutdown()
+    cluster = Cluster(head_node_args={"num_cpus": 0})
+    try:
+        busy = cluster.add_node(num_cpus=1)
+        cluster.connect()
+        release = tmp_path / "release"
+
+        @rt.remote(num_cpus=1)
+        def hold(path: str) -> str:
+            import os
+
+            node = rt.get_runtime_context().get_node_id()
+            open(f"{path}.started-on-{node}", "w").close()
+            while not os.path.exists(path):
+                time.sleep(0.02)
+            return node
+
+        first = hold.remote(str(release))
+        wait_for(lambda: list(tmp_path.glob("release.started-on-*")), 20, "the first task to start")
+        second = hold.remote(str(release))
+        wait_for(lambda: _node_stats(rt, busy.node_id).queued_leases == 1, 20,
+                 "the second task's lease to wait on the busy node")
+        joined = cluster.add_node(num_cpus=1)
+        wait_for(lambda: len(list(tmp_path.glob("release.started-on-*"))) == 2, 20,
+                 "the waiting task to start on the node that joined")
+        release.write_text("go")
+        assert rt.get([first, second], timeout=20) == [busy.node_id, joined.node_id]
+    finally:
+        cluster.shutdown()

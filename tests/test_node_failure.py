@@ -98,7 +98,9 @@ def test_lost_object_is_rebuilt_from_lineage_or_named(cluster) -> None:
         rt.get(lost, timeout=30)
 
 
-def test_drain_waits_for_running_work_and_refuses_to_drop_objects(cluster) -> None:
+def test_drain_waits_for_running_work_and_refuses_to_drop_objects(cluster, tmp_path) -> None:
+    import threading
+
     import runtime as rt
     from runtime.api import _core
     from runtime.protocol import gcs_pb2
@@ -107,10 +109,15 @@ def test_drain_waits_for_running_work_and_refuses_to_drop_objects(cluster) -> No
     node = cluster.add_node(num_cpus=1)
     wait_for(lambda: node.node_id in _alive(rt), 10, "the new node")
     there = NodeAffinitySchedulingStrategy(node.node_id)
+    started, release = tmp_path / "started", tmp_path / "release"
 
     @rt.remote
-    def busy():
-        time.sleep(1.0)
+    def busy(started: str, release: str) -> str:
+        import os
+
+        open(started, "w").close()
+        while not os.path.exists(release):
+            time.sleep(0.01)
         return "finished"
 
     @rt.remote
@@ -124,13 +131,21 @@ def test_drain_waits_for_running_work_and_refuses_to_drop_objects(cluster) -> No
     assert not refused.drained and "primary copy" in refused.reason
     del kept
     wait_for(lambda: _store_used(rt, node.node_id) == 0, 10, "the freed object to leave the node's store")
-    running = busy.options(scheduling_strategy=there).remote()
-    wait_for(lambda: rt.available_resources().get("CPU", 0) < 2, 10, "the task to start")
-    start = time.monotonic()
-    reply = cw.gcs_call("DrainNode", gcs_pb2.DrainNodeRequest(node_id=node.node_id, deadline_s=10, reason="test"))
-    assert reply.drained, reply.reason
+    running = busy.options(scheduling_strategy=there).remote(str(started), str(release))
+    wait_for(started.exists, 10, "the task to start")
+    replies = []
+    drain = threading.Thread(target=lambda: replies.append(cw.gcs_call(
+        "DrainNode", gcs_pb2.DrainNodeRequest(node_id=node.node_id, deadline_s=20, reason="test"))))
+    drain.start()
+    try:
+        wait_for(lambda: next(n for n in rt.nodes() if n["NodeID"] == node.node_id)["State"] == "DRAINING",
+                 10, "the node to be DRAINING")
+        assert drain.is_alive() and not replies, "drain returned while a task was still running there"
+    finally:
+        release.write_text("go")
+        drain.join(30)
+    assert replies and replies[0].drained, replies
     assert rt.get(running) == "finished"
-    assert time.monotonic() - start >= 0.3, "drain returned before the running task finished"
     assert next(n for n in rt.nodes() if n["NodeID"] == node.node_id)["State"] == "DRAINING"
 
 

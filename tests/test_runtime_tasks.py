@@ -419,6 +419,7 @@ def test_a_ref_returned_nested_by_a_borrower_stays_alive_then_is_freed(cluster) 
 
     rt = cluster
     from polling import wait_for
+
     from runtime.api import _core
 
     cw = _core()

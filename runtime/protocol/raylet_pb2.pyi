@@ -38,7 +38,7 @@ class KillActorWorkerRequest(_message.Message):
     def __init__(self, actor_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class NodeStatsReply(_message.Message):
-    __slots__ = ("node", "num_workers", "num_idle_workers", "object_store_used", "object_store_capacity", "load", "transfer_bytes_received", "transfer_bytes_sent")
+    __slots__ = ("node", "num_workers", "num_idle_workers", "object_store_used", "object_store_capacity", "load", "transfer_bytes_received", "transfer_bytes_sent", "queued_leases")
     NODE_FIELD_NUMBER: _ClassVar[int]
     NUM_WORKERS_FIELD_NUMBER: _ClassVar[int]
     NUM_IDLE_WORKERS_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class NodeStatsReply(_message.Message):
     LOAD_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     TRANSFER_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_LEASES_FIELD_NUMBER: _ClassVar[int]
     node: _common_pb2.NodeInfo
     num_workers: int
     num_idle_workers: int
@@ -55,7 +56,8 @@ class NodeStatsReply(_message.Message):
     load: _containers.RepeatedCompositeFieldContainer[_common_pb2.ShapeCount]
     transfer_bytes_received: int
     transfer_bytes_sent: int
-    def __init__(self, node: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., num_workers: _Optional[int] = ..., num_idle_workers: _Optional[int] = ..., object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., transfer_bytes_received: _Optional[int] = ..., transfer_bytes_sent: _Optional[int] = ...) -> None: ...
+    queued_leases: int
+    def __init__(self, node: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., num_workers: _Optional[int] = ..., num_idle_workers: _Optional[int] = ..., object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., transfer_bytes_received: _Optional[int] = ..., transfer_bytes_sent: _Optional[int] = ..., queued_leases: _Optional[int] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
     __slots__ = ("deadline_s", "force", "reason")

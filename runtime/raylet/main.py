@@ -45,6 +45,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
             load=self.r.load(),
             transfer_bytes_received=self.r.transfer.bytes_received,
             transfer_bytes_sent=self.r.transfer.bytes_sent,
+            queued_leases=sum(not req.future.done() for req in self.r.queue),
         )
 
     async def FreeObjects(self, request: Any, context: Any) -> Any:

@@ -174,8 +174,10 @@ class Raylet:
                 self.queue.remove(req)
                 subtract(self.available, req.shape)
                 asyncio.ensure_future(self._grant(req))
-            elif req.allow_spill and not isinstance(req.strategy, dict):
-                # busy here: another node may have room now
+            elif not isinstance(req.strategy, dict):
+                # busy here: another node may have room now (one that joined since, say), also
+                # for a request spilled here, which came with allow_spill off only so that its
+                # first decision would not bounce it on
                 others = [n for n in self.cluster_view if n.node_id != self.node_id and n.state == "ALIVE"]
                 room = [n for n in others if fits(req.shape, dict(n.available))]
                 if room:
