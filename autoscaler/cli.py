@@ -44,7 +44,11 @@ def start(
     ] = None,
     port: Annotated[int, typer.Option(help="GCS port of a head node (0 = any free port)")] = 0,
     node_ip_address: Annotated[
-        str, typer.Option(help="address this node's services bind to")
+        str,
+        typer.Option(
+            envvar="RAYCTL_NODE_IP_ADDRESS",  # the node updater sets it to the instance's IP
+            help="address this node's services bind to and other nodes reach them at",
+        ),
     ] = "127.0.0.1",
     num_cpus: Annotated[float | None, typer.Option(help="CPUs to offer (default: all)")] = None,
     num_gpus: Annotated[float | None, typer.Option(help="GPUs to offer")] = None,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 if TYPE_CHECKING:
-    from autoscaler.commands import Interactive
+    from autoscaler.commands import Interactive, PortForward
     from autoscaler.config import ClusterConfig, ClusterConfigError
 
 # The launcher's modules are imported inside the commands: `rayctl start` on every node
@@ -85,6 +85,16 @@ def _multiplexer(tmux: bool, screen: bool) -> str | None:
         typer.echo("error: give --tmux or --screen, not both", err=True)
         raise typer.Exit(2)
     return "tmux" if tmux else "screen" if screen else None
+
+
+def _port_forwards(given: list[str]) -> list[PortForward]:
+    from autoscaler.commands import parse_port_forward
+
+    try:
+        return [parse_port_forward(text) for text in given]
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _foreground(session: Interactive) -> int:
@@ -178,7 +188,7 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one nested function per 
         command: Annotated[str, typer.Argument(help="shell command to run on the head")],
         start: Annotated[bool, typer.Option(help="`up` the cluster first")] = False,
         stop: Annotated[bool, typer.Option(help="`down` the cluster afterwards")] = False,
-        port_forward: Annotated[list[int] | None, typer.Option(help="forward this head port (SSH)")] = None,
+        port_forward: Annotated[list[str] | None, typer.Option(help="forward a head port to this machine (SSH): PORT, or LOCAL:REMOTE")] = None,
         tmux: TmuxOpt = False,
         screen: ScreenOpt = False,
         cluster_name: ClusterNameOpt = None,
@@ -188,13 +198,14 @@ def register(app: typer.Typer) -> None:  # noqa: C901 - one nested function per 
         from autoscaler.launcher import UpOptions, up
         from autoscaler.launcher_down import DownOptions, down
         from autoscaler.launcher_progress import ConsoleProgress
+        forwards = _port_forwards(port_forward or [])
         with _errors():
             cluster = _config(config, cluster_name)
             multiplexer = _multiplexer(tmux, screen)
             if start:
                 up(cluster, UpOptions(yes=True), ConsoleProgress(sys.stderr))
-            if port_forward:
-                code = _foreground(commands.port_forward(cluster, command, port_forward))
+            if forwards:
+                code = _foreground(commands.port_forward(cluster, command, forwards))
             else:
                 ran = commands.exec_on_head(cluster, command, multiplexer=multiplexer)
                 typer.echo(ran.output, nl=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import secrets
 import shlex
 import shutil
 import sys
@@ -46,6 +47,14 @@ class Head:
 
 
 @dataclass(frozen=True, slots=True)
+class PortForward:
+    """`--port-forward`: the head's `remote` port reachable on this machine's `local` one."""
+
+    local: int
+    remote: int
+
+
+@dataclass(frozen=True, slots=True)
 class Interactive:
     """A foreground process that talks to the head: argv, and for a local slot its cwd/env."""
 
@@ -78,18 +87,48 @@ def head_services(head: Head) -> HeadServices:
 # --- pure helpers ------------------------------------------------------------------------------
 
 
-def wrap_in_session(command: str, multiplexer: str | None) -> str:
+def parse_port_forward(text: str) -> PortForward:
+    """`PORT` (the same port on both ends, as Ray's) or `LOCAL:REMOTE`."""
+    local, _, remote = text.partition(":")
+    try:
+        ports = PortForward(int(local), int(remote or local))
+    except ValueError:
+        ports = PortForward(0, 0)
+    if not all(0 < port < 65536 for port in (ports.local, ports.remote)):
+        raise ValueError(f"--port-forward {text!r}: give a port (8265) or LOCAL:REMOTE "
+                         "(18265:8265), each 1-65535")
+    return ports
+
+
+def session_name(now: float | None = None) -> str:
+    """Unique per call: two `exec --tmux` in the same second must not collide."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return f"rayctl-{stamp}-{secrets.token_hex(2)}"
+
+
+def require_program(program: str) -> str:
+    """A shell guard: stop with a clear message when `program` is missing on the head."""
+    message = shlex.quote(f"error: {program} is not installed on the head: install it there "
+                          f"(e.g. in setup_commands) or run without --{program}")
+    return f"command -v {program} >/dev/null 2>&1 || {{ echo {message} >&2; exit 127; }}"
+
+
+def wrap_in_session(command: str, multiplexer: str | None, name: str | None = None) -> str:
     """Ray's exec --tmux / --screen: run detached in a session that stays after the command,
-    so the user can attach later."""
+    so the user can attach later; prints the session's name."""
     if multiplexer is None:
         return command
     keep = shlex.quote(f"{command}; exec bash")
-    name = f"rayctl-{int(time.time())}"
+    name = name or session_name()
     if multiplexer == "tmux":
-        return f"tmux new-session -d -s {name} bash -c {keep}"
-    if multiplexer == "screen":
-        return f"screen -dmS {name} bash -c {keep}"
-    raise ValueError(f"unknown multiplexer {multiplexer!r}; tmux or screen")
+        start = f"tmux new-session -d -s {name} bash -c {keep}"
+    elif multiplexer == "screen":
+        start = f"screen -dmS {name} bash -c {keep}"
+    else:
+        raise ValueError(f"unknown multiplexer {multiplexer!r}; tmux or screen")
+    started = shlex.quote(f"started {multiplexer} session {name} on the head: "
+                          f"`rayctl attach CONFIG --{multiplexer}` to see it")
+    return f"{require_program(multiplexer)}; {start} && echo {started}"
 
 
 def python_on_head(config: ClusterConfig) -> str:
@@ -176,9 +215,10 @@ def attach(config: ClusterConfig, multiplexer: str | None = None) -> Interactive
     head = open_head(config)
     env = cluster_env(read_head_services(head.runner))
     if multiplexer == "tmux":
-        return interactive(head, "tmux attach || tmux new-session", env)
+        return interactive(head, f"{require_program('tmux')}; tmux attach || tmux new-session",
+                           env)
     if multiplexer == "screen":
-        return interactive(head, "screen -rd || screen", env)
+        return interactive(head, f"{require_program('screen')}; screen -rd || screen", env)
     return interactive(head, None, env)
 
 
@@ -189,7 +229,9 @@ def follow_monitor_log(config: ClusterConfig, lines: int = 100) -> Interactive:
     return interactive(head, f"tail -n {lines} -F {log}", {})
 
 
-def port_forward(config: ClusterConfig, command: str, ports: Sequence[int]) -> Interactive:
+def port_forward(
+    config: ClusterConfig, command: str, ports: Sequence[PortForward]
+) -> Interactive:
     if is_local(config):
         raise LaunchError(
             "--port-forward is not applicable to the local provider: the head's services "
@@ -201,7 +243,8 @@ def port_forward(config: ClusterConfig, command: str, ports: Sequence[int]) -> I
 
 
 def interactive(
-    head: Head, command: str | None, env: Mapping[str, str], forwards: Sequence[int] = ()
+    head: Head, command: str | None, env: Mapping[str, str],
+    forwards: Sequence[PortForward] = (),
 ) -> Interactive:
     inner = head.runner.inner
     merged = {**head.runner.env, **env}
@@ -217,14 +260,22 @@ def interactive(
 
 
 def _ssh_argv(target: object, command: str, env: Mapping[str, str],
-              forwards: Sequence[int]) -> list[str]:
+              forwards: Sequence[PortForward]) -> list[str]:
     from providers.ssh.openssh_runner import default_control_dir, ssh_options
     from providers.ssh.target import SSHTarget, remote_command
 
     if not isinstance(target, SSHTarget) or shutil.which("ssh") is None:
         raise LaunchError("an interactive session needs the OpenSSH client (`ssh`) on PATH")
+    # One long connection of its own: no connection sharing, whose master would need the
+    # runner's control directory (absent on a fresh machine or with the asyncssh runner) and
+    # would outlive the session, holding its forwarded ports and its terminal.
     options = [o for o in ssh_options(target, default_control_dir(target.user))
-               if o != "-oBatchMode=yes"]
-    for port in forwards:
-        options += ["-L", f"{port}:localhost:{port}"]
+               if o != "-oBatchMode=yes" and not o.startswith(("-oControlMaster=",
+                                                               "-oControlPath=",
+                                                               "-oControlPersist="))]
+    options += ["-oControlMaster=no", "-oControlPath=none"]
+    if forwards:
+        options.append("-oExitOnForwardFailure=yes")  # a port in use is an error, not a warning
+    for forward in forwards:
+        options += ["-L", f"{forward.local}:localhost:{forward.remote}"]
     return ["ssh", "-tt", *options, f"{target.user}@{target.host}", remote_command(command, env)]

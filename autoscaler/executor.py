@@ -73,8 +73,12 @@ class StartCommandUpdater:
     # offer exactly its type's shape (Ray: RAY_OVERRIDE_RESOURCES)
     resources: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
+    # the cluster config's `provider:` section: whether nodes bind their internal IP
+    provider_config: Mapping[str, Any] = field(default_factory=dict)
 
     def update(self, instance: Instance) -> UpdateResult:
+        from autoscaler.updater import node_ip_address
+
         runner = self.provider.command_runner(instance)
         env = {
             "RAYCTL_HEAD_ADDRESS": self.head_address,
@@ -83,6 +87,8 @@ class StartCommandUpdater:
             "RAYCTL_INSTANCE_ID": instance.id,
             "RAYCTL_NODE_RESOURCES": json.dumps(dict(self.resources.get(instance.node_type, {}))),
         }
+        if node_ip := node_ip_address(self.provider_config, instance):
+            env["RAYCTL_NODE_IP_ADDRESS"] = node_ip
         try:
             runner.wait_ready(self.timeout_s)
             for command in self.commands:
@@ -114,10 +120,11 @@ class ConfigNodeUpdater:
         from pathlib import Path
 
         from autoscaler.updater import NodeUpdater as FullUpdater
-        from autoscaler.updater import plan_update
+        from autoscaler.updater import node_ip_address, plan_update
 
         plan = plan_update(self.config, instance.id, instance.node_type, is_head=False,
-                           head_address=self.head_address, token_file=self.token_file)
+                           head_address=self.head_address, token_file=self.token_file,
+                           node_ip=node_ip_address(self.config.provider, instance))
         plan = replace(plan, resources=tuple(sorted(self.resources.get(instance.node_type, {}).items())))
         try:
             runner = self.provider.command_runner(instance)

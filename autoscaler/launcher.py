@@ -39,6 +39,7 @@ from autoscaler.updater import (
     UpdatePlan,
     mount_digests,
     node_env,
+    node_ip_address,
     plan_update,
     setup_hash,
     tail_lines,
@@ -212,7 +213,8 @@ def up(
     log_dir = launcher_dir(resolved.cluster_name) / "logs"
     with progress.step(f"Preparing files for head {head.id}"):
         shipment = prepare_shipment(resolved, launcher_dir(resolved.cluster_name))
-        plan = shipment.apply(plan_update(resolved, head.id, resolved.head_node_type, is_head=True))
+        plan = shipment.apply(plan_update(resolved, head.id, resolved.head_node_type, is_head=True,
+                                          node_ip=node_ip_address(resolved.provider, head)))
     with progress.step(f"Checking head {head.id}"):
         runner.wait_ready(HEAD_READY_TIMEOUT_S)
         services = read_head_services(runner)

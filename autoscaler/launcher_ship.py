@@ -8,11 +8,14 @@ head's copies and its key is the shipped one, so the monitor can set workers up 
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
+import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -123,6 +126,31 @@ def _ssh_key(config: ClusterConfig) -> Path | None:
     return path
 
 
+def stage_source(root: Path, stage: Path) -> Path:
+    """A clean copy of what the build reads: pyproject.toml, the readme, the packages.
+    setuptools builds inside the tree it is given and keeps its build/ directory there, whose
+    leftovers (a module deleted since) would ship in the wheel; a fresh copy per build also
+    lets two builds run at once and leaves the checkout untouched."""
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    readme = project.get("project", {}).get("readme")
+    readme = readme.get("file") if isinstance(readme, dict) else readme
+    find = project.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {})
+    patterns = [str(p).split(".")[0] for p in find.get("include", [])]
+    stage.mkdir(parents=True)
+    for name in ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", readme):
+        if name and (root / name).is_file():
+            shutil.copy2(root / name, stage / name)
+    for folder in sorted(root.iterdir()):
+        wanted = (any(fnmatch.fnmatch(folder.name, p) for p in patterns) if patterns
+                  else (folder / "__init__.py").is_file())
+        if folder.is_dir() and wanted:
+            shutil.copytree(folder, stage / folder.name, ignore=_NOT_SOURCE)
+    return stage
+
+
+_NOT_SOURCE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
@@ -137,8 +165,11 @@ def build_wheel(out_dir: Path) -> Path:
         )
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out_dir), str(root)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    with tempfile.TemporaryDirectory(prefix="rayctl-wheel-src-") as stage:
+        source = stage_source(root, Path(stage) / "src")
+        argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out_dir),
+                str(source)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     wheels = sorted(out_dir.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-10:])

@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from autoscaler.config import ClusterConfig
-from providers.base import CommandRunner, ProviderError
+from providers.base import CommandRunner, Instance, ProviderError
 
 log = logging.getLogger("autoscaler.updater")
 
@@ -64,6 +64,7 @@ class UpdatePlan:
     head_address: str = ""
     token_file: str = ""  # local path of the cluster token, copied to TOKEN_PATH on the node
     resources: tuple[tuple[str, float], ...] = ()  # the type's resources: RAYCTL_NODE_RESOURCES
+    node_ip: str = ""  # RAYCTL_NODE_IP_ADDRESS; "" leaves `rayctl start` on 127.0.0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +102,10 @@ def plan_update(
     is_head: bool,
     head_address: str = "",
     token_file: str = "",
+    node_ip: str = "",
 ) -> UpdatePlan:
-    """The plan for one node: Ray's merge of head / worker / per-type command lists."""
+    """The plan for one node: Ray's merge of head / worker / per-type command lists.
+    `node_ip` is what `node_ip_address` says for the instance."""
     return UpdatePlan(
         instance_id=instance_id,
         node_type=node_type,
@@ -113,7 +116,18 @@ def plan_update(
         start_commands=tuple(config.start_commands_for(head=is_head)),
         head_address=head_address,
         token_file=token_file,
+        node_ip=node_ip,
     )
+
+
+def node_ip_address(provider_config: Mapping[str, Any], instance: Instance) -> str:
+    """The address a node's services bind to and advertise, so other nodes reach its GCS,
+    raylet, workers and objects: the instance's internal IP. "" (so `rayctl start` keeps
+    127.0.0.1) where the provider runs the node's commands on this machine: the local provider
+    and the `command_runner: local` test seams, whose instances carry a made-up 10.x address."""
+    if provider_config.get("type") == "local" or provider_config.get("command_runner") == "local":
+        return ""
+    return instance.internal_ip
 
 
 def setup_steps(plan: UpdatePlan) -> list[Step]:
@@ -148,6 +162,8 @@ def node_env(plan: UpdatePlan, remote_token_file: str) -> dict[str, str]:
     env = {"RAYCTL_NODE_TYPE": plan.node_type, "RAYCTL_INSTANCE_ID": plan.instance_id}
     if plan.head_address:
         env["RAYCTL_HEAD_ADDRESS"] = plan.head_address
+    if plan.node_ip:  # `rayctl start --node-ip-address` defaults to it
+        env["RAYCTL_NODE_IP_ADDRESS"] = plan.node_ip
     if remote_token_file:
         env["RAYCTL_TOKEN_FILE"] = remote_token_file
     if plan.resources:  # the raylet offers exactly its type's shape (Ray: RAY_OVERRIDE_RESOURCES)

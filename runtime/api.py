@@ -101,14 +101,14 @@ def init(
                 read_token_file(node.token_file),
                 node.raylet_local_port,
             )
+            host = gcs_address.rpartition(":")[0]
         else:
             if num_cpus is not None or num_gpus is not None or resources:
                 raise ValueError(
                     "num_cpus/num_gpus/resources describe a new cluster; they cannot be "
                     "given when connecting to an existing one (address=...)"
                 )
-            gcs_address, token, raylet_port = _locate(address, _temp_dir, _token)
-        host = gcs_address.rpartition(":")[0]
+            gcs_address, token, host, raylet_port = _locate(address, _temp_dir, _token)
         cw = CoreWorker(
             gcs_address=gcs_address,
             token=token,
@@ -139,8 +139,11 @@ def init(
     return _context_info()
 
 
-def _locate(address: str, temp_dir: str | None, token: str | None) -> tuple[str, str, int]:
-    """GCS address, token and the local raylet's port for joining an existing cluster."""
+def _locate(
+    address: str, temp_dir: str | None, token: str | None
+) -> tuple[str, str, str, int]:
+    """GCS address, token, and the local raylet's address (the driver binds it) and port,
+    for joining an existing cluster."""
     from runtime import node as node_mod
 
     info = node_mod.read_address_file(temp_dir)
@@ -156,9 +159,9 @@ def _locate(address: str, temp_dir: str | None, token: str | None) -> tuple[str,
         raise ConnectionError(
             f"no cluster token for {address}: set RAYCTL_TOKEN_FILE to the cluster's token file"
         )
-    from runtime.cluster_client import local_raylet_port
+    from runtime.cluster_client import local_raylet
 
-    return address, token, local_raylet_port(address, token)
+    return (address, token, *local_raylet(address, token))
 
 
 def _context_info() -> dict[str, Any]:

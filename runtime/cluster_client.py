@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+
 import grpc
+import psutil
 
 from runtime.auth import call_metadata
 from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc
 
 
-def local_raylet_port(gcs_address: str, token: str, timeout_s: float = 10.0) -> int:
-    """The node-local port of a live raylet on this machine (the head's when there are several)."""
+def local_raylet(gcs_address: str, token: str, timeout_s: float = 10.0) -> tuple[str, int]:
+    """The address and node-local port of a live raylet on this machine, for a driver to bind
+    and join: a node whose address is one of this machine's (the head's when there are
+    several: one machine, many raylets), else the node at the GCS's host."""
     with grpc.insecure_channel(gcs_address, options=GRPC_CHANNEL_OPTIONS) as channel:
         stub = gcs_pb2_grpc.GcsStub(channel)
         try:
@@ -21,8 +26,19 @@ def local_raylet_port(gcs_address: str, token: str, timeout_s: float = 10.0) -> 
             ) from None
     host = gcs_address.rpartition(":")[0]
     alive = [n for n in reply.nodes if n.state == "ALIVE"]
-    local = [n for n in alive if n.address == host] or alive
+    mine = machine_addresses()
+    # A driver on a worker host must join that host's raylet, not the head's at the GCS
+    # address (it could neither bind that address nor share that node's memory).
+    local = ([n for n in alive if n.address in mine] or [n for n in alive if n.address == host]
+             or alive)
     if not local:
         raise ConnectionError(f"the cluster at {gcs_address} has no live node")
-    local.sort(key=lambda n: not n.is_head)
-    return int(local[0].local_port)
+    local.sort(key=lambda n: (n.address != host, not n.is_head))
+    return local[0].address, int(local[0].local_port)
+
+
+def machine_addresses() -> set[str]:
+    """Every IP address of this machine's interfaces (of its network namespace)."""
+    families = (socket.AF_INET, socket.AF_INET6)
+    return {a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+            if a.family in families}

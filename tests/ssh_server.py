@@ -1,13 +1,19 @@
 """A real SSH server for tests: asyncssh in-process on 127.0.0.1 (ephemeral port), one generated
 key authorized, exec requests run by `bash -c` in a private home directory (as sshd would), SFTP
-with relative paths under that home. Imported as a plain module, like `provider_contract`."""
+with relative paths under that home. Imported as a plain module, like `provider_contract`.
+Opt-in, as sshd does them: `terminals` (a client's pty request gets a real pseudo-terminal) and
+`forwarding` (`ssh -L` local port forwarding)."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import shutil
 import signal
 import socket
+import struct
+import termios
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -35,6 +41,8 @@ class SSHServer:
     host: str = HOST
     commands: list[str] = field(default_factory=list)  # every exec request, in order
     connections: int = 0  # SSH connections accepted so far
+    terminals: bool = False  # a pty request gets a real pseudo-terminal (else plain pipes)
+    forwarding: bool = False  # direct-tcpip channels (`ssh -L`) are accepted
 
     def auth(self) -> dict[str, str]:
         """The cluster YAML's `auth:` section for this server."""
@@ -47,6 +55,12 @@ class _CountingServer(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.server.connections += 1
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
+        """`ssh -L`: True lets asyncssh connect to the destination itself, as sshd does."""
+        return self.server.forwarding
 
 
 class _HomeSFTPServer(asyncssh.SFTPServer):
@@ -75,6 +89,9 @@ class _Shell:
             return
         self.server.commands.append(command)
         env = {**os.environ, "HOME": str(self.server.home), "USER": self.server.user}
+        if self.server.terminals and process.term_type is not None:
+            await self._terminal(process, command, env)
+            return
         child = await asyncio.create_subprocess_exec(
             "bash", "-c", command, cwd=self.server.home, env=env, start_new_session=True,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -102,6 +119,77 @@ class _Shell:
         for task in [feed, *pumps]:
             task.cancel()
         process.exit(code if code >= 0 else 128 - code)
+
+
+    async def _terminal(
+        self, process: asyncssh.SSHServerProcess[bytes], command: str, env: dict[str, str]
+    ) -> None:
+        """The command on a pseudo-terminal that is its controlling terminal (`setsid -c`), so
+        an interactive shell echoes, reads lines on Enter and has job control, as under sshd."""
+        master, slave = os.openpty()
+        cols, rows = process.term_size[:2]
+        if cols and rows:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        ctty = ["setsid", "--ctty"] if shutil.which("setsid") else []
+        try:
+            child = await asyncio.create_subprocess_exec(
+                *ctty, "bash", "-c", command, cwd=self.server.home,
+                env={**env, "TERM": process.term_type or "xterm"},
+                stdin=slave, stdout=slave, stderr=slave, start_new_session=not ctty,
+            )
+        finally:
+            os.close(slave)
+        self.children.add(child)
+        try:
+            code = await _serve_terminal(process, child, master)
+            process.exit(code if code >= 0 else 128 - code)
+        finally:
+            os.close(master)
+            _kill_group(child)
+            self.children.discard(child)
+
+
+async def _serve_terminal(
+    process: asyncssh.SSHServerProcess[bytes], child: asyncio.subprocess.Process, master: int
+) -> int:
+    loop = asyncio.get_running_loop()
+    os.set_blocking(master, False)
+    drained = loop.create_future()
+
+    def readable() -> None:
+        try:
+            data = os.read(master, 65536)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: every holder of the terminal's other end has gone
+            data = b""
+        if data:
+            with suppress(ConnectionError, asyncssh.Error):
+                process.stdout.write(data)
+        else:
+            loop.remove_reader(master)
+            if not drained.done():
+                drained.set_result(None)
+
+    loop.add_reader(master, readable)
+    feed = asyncio.ensure_future(_feed_terminal(process.stdin, master))
+    try:
+        code = await child.wait()
+        await asyncio.wait([drained], timeout=DRAIN_S)  # a daemon may hold the terminal
+        return code
+    finally:
+        loop.remove_reader(master)
+        feed.cancel()
+
+
+async def _feed_terminal(source: asyncssh.SSHReader[bytes], master: int) -> None:
+    with suppress(ConnectionError, asyncssh.Error, OSError):
+        while data := await source.read(65536):
+            while data:
+                try:
+                    data = data[os.write(master, data):]
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)  # the terminal's input buffer is full
 
 
 async def _feed(source: asyncssh.SSHReader[bytes], sink: asyncio.StreamWriter) -> None:
@@ -137,9 +225,14 @@ def _write_key(key: asyncssh.SSHKey, path: Path) -> None:
 
 
 @contextmanager
-def ssh_server(root: Path, port: int = 0, key: Path | None = None) -> Iterator[SSHServer]:
+def ssh_server(
+    root: Path, port: int = 0, key: Path | None = None, *, terminals: bool = False,
+    forwarding: bool = False,
+) -> Iterator[SSHServer]:
     """Start the server on its own loop thread; stop it and every command it ran at exit.
-    `port` 0 picks a free one; `key` authorizes an existing private key instead of a new one."""
+    `port` 0 picks a free one; `key` authorizes an existing private key instead of a new one;
+    `terminals` and `forwarding` as in the module docstring (off: pty and -L requests get the
+    old behaviour: pipes, refused)."""
     home, keys = root / "home", root / "keys"
     home.mkdir(parents=True)
     keys.mkdir(mode=0o700)
@@ -148,7 +241,8 @@ def ssh_server(root: Path, port: int = 0, key: Path | None = None) -> Iterator[S
         _write_key(asyncssh.generate_private_key("ssh-ed25519"), key)
     client_key = asyncssh.read_private_key(str(key))
     _write_key(asyncssh.generate_private_key("ssh-ed25519"), keys / "wrong_ed25519")
-    server = SSHServer(port, home, key, keys / "wrong_ed25519")
+    server = SSHServer(port, home, key, keys / "wrong_ed25519", terminals=terminals,
+                       forwarding=forwarding)
     shell = _Shell(server)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-sshd", daemon=True)
@@ -164,6 +258,8 @@ def ssh_server(root: Path, port: int = 0, key: Path | None = None) -> Iterator[S
             process_factory=shell.handle,
             sftp_factory=lambda chan: _HomeSFTPServer(chan, home),
             encoding=None,
+            # asyncssh's own line editor would answer a pty request instead of a terminal.
+            line_editor=not terminals,
         )
 
     async def stop(acceptor: Any) -> None:
