@@ -7,9 +7,11 @@ object with ``add`` and is the only caller of this class (one thread: the raylet
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime.shm import TMP_SUFFIX, ObjectNotFoundError, object_path, tmp_path, unlink_if_exists
@@ -54,6 +56,18 @@ class _Entry:
     pins: int = 0  # local users in progress (a reader about to map it, a transfer): never moved
 
 
+# Spare pages: a fresh tmpfs page costs ~0.55 s/GB to allocate and fill here, a page already
+# allocated ~0.25 s/GB. When a fetched copy of at least SPARE_MIN_BYTES is freed, the node keeps
+# a spare file of that size (allocated in the background, never seen by any reader, so nobody
+# can be mapping it), and the next fetch of a similar size writes into it. Spares take at most
+# SPARE_SHARE of the capacity (and only free capacity) and are the first thing dropped when room
+# is needed. (Ray's plasma
+# gets the same from reusing its arena.)
+SPARE_MIN_BYTES = 64 * 1024 * 1024
+SPARE_SHARE = 0.5
+SPARE_PREFIX = ".spare-"
+
+
 class ObjectStore:
     """Tracks the objects of one node and enforces the shared-memory capacity.
 
@@ -63,7 +77,10 @@ class ObjectStore:
     still zero-copy, through the page cache.
     """
 
-    def __init__(self, shm_dir: str, capacity_bytes: int, spill_dir: str) -> None:
+    def __init__(self, shm_dir: str, capacity_bytes: int, spill_dir: str,
+                 make_spare: Callable[[str, int], None] | None = None) -> None:
+        """`make_spare(path, size)` allocates a spare file off the caller's thread and then
+        calls `spare_ready` (None: no spares)."""
         if capacity_bytes <= 0:
             raise ValueError(f"object store capacity must be positive, got {capacity_bytes} bytes")
         self.shm_dir = shm_dir
@@ -74,6 +91,10 @@ class ObjectStore:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU first, MRU last
         self._used_bytes = 0
         self._num_evicted = 0
+        self._make_spare = make_spare
+        self._spares: dict[str, int] = {}  # ready spare files: path -> size
+        self._spare_bytes = 0  # ready + being allocated
+        self._spare_ids = itertools.count()
 
     # -- recording and lookup -------------------------------------------------------------------
 
@@ -137,6 +158,44 @@ class ObjectStore:
             self._used_bytes -= entry.size
         unlink_if_exists(object_path(self.shm_dir, object_id))
         unlink_if_exists(object_path(self.spill_dir, object_id))
+        if entry.in_shm and not entry.primary and entry.size >= SPARE_MIN_BYTES:
+            self._keep_spare(entry.size)
+
+    # -- spare pages (see SPARE_MIN_BYTES) -----------------------------------------------------
+
+    def take_spare(self, size: int) -> str | None:
+        """A ready spare file of at least `size` bytes (at most twice that), now the caller's to
+        rename, truncate and fill; None if there is none."""
+        fits_ = [(s, p) for p, s in self._spares.items() if size <= s <= 2 * size]
+        if not fits_:
+            return None
+        spare_size, path = min(fits_)
+        del self._spares[path]
+        self._spare_bytes -= spare_size
+        return path
+
+    def spare_ready(self, path: str, size: int, ok: bool) -> None:
+        """The background allocation of a spare finished (ok) or failed."""
+        if ok and self._spare_bytes <= self.capacity_bytes:
+            self._spares[path] = size
+            if self._used_bytes + self._spare_bytes > self.capacity_bytes:
+                self._drop_spares()  # objects came in meanwhile: they win
+            return
+        self._spare_bytes -= size
+        unlink_if_exists(path)
+
+    def _keep_spare(self, size: int) -> None:
+        budget = min(int(self.capacity_bytes * SPARE_SHARE), self.capacity_bytes - self._used_bytes)
+        if self._make_spare is None or self._spare_bytes + size > budget:
+            return
+        self._spare_bytes += size
+        self._make_spare(os.path.join(self.shm_dir, f"{SPARE_PREFIX}{next(self._spare_ids)}"), size)
+
+    def _drop_spares(self) -> None:
+        for path, size in self._spares.items():
+            unlink_if_exists(path)
+            self._spare_bytes -= size
+        self._spares.clear()
 
     def abort_partial(self) -> int:
         """Remove ``*.tmp`` files whose writer is gone (crashed mid-write); return how many.
@@ -144,7 +203,9 @@ class ObjectStore:
         removed = 0
         for directory in (self.shm_dir, self.spill_dir):
             for name in os.listdir(directory):
-                if name.endswith(TMP_SUFFIX) and not _writer_alive(name):
+                if name.startswith(SPARE_PREFIX) and os.path.join(directory, name) not in self._spares:
+                    unlink_if_exists(os.path.join(directory, name))  # a spare of an earlier raylet
+                elif name.endswith(TMP_SUFFIX) and not _writer_alive(name):
                     unlink_if_exists(os.path.join(directory, name))
                     removed += 1
         return removed
@@ -164,6 +225,7 @@ class ObjectStore:
         """Delete every object file and both directories. Idempotent."""
         self._entries.clear()
         self._used_bytes = 0
+        self._spares.clear()
         for directory in (self.shm_dir, self.spill_dir):
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -179,8 +241,11 @@ class ObjectStore:
         """Evict, then spill, until ``incoming`` more bytes fit. False if that is impossible.
         ``keep`` is never moved. Secondaries go first: they can be fetched again from their node,
         while a spilled primary costs a disk write now and a read later."""
-        if self._used_bytes + incoming <= self.capacity_bytes:
+        if self._used_bytes + self._spare_bytes + incoming <= self.capacity_bytes:
             return True  # the common case stays O(1)
+        self._drop_spares()  # (one being allocated is dropped when it is ready)
+        if self._used_bytes + incoming <= self.capacity_bytes:
+            return True
         if self._used_bytes - self._movable_bytes(keep) + incoming > self.capacity_bytes:
             return False  # decided before moving anything: no spill that would not suffice
         for want_primary in (False, True):

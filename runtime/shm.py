@@ -108,6 +108,18 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         done += os.pwrite(fd, data[done : done + _MAX_WRITE], offset + done)
 
 
+def preallocate(path: str, size: int) -> None:
+    """Create `path` with `size` bytes of allocated (zeroed) pages; removed again on failure."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except BaseException:
+        os.close(fd)
+        unlink_if_exists(path)
+        raise
+    os.close(fd)
+
+
 def tmp_path(directory: str, object_id: str) -> str:
     """A fresh ``<object_id>.<pid>.<random>.tmp`` path to write ``object_id`` before sealing it."""
     # The writer's pid in the name lets abort_partial tell a crashed writer's leftover from a live

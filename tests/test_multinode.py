@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -122,6 +123,45 @@ def test_object_made_on_one_node_is_read_on_another(cluster3) -> None:
     gc.collect()
     wait_for(lambda: all(_node_stats(rt, nid).object_store_used == 0 for nid in nodes), 10,
              "every copy of the freed object to be deleted")
+
+
+def test_a_node_that_freed_a_fetched_copy_writes_the_next_one_into_its_pages(cluster3) -> None:
+    """The freed copy leaves a spare file on the reader's node; the next fetch of about that
+    size is written into it (pages already allocated) and reads back exactly."""
+    import gc
+
+    import runtime as rt
+    from runtime.util import NodeAffinitySchedulingStrategy
+
+    maker, reader = cluster3.nodes[1], cluster3.nodes[2]
+    on_maker = NodeAffinitySchedulingStrategy(maker.node_id)
+    on_reader = NodeAffinitySchedulingStrategy(reader.node_id)
+    n = 9_000_000  # 72 MB of int64: above the store's 64 MiB spare threshold
+
+    @rt.remote
+    def make(seed):
+        return np.arange(n, dtype=np.int64) * seed
+
+    @rt.remote
+    def total(array):
+        return int(array.sum())
+
+    def spares():
+        return [f for f in os.listdir(reader.shm_dir) if f.startswith(".spare-")]
+
+    for seed in (1, 3):
+        made = make.options(scheduling_strategy=on_maker).remote(seed)
+        rt.wait([made], fetch_local=False)
+        if seed == 3:
+            wait_for(spares, 10, "the spare the first copy left")
+        assert rt.get(total.options(scheduling_strategy=on_reader).remote(made), timeout=60) == (
+            seed * (n * (n - 1) // 2))
+        if seed == 3:
+            assert spares() == [], "the second copy did not go into the spare"
+        del made
+        gc.collect()
+        wait_for(lambda: _node_stats(rt, reader.node_id).object_store_used == 0, 10,
+                 "the reader's copy to be freed")
 
 
 def _node_stats(rt, node_id):

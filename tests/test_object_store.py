@@ -25,6 +25,7 @@ from runtime.shm import (
     ObjectNotFoundError,
     encoded_size,
     object_path,
+    preallocate,
     read_object,
     shm_root,
     write_object,
@@ -385,3 +386,65 @@ def test_close_leaves_nothing(tmp_path: Path) -> None:
     store.close()
 
     assert not os.path.exists(shm) and not os.path.exists(store.spill_dir)
+
+
+# -- spare pages ----------------------------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def spare_store(tmp_path: Path) -> Iterator[ObjectStore]:
+    """A 300 MiB store whose spares are allocated at once (the raylet does it in a thread)."""
+    shm = os.path.join(shm_root(), PREFIX + uuid.uuid4().hex[:8])
+
+    def make_spare(path: str, size: int) -> None:
+        preallocate(path, size)
+        object_store.spare_ready(path, size, True)
+
+    object_store = ObjectStore(shm, 300 * MiB, str(tmp_path / "spill"), make_spare=make_spare)
+    try:
+        yield object_store
+    finally:
+        object_store.close()
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+def _spares(store: ObjectStore) -> list[int]:
+    return sorted(os.path.getsize(os.path.join(store.shm_dir, name))
+                  for name in os.listdir(store.shm_dir) if name.startswith(".spare-"))
+
+
+def test_a_freed_fetched_copy_leaves_a_spare_for_a_fetch_of_about_its_size(
+    spare_store: ObjectStore,
+) -> None:
+    _put(spare_store, "copy", 70 * MiB, primary=False)
+    spare_store.delete("copy")
+    assert _spares(spare_store) == [_size_of(70 * MiB)]
+    assert spare_store.stats().used_bytes == 0  # a spare holds no object
+    assert spare_store.take_spare(_size_of(70 * MiB) + 1) is None  # too small
+    assert spare_store.take_spare(30 * MiB) is None  # more than twice the size: not worth it
+    path = spare_store.take_spare(60 * MiB)
+    assert path is not None and os.path.getsize(path) == _size_of(70 * MiB)
+    assert spare_store.take_spare(60 * MiB) is None  # taken once
+    os.unlink(path)
+
+
+def test_primaries_and_small_copies_leave_no_spare(spare_store: ObjectStore) -> None:
+    _put(spare_store, "mine", 70 * MiB, primary=True)
+    _put(spare_store, "small", 1 * MiB, primary=False)
+    spare_store.delete("mine")
+    spare_store.delete("small")
+    assert _spares(spare_store) == []
+
+
+def test_spares_give_way_to_objects_and_stay_within_half(spare_store: ObjectStore) -> None:
+    for oid in ("c1", "c2", "c3"):
+        _put(spare_store, oid, 70 * MiB, primary=False)
+    for oid in ("c1", "c2", "c3"):
+        spare_store.delete(oid)
+    assert _spares(spare_store) == [_size_of(70 * MiB)] * 2  # a third would pass 150 MiB
+    for oid in ("p1", "p2", "p3"):
+        _put(spare_store, oid, 80 * MiB)  # 240 MiB + the spares' 140 > 300: the spares go
+    assert _spares(spare_store) == []
+    assert spare_store.stats().num_spilled == 0

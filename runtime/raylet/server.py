@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from runtime import ids
+from runtime import ids, shm
 from runtime.auth import call_metadata
 from runtime.constants import (
     GRPC_CHANNEL_OPTIONS,
@@ -76,6 +76,7 @@ class Raylet:
             self.shm_dir,
             args.object_store_memory,
             os.path.join(args.session_dir, "spill", self.node_id),
+            make_spare=self._make_spare,
         )
         self.transfer = ObjectTransfer(self.store, self.shm_dir, token, self._node_data_address, self.node_id)
         self._raylet_stubs: dict[str, raylet_pb2_grpc.RayletStub] = {}
@@ -294,6 +295,12 @@ class Raylet:
     def _node_grpc_address(self, node_id: str) -> str | None:
         node = self._live_node(node_id)
         return f"{node.address}:{node.raylet_port}" if node is not None else None
+
+    def _make_spare(self, path: str, size: int) -> None:
+        """Allocate a spare file for the store in a thread (a GB takes ~0.25 s)."""
+        done = asyncio.get_running_loop().run_in_executor(None, shm.preallocate, path, size)
+        done.add_done_callback(lambda f: self.store.spare_ready(
+            path, size, not f.cancelled() and f.exception() is None))
 
     def free(self, batch: list[tuple[str, str]]) -> None:
         """An owner freed these (object id, primary node) pairs: delete every copy, here, on the

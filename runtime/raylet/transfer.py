@@ -23,7 +23,7 @@ from collections.abc import Callable
 from runtime import shm
 from runtime.auth import tokens_equal
 from runtime.exceptions import ObjectLostError
-from runtime.object_store import ObjectStore
+from runtime.object_store import SPARE_MIN_BYTES, ObjectStore
 
 _LEN = struct.Struct("!I")
 _SIZE = struct.Struct("!q")  # object size, or -1: not here
@@ -61,16 +61,16 @@ class ObjectTransfer:
             raise ObjectLostError(f"object {object_id} was on node {node_id}, which is no longer alive")
         loop = asyncio.get_running_loop()
         try:
-            size = await loop.run_in_executor(None, self._receive, address, object_id)
+            size = await loop.run_in_executor(None, self._receive, address, object_id, loop)
         except (OSError, EOFError) as exc:
             raise ObjectLostError(f"could not fetch object {object_id} from node {node_id}: {exc}") from None
         self.bytes_received += size
         self.store.add(object_id, size, primary=False)
         return self.store.get_path(object_id)
 
-    def _receive(self, address: str, object_id: str) -> int:
-        """Blocking (an executor thread): request the object, read it into a mapped .tmp file,
-        seal it by rename. Returns its size."""
+    def _receive(self, address: str, object_id: str, loop: asyncio.AbstractEventLoop) -> int:
+        """Blocking (an executor thread): request the object, read it into a .tmp file (a spare
+        of the store's when it has one of about that size), seal it by rename. Returns its size."""
         host, _, port = address.rpartition(":")
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
@@ -80,7 +80,7 @@ class ObjectTransfer:
             if size < 0:
                 raise OSError(f"the node does not have object {object_id}")
             tmp = shm.tmp_path(self.shm_dir, object_id)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = self._open_destination(tmp, size, loop)
             try:
                 # recv into one reusable buffer, pwrite into the file: fresh tmpfs pages take
                 # writes ~2x faster than page faults through a mapping (measured in shm.py)
@@ -103,6 +103,24 @@ class ObjectTransfer:
                     os.close(fd)
                 shm.unlink_if_exists(tmp)
         return size
+
+    def _open_destination(self, tmp: str, size: int, loop: asyncio.AbstractEventLoop) -> int:
+        spare = None
+        if size >= SPARE_MIN_BYTES:  # the store lives on the loop's thread: ask it there
+            spare = asyncio.run_coroutine_threadsafe(self._take_spare(size), loop).result(10)
+        if spare is not None:
+            try:
+                os.rename(spare, tmp)
+                fd = os.open(tmp, os.O_WRONLY)
+                os.ftruncate(fd, size)  # a larger spare gives its tail back
+                return fd
+            except OSError:
+                shm.unlink_if_exists(spare)
+                shm.unlink_if_exists(tmp)
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    async def _take_spare(self, size: int) -> str | None:
+        return self.store.take_spare(size)
 
     # -- sending --------------------------------------------------------------------------------
     async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
