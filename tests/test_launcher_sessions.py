@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import termios
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
@@ -33,24 +32,17 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from launcher_stubs import fake_wheel, install_python_shim, invoke
 from polling import wait_for
 from ssh_server import SSHServer, closed_port, ssh_server
-from typer.testing import CliRunner, Result
 
 from autoscaler import launcher_ship
-from autoscaler.cli import app
 from autoscaler.cluster_head import load_record
 
 NAME = "sessions"
 RAYCTL = str(Path(sys.executable).parent / "rayctl")
 _ESCAPES = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07]*\x07)")  # CSI and title sequences
 PROMPT = "head-shell$ "  # the host's ~/.profile sets it: the shell is ready when it shows
-# The host's `python3 -m pip install <wheel>` (setup) succeeds without touching the venv.
-PYTHON_SHIM = textwrap.dedent(f"""\
-    #!/bin/sh
-    if [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ]; then exit 0; fi
-    exec {sys.executable} "$@"
-""")
 
 
 @dataclass
@@ -65,15 +57,6 @@ class Head:
         return next((self.root / "head-tmp").glob("session_*"))
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def fake_wheel(out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wheel = out_dir / "rayctl-0.0.0-py3-none-any.whl"
-    wheel.write_bytes(b"not a wheel: the host's pip is stubbed")
-    return wheel
 
 
 def processes_under(root: Path) -> list[psutil.Process]:
@@ -128,8 +111,7 @@ def head() -> Iterator[Head]:
     shim = root / "shim"
     for folder in (tmux_dir, shim, root / "tmp", root / "client-home"):
         folder.mkdir()
-    (shim / "python3").write_text(PYTHON_SHIM)
-    (shim / "python3").chmod(0o755)
+    install_python_shim(shim)
     env = {**os.environ, "HOME": str(root / "client-home"), "TMPDIR": str(root / "tmp")}
     for name in ("RAYCTL_ADDRESS", "RAYCTL_TOKEN_FILE", "RAYCTL_HEAD_ADDRESS", "RAYCTL_TEMP_DIR",
                  "TMUX", "TMUX_TMPDIR"):

@@ -23,12 +23,11 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from launcher_stubs import fake_wheel, install_python_shim, invoke
 from polling import wait_for
 from ssh_server import SSHServer, ssh_server
-from typer.testing import CliRunner, Result
 
 from autoscaler import launcher_ship
-from autoscaler.cli import app
 from autoscaler.cluster_head import load_record
 from providers.base import Instance
 from providers.onprem import TAG_HOST, OnPremProvider
@@ -36,15 +35,6 @@ from providers.onprem import TAG_HOST, OnPremProvider
 NAME = "rack"
 NODE_TYPES: dict[str, dict[str, object]] = {"head": {}, "worker": {}}
 
-# `python3 -m pip install ...` (the wheel install setup runs) succeeds without touching the
-# venv; anything else runs this interpreter.
-PYTHON_SHIM = textwrap.dedent(f"""\
-    #!/bin/sh
-    if [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ]; then
-        echo "test host: rayctl is installed already"; exit 0
-    fi
-    exec {sys.executable} "$@"
-""")
 
 
 @dataclass
@@ -111,25 +101,13 @@ def kill_all(pids: set[int]) -> None:
             continue
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def fake_wheel(out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wheel = out_dir / "rayctl-0.0.0-py3-none-any.whl"
-    wheel.write_bytes(b"not a wheel: the hosts' pip is stubbed")
-    return wheel
 
 
 @pytest.fixture
 def rack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rack]:
     """Three hosts and a config naming them; at exit `down`, then every claim and process of
     the hosts is removed whatever happened."""
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "python3").write_text(PYTHON_SHIM)
-    (shim / "python3").chmod(0o755)
+    shim = install_python_shim(tmp_path / "shim")
     path = f"{shim}:{Path(sys.executable).parent}:$PATH"
     monkeypatch.setenv("HOME", str(tmp_path / "client-home"))
     for name in ("RAYCTL_ADDRESS", "RAYCTL_TOKEN_FILE", "RAYCTL_HEAD_ADDRESS", "RAYCTL_TEMP_DIR"):

@@ -28,13 +28,12 @@ import asyncssh
 import psutil
 import pytest
 import yaml
+from launcher_stubs import fake_wheel, install_python_shim, invoke
 from polling import wait_for
 from ssh_host import COMMANDS_FILE, READY_FILE
 from ssh_server import USER
-from typer.testing import CliRunner, Result
 
 from autoscaler import launcher_ship
-from autoscaler.cli import app
 from autoscaler.cluster_head import load_record
 from autoscaler.updater import node_ip_address
 from providers.base import Instance, Offering, ProviderState
@@ -46,15 +45,6 @@ TAG = os.getpid() % 10000  # in every interface and namespace name: parallel run
 HOST_NAMES = ("head", "w1", "w2")
 NODE_TYPES: dict[str, dict[str, object]] = {"head": {}, "worker": {}}
 
-# `python3 -m pip install ...` (the wheel install setup runs) succeeds without touching the
-# venv; anything else runs this interpreter.
-PYTHON_SHIM = textwrap.dedent(f"""\
-    #!/bin/sh
-    if [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ]; then
-        echo "test host: rayctl is installed already"; exit 0
-    fi
-    exec {sys.executable} "$@"
-""")
 
 # Where each one-CPU task ran, the driver's own node, and each node's address and instance.
 DRIVER = textwrap.dedent("""\
@@ -261,15 +251,6 @@ class Rack:
         return next(h for h in self.hosts if h.ip == instance.tags[TAG_HOST])
 
 
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def fake_wheel(out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wheel = out_dir / "rayctl-0.0.0-py3-none-any.whl"
-    wheel.write_bytes(b"not a wheel: the hosts' pip is stubbed")
-    return wheel
 
 
 def client_key(keys: Path) -> Path:
@@ -311,10 +292,7 @@ def rack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rack]:
     reason = unusable_reason()
     if reason:
         pytest.skip(reason)
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "python3").write_text(PYTHON_SHIM)
-    (shim / "python3").chmod(0o755)
+    shim = install_python_shim(tmp_path / "shim")
     monkeypatch.setenv("HOME", str(tmp_path / "client-home"))
     for name in ("RAYCTL_ADDRESS", "RAYCTL_TOKEN_FILE", "RAYCTL_HEAD_ADDRESS", "RAYCTL_TEMP_DIR",
                  "RAYCTL_NODE_IP_ADDRESS"):

@@ -6,13 +6,10 @@ and a group create waits on it; the rest of the GCS's raylet calls stay on gRPC.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from runtime.protocol import common_pb2
 from runtime.transport import Connection, connect
-
-log = logging.getLogger("rayctl.gcs.links")
 
 
 class RayletCallError(Exception):

@@ -308,6 +308,7 @@ async def serve(args: argparse.Namespace) -> None:
     for task in background:
         task.cancel()
     await server.stop(0.5)
+    servicer.pgs.links.close()
     await client.aclose()
     if args.owned_redis_pid:
         try:
