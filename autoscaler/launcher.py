@@ -247,8 +247,12 @@ def bootstrap(config: ClusterConfig, use_cache: bool) -> tuple[ClusterConfig, No
         raise LaunchError(f"provider bootstrap failed: {exc}") from exc
     cache = launcher_dir(config.cluster_name) / "bootstrap-cache.json"
     key = json.dumps(config.to_dict(), sort_keys=True)
-    cached = _read_cache(cache) if use_cache else {}
-    resolved_provider = cached.get(key) or fresh
+    cached = (_read_cache(cache) if use_cache else {}).get(key)
+    # Where this machine keeps the cluster's state (`state_dir`: RAYCTL_LOCAL_STATE_DIR, ...)
+    # comes from the environment, which `down` and `exec` read afresh: a resolution cached
+    # under another environment would send the head's monitor to instances `down` never sees.
+    usable = isinstance(cached, dict) and cached.get("state_dir") == fresh.get("state_dir")
+    resolved_provider = cached if usable else fresh
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({key: resolved_provider}))
     return validate_config({**config.to_dict(), "provider": resolved_provider}), provider

@@ -379,3 +379,24 @@ def test_overrides_from_the_command_line() -> None:
     changed = apply_overrides(config, cluster_name="other", min_workers=1, max_workers=1)
     assert changed.cluster_name == "other"
     assert changed.node_type("cpu").min_workers == 1 and changed.worker_max("cpu") == 1
+
+
+def test_a_bootstrap_cached_under_another_state_dir_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cached resolution naming another machine-local state dir (an earlier `up` with another
+    RAYCTL_LOCAL_STATE_DIR) would make the head's monitor launch workers where `down` never
+    looks: `up` resolves afresh instead, as `down` does."""
+    from autoscaler.launcher import bootstrap
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RAYCTL_LAUNCHER_DIR", raising=False)
+    raw = make_config(tmp_path)
+    config = validate_config({**raw, "provider": {"type": "local"}})  # state dir: from the env
+    monkeypatch.setenv("RAYCTL_LOCAL_STATE_DIR", str(tmp_path / "earlier"))
+    first, _ = bootstrap(config, use_cache=True)
+    assert first.provider["state_dir"] == str(tmp_path / "earlier")
+    monkeypatch.setenv("RAYCTL_LOCAL_STATE_DIR", str(tmp_path / "now"))
+    again, provider = bootstrap(config, use_cache=True)
+    assert again.provider["state_dir"] == str(tmp_path / "now")
+    assert provider.bootstrap()["state_dir"] == str(tmp_path / "now")
