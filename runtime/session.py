@@ -68,15 +68,35 @@ def stop_session(session_dir: str, grace_s: float = 3.0) -> list[int]:
             proc.send_signal(signal.SIGTERM)
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    alive = _wait_gone(procs, grace_s)
     for proc in alive:
         try:
             proc.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=2)
+    _wait_gone(alive, 2)
     remove_shm_dirs(session_dir)
     return [p.pid for p in procs]
+
+
+def _wait_gone(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Those of `procs` still running at the deadline. A zombie counts as gone: the processes
+    `rayctl start` left behind belong to init, which may reap them late (1.4 s on this VM) or,
+    in a container without one, never (psutil.wait_procs would wait the whole grace period)."""
+    deadline = time.monotonic() + timeout_s
+    pending = procs
+    while True:
+        _, still = psutil.wait_procs(pending, timeout=0.02)  # reaps those that are our children
+        pending = [p for p in still if _running(p)]
+        if not pending or time.monotonic() >= deadline:
+            return pending
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def remove_shm_dirs(session_dir: str) -> None:

@@ -73,3 +73,28 @@ def test_start_join_stop(tmp_path) -> None:
     assert not [d for d in ours if os.path.exists(d)], "shm dirs left behind"
     again = _rayctl(temp_dir, "stop")
     assert "No rayctl processes" in again.stdout
+
+
+def test_stop_does_not_wait_on_a_process_nobody_reaps(tmp_path) -> None:
+    """A session process that exits but stays a zombie (its parent never reaps it, as with an
+    orphan in a container without an init) counts as stopped: no waiting out the grace period."""
+    import time
+
+    from runtime.session import record_pid, session_dir_for, stop_session
+
+    session = session_dir_for(str(tmp_path), "zombie")
+    parent = subprocess.Popen(  # starts a child, then never waits for it
+        [sys.executable, "-c", "import subprocess, sys, time\n"
+         "child = subprocess.Popen(['sleep', '60'])\nprint(child.pid, flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        record_pid(session, "child", child)
+        start = time.monotonic()
+        assert stop_session(session, grace_s=30) == [child]
+        assert time.monotonic() - start < 10, "stop waited for a zombie to be reaped"
+        assert psutil.Process(child).status() == psutil.STATUS_ZOMBIE  # stopped, not yet reaped
+    finally:
+        parent.kill()
+        parent.wait()
