@@ -257,17 +257,23 @@ def wait(
     cw = _core()
     deadline = None if timeout is None else time.monotonic() + timeout
     event = threading.Event()
+    watched: set[str] = set()  # owned refs that wake us when ready (registered once each)
     while True:
+        event.clear()  # before looking: a wake-up from here on is not lost
         ready = [r for r in refs if _is_ready(cw, r)]
         if len(ready) >= num_returns or (deadline is not None and time.monotonic() >= deadline):
+            for object_id in watched:  # a loop of wait() calls must not pile them up
+                cw.refs.off_ready(object_id, event.set)
             ready = ready[:num_returns] if len(ready) > num_returns else ready
             ready_set = set(ready)
             return ready, [r for r in refs if r not in ready_set]
-        event.clear()
         for r in refs:
-            if r not in ready:
-                cw.refs.on_ready(r.id, event.set)
-        remaining = 0.05 if deadline is None else min(0.05, max(0.0, deadline - time.monotonic()))
+            if r not in ready and r.id not in watched and cw.refs.on_ready(r.id, event.set):
+                watched.add(r.id)
+        # borrowed refs cannot wake us: ask their owners again every 50 ms
+        polling = any(r.id not in watched for r in refs if r not in ready)
+        cap = 0.05 if polling else 1.0
+        remaining = cap if deadline is None else min(cap, max(0.0, deadline - time.monotonic()))
         event.wait(remaining)
 
 

@@ -213,7 +213,11 @@ class CoreWorker:
             if entry.state != READY:
                 event = threading.Event()
                 if self.refs.on_ready(ref.id, event.set):
-                    self._block_until(event, deadline, ref)
+                    try:
+                        self._block_until(event, deadline, ref)
+                    except GetTimeoutError:  # gets with a timeout in a loop leave nothing behind
+                        self.refs.off_ready(ref.id, event.set)
+                        raise
             try:
                 return self._materialize(ref.id, entry.inline, entry.location, entry.error)
             except ObjectLostError as exc:

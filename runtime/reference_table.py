@@ -94,6 +94,13 @@ class ReferenceTable:
             entry.waiters.append(wake)
             return True
 
+    def off_ready(self, object_id: str, wake: Callable[[], object]) -> None:
+        """Take back an `on_ready` whose caller stopped waiting."""
+        with self.lock:
+            entry = self.owned.get(object_id)
+            if entry is not None and wake in entry.waiters:
+                entry.waiters.remove(wake)
+
     def get_entry(self, object_id: str) -> Entry | None:
         return self.owned.get(object_id)
 

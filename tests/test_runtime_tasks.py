@@ -156,6 +156,14 @@ def test_wait(cluster) -> None:
     assert ready == [fast] and not_ready == [slow]
     ready, not_ready = rt.wait([fast, slow], num_returns=2, timeout=0.1)
     assert ready == [fast] and not_ready == [slow]
+    # wait() leaves no wake-up behind (they piled up: one per re-check every 50 ms, per call)
+    from runtime.api import _core
+
+    rt.wait([slow], timeout=0.5)
+    with pytest.raises(rt.exceptions.GetTimeoutError):
+        rt.get(slow, timeout=0.1)
+    entry = _core().refs.get_entry(slow.id)
+    assert entry is not None and entry.waiters == []
     rt.cancel(slow, force=True)
 
 
