@@ -175,22 +175,28 @@ class PlacementGroupManager:
     async def reconcile(self) -> None:
         """Make every live node hold exactly the bundles the tables place there: give back groups
         a node holds that are not CREATED there (a GCS that died mid-placement), and place again
-        a CREATED group a node does not hold. Runs before the first placement after a start."""
+        a CREATED group a node does not hold. Runs once after a start; a group being placed
+        meanwhile (a driver may create one at once) is left alone."""
+        created = {p.pg_id: set(p.bundle_node_ids) for p in self.t.pgs.values() if p.state == "CREATED"}
         nodes = [n for n in self.t.nodes.values() if n.state == "ALIVE"]
         held = await asyncio.gather(*(self._held(n) for n in nodes))
         lost: set[str] = set()
         for node, groups in zip(nodes, held, strict=True):
             if groups is None:  # unreachable: the health check decides about this node
                 continue
-            expected = {p.pg_id for p in self.t.pgs.values()
-                        if p.state == "CREATED" and node.node_id in p.bundle_node_ids}
-            for pg_id in set(groups) - expected:
+            expected = {pg_id for pg_id, where in created.items() if node.node_id in where}
+            for pg_id in set(groups) - expected - self._placing:
+                pg = self.t.pgs.get(pg_id)
+                if pg is not None and pg.state == "CREATED" and node.node_id in pg.bundle_node_ids:
+                    continue  # placed while we asked
                 log.info("node %s gives back bundles of %s, which it holds for no known group",
                          node.node_id, pg_id)
                 await self._call(node, "cancel_bundles", pg_id, [])
             lost |= expected - set(groups)
         for pg_id in lost:
-            await self._place_again(self.t.pgs[pg_id])
+            pg = self.t.pgs.get(pg_id)
+            if pg is not None and pg.state == "CREATED":  # not removed meanwhile
+                await self._place_again(pg)
         self.wake()
 
     async def _held(self, node: common_pb2.NodeInfo) -> list[str] | None:
