@@ -56,7 +56,7 @@ class ActorSubmitter:
             return
         if aq.conn is None or not aq.conn.is_open:
             aq.conn = None
-            if not aq.resolving:
+            if not aq.resolving and not self.cw.closed:  # (a connection closed by shutdown)
                 aq.resolving = True
                 asyncio.ensure_future(self._resolve_actor(aq))
             return

@@ -399,11 +399,16 @@ class CoreWorker:
                 if fut.done() and fut.exception() is None:
                     fut.result().close()
             self.raylet.close()
-            # in-flight lease requests and the like end here, quietly (not "destroyed pending")
-            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
+            await asyncio.sleep(0)  # the closed connections' callbacks run now, not after us
+            # in-flight lease requests and the like end here, quietly (not "destroyed pending");
+            # again for tasks the closing connections' callbacks start (an actor's resolver)
+            for _ in range(5):
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                if not others:
+                    break
+                for task in others:
+                    task.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
 
         try:
             self.run(close(), timeout=5)

@@ -1,5 +1,6 @@
 """Helpers beyond the core API, as in `ray.util`."""
 
+from runtime.util.actor_pool import ActorPool
 from runtime.util.placement_group import (
     PlacementGroup,
     get_placement_group,
@@ -13,6 +14,6 @@ from runtime.util.scheduling_strategies import (
 )
 
 __all__ = [
-    "NodeAffinitySchedulingStrategy", "PlacementGroup", "PlacementGroupSchedulingStrategy",
+    "ActorPool", "NodeAffinitySchedulingStrategy", "PlacementGroup", "PlacementGroupSchedulingStrategy",
     "get_placement_group", "placement_group", "placement_group_table", "remove_placement_group",
 ]
