@@ -88,6 +88,8 @@ def test_gcs_restart_keeps_groups_and_gives_back_bundles_no_group_owns(cluster2)
              "the restarted GCS to take back the bundle no group owns")
     wait_for(lambda: _free_cpu(far.node_id) == 1.0, 10, "the orphan's CPU free again")
     assert pgs.placement_group_table(pg)["state"] == "CREATED"
+    every = pgs.placement_group_table()  # no argument: all of them, by id (as Ray's)
+    assert every[pg.id]["bundles_to_node_id"] == {0: far.node_id} and "0rphan00" not in every
 
     @rt.remote(num_cpus=1)
     def where() -> str:

@@ -230,6 +230,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
                                 request.timeout_s)
         return gcs_pb2.GetPlacementGroupReply(found=pg is not None, pg=pg)
 
+    async def ListPlacementGroups(self, request: Any, context: Any) -> Any:
+        return gcs_pb2.ListPlacementGroupsReply(pgs=list(self.t.pgs.values()))
+
     async def RemovePlacementGroup(self, request: Any, context: Any) -> Any:
         if await self.pgs.remove(request.pg_id) == "PENDING":
             self._demand_dirty.set()

@@ -240,6 +240,12 @@ class GetPlacementGroupReply(_message.Message):
     pg: _common_pb2.PlacementGroupInfo
     def __init__(self, found: _Optional[bool] = ..., pg: _Optional[_Union[_common_pb2.PlacementGroupInfo, _Mapping]] = ...) -> None: ...
 
+class ListPlacementGroupsReply(_message.Message):
+    __slots__ = ("pgs",)
+    PGS_FIELD_NUMBER: _ClassVar[int]
+    pgs: _containers.RepeatedCompositeFieldContainer[_common_pb2.PlacementGroupInfo]
+    def __init__(self, pgs: _Optional[_Iterable[_Union[_common_pb2.PlacementGroupInfo, _Mapping]]] = ...) -> None: ...
+
 class PlacementGroupIdRequest(_message.Message):
     __slots__ = ("pg_id",)
     PG_ID_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class GcsStub:
                 request_serializer=runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupRequest.SerializeToString,
                 response_deserializer=runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupReply.FromString,
                 _registered_method=True)
+        self.ListPlacementGroups = channel.unary_unary(
+                '/rayctl.Gcs/ListPlacementGroups',
+                request_serializer=runtime_dot_protocol_dot_gcs__pb2.Empty.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_gcs__pb2.ListPlacementGroupsReply.FromString,
+                _registered_method=True)
         self.RemovePlacementGroup = channel.unary_unary(
                 '/rayctl.Gcs/RemovePlacementGroup',
                 request_serializer=runtime_dot_protocol_dot_gcs__pb2.PlacementGroupIdRequest.SerializeToString,
@@ -141,6 +146,12 @@ class GcsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPlacementGroup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPlacementGroups(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,6 +271,11 @@ def add_GcsServicer_to_server(servicer, server):
                     servicer.GetPlacementGroup,
                     request_deserializer=runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupRequest.FromString,
                     response_serializer=runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupReply.SerializeToString,
+            ),
+            'ListPlacementGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlacementGroups,
+                    request_deserializer=runtime_dot_protocol_dot_gcs__pb2.Empty.FromString,
+                    response_serializer=runtime_dot_protocol_dot_gcs__pb2.ListPlacementGroupsReply.SerializeToString,
             ),
             'RemovePlacementGroup': grpc.unary_unary_rpc_method_handler(
                     servicer.RemovePlacementGroup,
@@ -401,6 +417,33 @@ class Gcs:
             '/rayctl.Gcs/GetPlacementGroup',
             runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupRequest.SerializeToString,
             runtime_dot_protocol_dot_gcs__pb2.GetPlacementGroupReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlacementGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Gcs/ListPlacementGroups',
+            runtime_dot_protocol_dot_gcs__pb2.Empty.SerializeToString,
+            runtime_dot_protocol_dot_gcs__pb2.ListPlacementGroupsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -122,11 +122,18 @@ def get_placement_group(name: str) -> PlacementGroup:
     return PlacementGroup(reply.pg.pg_id, [dict(b.resources) for b in reply.pg.bundles], reply.pg.strategy)
 
 
-def placement_group_table(pg: PlacementGroup) -> dict[str, Any]:
+def placement_group_table(pg: PlacementGroup | None = None) -> dict[str, Any]:
+    """One group's entry; without a group, every group's entry by id (as Ray's)."""
     from runtime.api import _core
 
-    reply = _core().gcs_call("GetPlacementGroup", gcs_pb2.GetPlacementGroupRequest(pg_id=pg.id))
-    p = reply.pg
+    if pg is None:
+        reply = _core().gcs_call("ListPlacementGroups", gcs_pb2.Empty())
+        return {p.pg_id: _table_entry(p) for p in reply.pgs}
+    found = _core().gcs_call("GetPlacementGroup", gcs_pb2.GetPlacementGroupRequest(pg_id=pg.id))
+    return _table_entry(found.pg)
+
+
+def _table_entry(p: Any) -> dict[str, Any]:
     return {"placement_group_id": p.pg_id, "name": p.name, "strategy": p.strategy, "state": p.state,
             "bundles": {b.index: dict(b.resources) for b in p.bundles},
             "bundles_to_node_id": dict(enumerate(p.bundle_node_ids))}
