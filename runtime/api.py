@@ -384,6 +384,12 @@ class RuntimeContext:
         return self.worker_id
 
 
+def get_gpu_ids() -> list[Any]:
+    """The GPUs the running task or actor may use (its CUDA_VISIBLE_DEVICES), as Ray's:
+    ints for numbered devices; [] in a driver and in tasks that asked for none."""
+    return list(_core().gpu_ids)
+
+
 def get_runtime_context() -> RuntimeContext:
     cw = _core()
     return RuntimeContext(

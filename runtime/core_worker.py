@@ -95,6 +95,7 @@ class CoreWorker:
 
         self.job_env = JobEnv(self.gcs_call, None)  # init(runtime_env=...) replaces it
         self.current_actor_id = ""
+        self.gpu_ids: list[Any] = []  # the devices of the running task or actor (get_gpu_ids)
         object_ref.set_reference_counter(self)
         self.closed = False
 

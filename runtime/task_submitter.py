@@ -55,6 +55,7 @@ class Lease:
     conn: Connection  # to the leased worker
     queue: ShapeQueue
     raylet: Connection  # the raylet that granted it (ours, or one we were spilled to)
+    gpu_ids: tuple[str, ...] = ()  # the devices the raylet gave it (CUDA_VISIBLE_DEVICES)
     busy: TaskState | None = None
     linger: asyncio.TimerHandle | None = None
 
@@ -216,7 +217,7 @@ class TaskSubmitter:
         finally:
             warn.cancel()
         q.requesting -= 1
-        lease = Lease(grant["lease_id"], conn, q, raylet)
+        lease = Lease(grant["lease_id"], conn, q, raylet, tuple(grant.get("gpu_ids", ())))
         q.leases.append(lease)
         if q.pending:
             self._push(lease, q.pending.popleft())
@@ -276,6 +277,8 @@ class TaskSubmitter:
         if spec["fn_id"] not in sent:
             sent.add(spec["fn_id"])
             spec = dict(spec, fn=spec["fn_bytes"])
+        if lease.gpu_ids:
+            spec = dict(spec, gpu_ids=lease.gpu_ids)
         try:
             fut = lease.conn.request("push", _wire_spec(spec))
         except ConnectionLost as exc:

@@ -102,6 +102,7 @@ class Worker:
             }
         )
         self.pid = os.getpid()
+        self.started_cuda_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
         sys.stdout = StreamToOwner(self, sys.stdout)  # type: ignore[assignment]
         sys.stderr = StreamToOwner(self, sys.stderr)  # type: ignore[assignment]
         # a worker does not outlive its raylet (a killed node takes its workers with it)
@@ -152,8 +153,21 @@ class Worker:
             raise arg[1]
         return self.cw._materialize(arg[1], None, arg[2], None)
 
+    def _use_gpus(self, devices: Any) -> None:
+        """The devices this task (or this actor, for its life) may use: CUDA_VISIBLE_DEVICES as
+        Ray sets it; a task without GPUs sees what the worker started with."""
+        self.cw.gpu_ids = [int(d) if str(d).isdigit() else d for d in devices or ()]
+        if devices:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
+        elif self.started_cuda_devices is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.started_cuda_devices
+
     def _execute(self, conn: Connection, spec: dict[str, Any], fut: asyncio.Future[Any]) -> None:
         task_id = spec["task_id"]
+        if not spec.get("actor_id"):  # an actor keeps the devices it was created with
+            self._use_gpus(spec.get("gpu_ids"))
         self.local.conn = conn
         self.local.prefix = f"({spec['name']} pid={self.pid}, node={self.cw.node_id[:8]})"
         self.cw.current_task_id = task_id
@@ -250,6 +264,7 @@ class Worker:
             kwargs = {k: self._resolve(v) for k, v in spec["kwargs"].items()}
             self.actor_id = payload["actor_id"]
             self.cw.current_actor_id = self.actor_id
+            self._use_gpus(payload.get("gpu_ids"))
             self.actor_name = spec["class_name"]
             self.local.prefix = f"({self.actor_name} pid={self.pid}, node={self.cw.node_id[:8]})"
             self.actor = cls(*args, **kwargs)

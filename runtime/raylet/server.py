@@ -32,6 +32,7 @@ from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet import scheduling
 from runtime.raylet.bundles import Bundles
+from runtime.raylet.gpus import GpuSlots
 from runtime.raylet.transfer import ObjectTransfer
 from runtime.raylet.worker_pool import Worker, WorkerPool
 from runtime.resources import add, fits, shape_key, subtract
@@ -62,6 +63,7 @@ class Raylet:
         self.total: dict[str, float] = json.loads(args.resources)
         self.available = dict(self.total)
         self.bundles = Bundles(self.total, self.available)
+        self.gpus = GpuSlots(int(self.total.get("GPU", 0)), os.environ.get("CUDA_VISIBLE_DEVICES"))
         self.queue: list[LeaseRequest] = []
         self.leases: dict[str, tuple[Worker, dict[str, float]]] = {}
         self.backlogs: dict[Connection, dict[tuple[tuple[str, float], ...], int]] = defaultdict(
@@ -171,10 +173,13 @@ class Raylet:
             if req.future.done():
                 self.queue.remove(req)
                 continue
+            devices = None
             if fits(req.shape, self.available) and not self.draining:
+                devices = self.gpus.assign(gpu_amount(req.shape))  # None: no device free as a whole
+            if devices is not None:
                 self.queue.remove(req)
                 subtract(self.available, req.shape)
-                asyncio.ensure_future(self._grant(req))
+                asyncio.ensure_future(self._grant(req, devices))
             elif not isinstance(req.strategy, dict):
                 # busy here: another node may have room now (one that joined since, say), also
                 # for a request spilled here, which came with allow_spill off only so that its
@@ -186,23 +191,26 @@ class Raylet:
                     req.future.set_result(self._spill(req, room[0]))
         self._update_idle()
 
-    async def _grant(self, req: LeaseRequest) -> None:
+    async def _grant(self, req: LeaseRequest, devices: tuple[str, ...]) -> None:
         assert self.pool is not None
         try:
             worker = await self.pool.acquire(*self._env_setup(req.runtime_env))
         except Exception as exc:  # noqa: BLE001
             add(self.available, req.shape)
+            self.gpus.release(devices, gpu_amount(req.shape))
             if not req.future.done():
                 req.future.set_exception(exc)
             return
         if req.future.done() or not req.owner.is_open:  # the owner went away meanwhile
             add(self.available, req.shape)
+            self.gpus.release(devices, gpu_amount(req.shape))
             self.pool.release(worker)
             self.dispatch()
             return
         lease_id = ids.random_id(6)
         worker.lease_id = lease_id
         worker.owner = req.owner
+        worker.gpu_ids, worker.gpus = devices, gpu_amount(req.shape)
         self.leases[lease_id] = (worker, req.shape)
         req.future.set_result(
             {
@@ -210,6 +218,7 @@ class Raylet:
                 "worker_id": worker.worker_id,
                 "address": worker.address,
                 "node_id": self.node_id,
+                "gpu_ids": list(devices),
             }
         )
 
@@ -219,12 +228,17 @@ class Raylet:
             return
         worker, shape = entry
         self._give_back(_without_cpu(shape) if worker.blocked else shape)
+        self._give_back_devices(worker)
         assert self.pool is not None
         if kill:
             self.pool.kill(worker)
         else:
             self.pool.release(worker)
         self.dispatch()
+
+    def _give_back_devices(self, worker: Worker) -> None:
+        self.gpus.release(worker.gpu_ids, worker.gpus)
+        worker.gpu_ids, worker.gpus = (), 0.0
 
     def _env_setup(self, env: dict[str, Any] | None) -> tuple[str, Any]:
         """(pool key, async setup) for a runtime_env: the default pool needs no setup."""
@@ -354,6 +368,7 @@ class Raylet:
             entry = self.actor_workers.pop(worker.actor_id, None)
             if entry is not None:
                 self._give_back(entry[1])
+                self._give_back_devices(worker)
                 asyncio.ensure_future(self._report_actor_died(worker.actor_id, code))
             self.dispatch()
 
@@ -451,7 +466,8 @@ class Raylet:
     # -- actors (called by the GCS over gRPC) --------------------------------------------------
     async def start_actor(self, actor: common_pb2.ActorInfo) -> raylet_pb2.StartActorReply:
         need = dict(actor.resources)
-        if not fits(need, self.available):
+        devices = self.gpus.assign(gpu_amount(need)) if fits(need, self.available) else None
+        if devices is None:
             return raylet_pb2.StartActorReply(no_room=True)
         subtract(self.available, need)
         self._update_idle()
@@ -461,20 +477,24 @@ class Raylet:
             worker = await self.pool.acquire(*self._env_setup(env))
         except Exception as exc:  # noqa: BLE001 - e.g. a pip requirement that cannot install
             self._give_back(need)
+            self.gpus.release(devices, gpu_amount(need))
             self.dispatch()
             return raylet_pb2.StartActorReply(error=f"runtime_env: {exc}")
         worker.actor_id = actor.actor_id
+        worker.gpu_ids, worker.gpus = devices, gpu_amount(need)
         self.actor_workers[actor.actor_id] = (worker, need)
         assert worker.conn is not None
         try:
             await worker.conn.request(
                 "create_actor",
-                {"actor_id": actor.actor_id, "spec": actor.creation_spec, "job_id": actor.job_id},
+                {"actor_id": actor.actor_id, "spec": actor.creation_spec, "job_id": actor.job_id,
+                 "gpu_ids": list(devices)},
             )
         except Exception as exc:  # noqa: BLE001 - the constructor failed or the worker died
             self.actor_workers.pop(actor.actor_id, None)
             worker.actor_id = ""
             self._give_back(need)
+            self._give_back_devices(worker)
             self.pool.kill(worker)
             self.dispatch()
             return raylet_pb2.StartActorReply(error=str(exc) or repr(exc))
@@ -581,6 +601,14 @@ class Raylet:
             except TimeoutError:
                 pass
             self._beat_now.clear()
+
+
+def gpu_amount(shape: dict[str, float]) -> float:
+    """The GPUs a lease shape asks for: `GPU`, or inside a placement group its bundle's
+    `GPU_group_<i>_<pg>` (one of the two; the `GPU_group_<pg>` wildcard counts the same)."""
+    if "GPU" in shape:
+        return shape["GPU"]
+    return next((v for k, v in shape.items() if k.startswith("GPU_group_")), 0.0)
 
 
 def _without_cpu(shape: dict[str, float]) -> dict[str, float]:

@@ -34,6 +34,8 @@ class Worker:
     dead: bool = False
     env_key: str = ""  # runtime_env the worker was started with ("" = the node's default)
     blocked: bool = False  # inside get()/wait(): its lease's CPUs are lent to others meanwhile
+    gpu_ids: tuple[str, ...] = ()  # the devices its lease or actor holds (see raylet/gpus.py)
+    gpus: float = 0.0  # how much of them
 
     @property
     def pid(self) -> int:
