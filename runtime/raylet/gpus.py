@@ -40,3 +40,11 @@ class GpuSlots:
         share = amount / len(devices) if devices else 0.0
         for device in devices:
             self.free[device] = min(1.0, self.free[device] + share)
+
+
+def gpu_amount(shape: dict[str, float]) -> float:
+    """The GPUs a lease shape asks for: `GPU`, or inside a placement group its bundle's
+    `GPU_group_<i>_<pg>` (one of the two; the `GPU_group_<pg>` wildcard counts the same)."""
+    if "GPU" in shape:
+        return shape["GPU"]
+    return next((v for k, v in shape.items() if k.startswith("GPU_group_")), 0.0)

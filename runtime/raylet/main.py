@@ -16,6 +16,7 @@ import grpc
 from runtime.auth import AioTokenServerInterceptor, read_token_file
 from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
+from runtime.raylet.gcs_link import heartbeat_loop, node_info, register
 from runtime.raylet.server import Raylet, log
 from runtime.raylet.worker_pool import WorkerPool
 from runtime.session import record_pid, watch_parent
@@ -37,7 +38,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
         assert self.r.pool is not None
         stats = self.r.store.stats()
         return raylet_pb2.NodeStatsReply(
-            node=self.r.node_info(),
+            node=node_info(self.r),
             num_workers=len(self.r.pool.workers),
             num_idle_workers=len(self.r.pool.idle),
             object_store_used=stats.used_bytes,
@@ -87,7 +88,7 @@ async def run(args: argparse.Namespace) -> None:
     for _ in range(args.prestart):
         await raylet.pool.start_worker()
     raylet.gcs = gcs_pb2_grpc.GcsStub(grpc.aio.insecure_channel(args.gcs_address, options=GRPC_CHANNEL_OPTIONS))
-    await raylet.register()
+    await register(raylet)
     if args.ready_file:
         with open(args.ready_file + ".tmp", "w") as f:
             json.dump(
@@ -107,7 +108,7 @@ async def run(args: argparse.Namespace) -> None:
         args.grpc_port_bound,
         raylet.total,
     )
-    hb = asyncio.ensure_future(raylet.heartbeat_loop())
+    hb = asyncio.ensure_future(heartbeat_loop(raylet))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, raylet.stopping.set)

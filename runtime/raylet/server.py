@@ -1,6 +1,6 @@
 """The raylet: one per node. Owns the node's resources, its worker pool, its object store; grants
 worker leases to drivers and workers over the node-local transport; serves the GCS over gRPC;
-reports resources and queued demand to the GCS a few times a second.
+reports resources and queued demand to the GCS a few times a second (runtime/raylet/gcs_link.py).
 The process entry point and gRPC service are in runtime/raylet/main.py."""
 
 from __future__ import annotations
@@ -21,18 +21,12 @@ import grpc
 
 from runtime import ids, shm
 from runtime.auth import call_metadata
-from runtime.constants import (
-    GRPC_CHANNEL_OPTIONS,
-    HEARTBEAT_INTERVAL_S,
-    PROTOCOL_VERSION,
-    PYTHON_VERSION,
-    RAYCTL_VERSION,
-)
+from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet import scheduling
 from runtime.raylet.bundles import Bundles
-from runtime.raylet.gpus import GpuSlots
+from runtime.raylet.gpus import GpuSlots, gpu_amount
 from runtime.raylet.transfer import ObjectTransfer
 from runtime.raylet.worker_pool import Worker, WorkerPool
 from runtime.resources import add, fits, shape_key, subtract
@@ -521,94 +515,6 @@ class Raylet:
                 return False, f"deadline passed with {len(self.leases)} lease(s) and {len(self.actor_workers)} actor(s) running"
             await asyncio.sleep(0.05)
         return True, "drained"
-
-    # -- GCS link -----------------------------------------------------------------------------
-    def node_info(self) -> common_pb2.NodeInfo:
-        return common_pb2.NodeInfo(
-            node_id=self.node_id,
-            address=self.host,
-            raylet_port=self.args.grpc_port_bound,
-            local_port=self.args.local_port_bound,
-            data_port=self.args.data_port_bound,
-            shm_dir=self.shm_dir,
-            total=self.total,
-            available=self.available,
-            state="ALIVE",
-            instance_id=os.environ.get("RAYCTL_INSTANCE_ID", ""),
-            node_type=os.environ.get("RAYCTL_NODE_TYPE", ""),
-            is_head=self.args.head,
-            versions=common_pb2.Versions(
-                python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=PROTOCOL_VERSION
-            ),
-        )
-
-    async def register(self) -> None:
-        assert self.gcs is not None
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                await self.gcs.RegisterNode(
-                    gcs_pb2.RegisterNodeRequest(node=self.node_info()), metadata=self.md, timeout=5
-                )
-                return
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() in (
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                ):
-                    raise SystemExit(f"the GCS refused this node: {exc.details()}") from None
-                if time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"cannot reach the GCS at {self.args.gcs_address}: {exc.details()}"
-                    ) from None
-                await asyncio.sleep(0.02)
-
-    async def heartbeat_loop(self) -> None:
-        assert self.gcs is not None
-        last_ok = time.monotonic()
-        while not self.stopping.is_set():
-            changed = self.load_changed
-            self.load_changed = False
-            req = gcs_pb2.HeartbeatRequest(
-                total=self.total,
-                node_id=self.node_id,
-                available=self.available,
-                load=self.load() if changed else [],
-                idle_since=self.idle_since,
-                load_changed=changed,
-            )
-            try:
-                reply = await self.gcs.Heartbeat(req, metadata=self.md, timeout=2)
-                last_ok = time.monotonic()
-                if reply.unknown_node:
-                    await self.register()
-                    self.mark_load_changed()
-                else:
-                    self.cluster_view = list(reply.nodes)
-                    self.dispatch()
-            except grpc.aio.AioRpcError:
-                self.load_changed = self.load_changed or changed
-                if time.monotonic() - last_ok > self.args.gcs_lost_timeout_s:
-                    log.error(
-                        "GCS unreachable for %.0fs: stopping this node",
-                        self.args.gcs_lost_timeout_s,
-                    )
-                    self.stopping.set()
-                    return
-            try:
-                await asyncio.wait_for(self._beat_now.wait(), HEARTBEAT_INTERVAL_S)
-                await asyncio.sleep(0.01)  # batch a burst of changes into one report
-            except TimeoutError:
-                pass
-            self._beat_now.clear()
-
-
-def gpu_amount(shape: dict[str, float]) -> float:
-    """The GPUs a lease shape asks for: `GPU`, or inside a placement group its bundle's
-    `GPU_group_<i>_<pg>` (one of the two; the `GPU_group_<pg>` wildcard counts the same)."""
-    if "GPU" in shape:
-        return shape["GPU"]
-    return next((v for k, v in shape.items() if k.startswith("GPU_group_")), 0.0)
 
 
 def _without_cpu(shape: dict[str, float]) -> dict[str, float]:
