@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import grpc
@@ -29,8 +30,8 @@ def local_raylet(gcs_address: str, token: str, timeout_s: float = 10.0) -> tuple
     mine = machine_addresses()
     # A driver on a worker host must join that host's raylet, not the head's at the GCS
     # address (it could neither bind that address nor share that node's memory).
-    local = ([n for n in alive if n.address in mine] or [n for n in alive if n.address == host]
-             or alive)
+    local = ([n for n in alive if _ip_of(n.address) in mine]
+             or [n for n in alive if n.address == host] or alive)
     if not local:
         raise ConnectionError(f"the cluster at {gcs_address} has no live node")
     local.sort(key=lambda n: (n.address != host, not n.is_head))
@@ -42,3 +43,16 @@ def machine_addresses() -> set[str]:
     families = (socket.AF_INET, socket.AF_INET6)
     return {a.address for addrs in psutil.net_if_addrs().values() for a in addrs
             if a.family in families}
+
+
+def _ip_of(address: str) -> str:
+    """`address` as an IP: nodes may be named by host name (on-prem `worker_ips: [host1]`)."""
+    try:
+        ipaddress.ip_address(address)
+        return address
+    except ValueError:
+        pass
+    try:
+        return socket.gethostbyname(address)
+    except OSError:
+        return address

@@ -378,3 +378,12 @@ def test_nodes_bind_their_internal_ip_unless_their_commands_run_on_this_machine(
     instance = Instance("i-1", "worker", Offering("m5.large"), ProviderState.RUNNING,
                         internal_ip="10.251.7.3", external_ip="203.0.113.9")
     assert node_ip_address(provider, instance) == expected
+
+
+def test_a_node_named_by_host_name_is_recognised_as_this_machine() -> None:
+    """On-prem hosts may be listed by name (`worker_ips: [host1]`): a driver on such a host
+    must still find its own raylet (it binds that raylet's address)."""
+    from runtime.cluster_client import _ip_of, machine_addresses
+
+    assert _ip_of("localhost") in machine_addresses()
+    assert _ip_of("10.251.0.7") == "10.251.0.7"  # an IP is taken as it is, never looked up
