@@ -184,7 +184,7 @@ def shutdown() -> None:
         return
     cw = session.cw
     try:
-        cw.gcs_call("FinishJob", gcs_pb2.JobIdRequest(job_id=cw.job_id), timeout=5)
+        cw.gcs_call("FinishJob", gcs_pb2.JobIdRequest(job_id=cw.job_id), timeout=5, retry_s=0)
     except Exception:  # noqa: BLE001 - the cluster may already be gone
         pass
     cw.shutdown()

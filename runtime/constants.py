@@ -15,6 +15,9 @@ INLINE_OBJECT_MAX_BYTES = int(os.environ.get("RAYCTL_INLINE_OBJECT_MAX_BYTES", 1
 HEARTBEAT_INTERVAL_S = float(os.environ.get("RAYCTL_HEARTBEAT_INTERVAL_S", 0.25))
 # A node silent for this long is declared dead by the GCS.
 NODE_DEATH_TIMEOUT_S = float(os.environ.get("RAYCTL_NODE_DEATH_TIMEOUT_S", 5.0))
+# How long a driver or worker keeps retrying a GCS that does not answer (it is being restarted
+# by the head's supervisor, ~1 s) before the call fails (Ray waits 60 s).
+GCS_RECONNECT_TIMEOUT_S = float(os.environ.get("RAYCTL_GCS_RECONNECT_TIMEOUT_S", 30.0))
 # Default object store size when init()/start gives none: 30% of memory, capped at 2 GiB.
 DEFAULT_OBJECT_STORE_MAX_BYTES = 2 * 1024**3
 DEFAULT_MAX_RETRIES = 3

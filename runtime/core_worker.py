@@ -20,7 +20,7 @@ import grpc
 
 from runtime import ids, object_ref, shm
 from runtime.auth import call_metadata
-from runtime.constants import GRPC_CHANNEL_OPTIONS, INLINE_OBJECT_MAX_BYTES
+from runtime.constants import GCS_RECONNECT_TIMEOUT_S, GRPC_CHANNEL_OPTIONS, INLINE_OBJECT_MAX_BYTES
 from runtime.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError
 from runtime.object_ref import ObjectRef
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc
@@ -349,8 +349,21 @@ class CoreWorker:
         pass
 
     # -- GCS -------------------------------------------------------------------------------------
-    def gcs_call(self, method: str, request: Any, timeout: float = 30) -> Any:
-        return getattr(self.gcs, method)(request, metadata=self.md, timeout=timeout)
+    def gcs_call(self, method: str, request: Any, timeout: float = 30,
+                 retry_s: float = GCS_RECONNECT_TIMEOUT_S) -> Any:
+        """A GCS call from a user or executor thread. While the GCS does not answer at all (it
+        is restarting) the call is retried for up to `retry_s`; every call is safe to repeat
+        (creations carry their ids, which the GCS recognises)."""
+        deadline = time.monotonic() + retry_s
+        delay = 0.05
+        while True:
+            try:
+                return getattr(self.gcs, method)(request, metadata=self.md, timeout=timeout)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
     def gcs_call_async(self, method: str, request: Any, timeout: float = 30) -> None:
         """Send a GCS call without waiting for it (the future is kept until done, so it is not
@@ -375,7 +388,8 @@ class CoreWorker:
         if key in self._warned_shapes:
             return
         try:
-            reply = self.gcs_call("CheckFeasible", gcs_pb2.FeasibleRequest(shape=shape), timeout=5)
+            reply = self.gcs_call("CheckFeasible", gcs_pb2.FeasibleRequest(shape=shape), timeout=5,
+                                  retry_s=0)
         except grpc.RpcError:
             return
         if reply.fits_a_node or reply.fits_launchable:

@@ -55,3 +55,62 @@ def _kv_get(cw):
         return cw.gcs_call("KvGet", gcs_pb2.KvRequest(ns="test", key="k"), timeout=1).value
     except grpc.RpcError:
         return None
+
+
+def test_calls_made_while_the_gcs_is_down_wait_for_it(cluster, temp_dir) -> None:
+    """A driver that creates an actor or a placement group while the GCS is being restarted
+    gets it once the GCS is back (the call retries), not an UNAVAILABLE error; and exactly one
+    actor is made even if a call is repeated."""
+    import threading
+
+    from runtime.util import placement_group
+
+    rt = cluster
+
+    @rt.remote
+    class Echo:
+        def echo(self, value):
+            return value
+
+    cmdline, cwd = kill_gcs(temp_dir)
+    results: dict[str, object] = {}
+    calling = threading.Event()
+
+    def while_down() -> None:
+        calling.set()
+        try:
+            results["actor"] = rt.get(Echo.remote().echo.remote("back"), timeout=60)
+            results["pg"] = placement_group([{"CPU": 0.1}]).wait(30)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            results["error"] = exc
+
+    caller = threading.Thread(target=while_down)
+    caller.start()
+    calling.wait(10)
+    start_gcs_again(temp_dir, cmdline, cwd)
+    caller.join(90)
+    assert "error" not in results, results.get("error")
+    assert results == {"actor": "back", "pg": True}
+
+
+def test_a_repeated_actor_creation_is_the_same_actor(cluster) -> None:
+    """What a retried CreateActor (its reply lost) does: nothing new; the live actor stays."""
+    from runtime.api import _core
+    from runtime.protocol import gcs_pb2
+
+    rt = cluster
+
+    @rt.remote
+    class Once:
+        def pid(self):
+            import os
+
+            return os.getpid()
+
+    actor = Once.options(name="once").remote()
+    pid = rt.get(actor.pid.remote(), timeout=30)
+    cw = _core()
+    info = cw.gcs_call("GetActor", gcs_pb2.GetActorRequest(name="once", namespace=cw.namespace)).actor
+    again = cw.gcs_call("CreateActor", gcs_pb2.CreateActorRequest(actor=info))
+    assert not again.error and again.actor.state == "ALIVE"
+    assert rt.get(actor.pid.remote()) == pid

@@ -44,6 +44,9 @@ class ActorManager:
             self._changed.notify_all()
 
     async def create(self, actor: common_pb2.ActorInfo) -> tuple[common_pb2.ActorInfo, str]:
+        known = self.t.actors.get(actor.actor_id)
+        if known is not None:  # a driver's retry after a lost reply: not a second actor
+            return known, ""
         if actor.name:
             existing_id = self.t.named.get(f"{actor.namespace}/{actor.name}")
             existing = self.t.actors.get(existing_id or "")
