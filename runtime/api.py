@@ -212,6 +212,10 @@ def _make_remote(target: Any, options: dict[str, Any]) -> Any:
 def method(*, num_returns: int = 1) -> Callable[[Any], Any]:
     """Decorate an actor method to declare how many values it returns."""
 
+    from runtime.remote_function import check_num_returns
+
+    check_num_returns(num_returns)
+
     def wrap(fn: Any) -> Any:
         fn.__rayctl_num_returns__ = num_returns
         return fn

@@ -28,7 +28,19 @@ TASK_OPTIONS = {
 }
 
 
+def check_num_returns(value: Any) -> int:
+    """`num_returns` as an int >= 0, or an error that says what to do instead."""
+    if value in ("dynamic", "streaming"):
+        raise ValueError(f"num_returns={value!r} (generator tasks) is not supported by rayctl: "
+                         "return a list, or give num_returns=N and return N values")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"num_returns must be an integer >= 0, got {value!r}")
+    return value
+
+
 def check_options(options: dict[str, Any], allowed: set[str], what: str) -> None:
+    if "num_returns" in options:
+        check_num_returns(options["num_returns"])
     if options.get("runtime_env"):
         from runtime.runtime_env import validate
 
@@ -149,7 +161,7 @@ class RemoteFunction:
         cw = _core()
         self._ensure_pickled()
         opts = self._options
-        num_returns = int(opts.get("num_returns", 1))
+        num_returns = check_num_returns(opts.get("num_returns", 1))
         shape = task_shape(
             opts.get("num_cpus"),
             opts.get("num_gpus"),

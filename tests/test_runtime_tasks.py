@@ -482,3 +482,17 @@ def test_wait_inside_a_task_on_refs_it_does_not_own(cluster) -> None:
     rt.get(fast)
     assert rt.get(waiter.remote([fast, slower]), timeout=30) == ([True], 1)
     rt.cancel(slower, force=True)
+
+
+def test_bad_options_fail_at_once_and_say_what_to_do() -> None:
+    """At decoration time, before any cluster is involved (as Ray's checks)."""
+    import runtime as rt
+
+    with pytest.raises(TypeError, match="did you mean 'num_cpus'"):
+        rt.remote(num_cpu=1)(lambda: 1)
+    with pytest.raises(ValueError, match="generator tasks.*not supported.*return a list"):
+        rt.remote(num_returns="dynamic")(lambda: 1)
+    with pytest.raises(ValueError, match="integer >= 0, got -1"):
+        rt.remote(num_returns=-1)(lambda: 1)
+    with pytest.raises(ValueError, match="streaming"):
+        rt.method(num_returns="streaming")
