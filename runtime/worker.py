@@ -102,7 +102,6 @@ class Worker:
             }
         )
         self.pid = os.getpid()
-        self.started_cuda_devices = os.environ.get("CUDA_VISIBLE_DEVICES")
         sys.stdout = StreamToOwner(self, sys.stdout)  # type: ignore[assignment]
         sys.stderr = StreamToOwner(self, sys.stderr)  # type: ignore[assignment]
         # a worker does not outlive its raylet (a killed node takes its workers with it)
@@ -154,15 +153,11 @@ class Worker:
         return self.cw._materialize(arg[1], None, arg[2], None)
 
     def _use_gpus(self, devices: Any) -> None:
-        """The devices this task (or this actor, for its life) may use: CUDA_VISIBLE_DEVICES as
-        Ray sets it; a task without GPUs sees what the worker started with."""
+        """The devices this task (or this actor, for its life) may use, in CUDA_VISIBLE_DEVICES
+        as Ray sets it: empty for one that asked for none, so it cannot take a device that
+        another task holds."""
         self.cw.gpu_ids = [int(d) if str(d).isdigit() else d for d in devices or ()]
-        if devices:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
-        elif self.started_cuda_devices is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = self.started_cuda_devices
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices or ())
 
     def _execute(self, conn: Connection, spec: dict[str, Any], fut: asyncio.Future[Any]) -> None:
         task_id = spec["task_id"]
