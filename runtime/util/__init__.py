@@ -1,5 +1,6 @@
 """Helpers beyond the core API, as in `ray.util`."""
 
+from runtime.util import queue
 from runtime.util.actor_pool import ActorPool
 from runtime.util.placement_group import (
     PlacementGroup,
@@ -15,5 +16,5 @@ from runtime.util.scheduling_strategies import (
 
 __all__ = [
     "ActorPool", "NodeAffinitySchedulingStrategy", "PlacementGroup", "PlacementGroupSchedulingStrategy",
-    "get_placement_group", "placement_group", "placement_group_table", "remove_placement_group",
+    "get_placement_group", "placement_group", "placement_group_table", "queue", "remove_placement_group",
 ]
