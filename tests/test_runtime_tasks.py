@@ -496,3 +496,15 @@ def test_bad_options_fail_at_once_and_say_what_to_do() -> None:
         rt.remote(num_returns=-1)(lambda: 1)
     with pytest.raises(ValueError, match="streaming"):
         rt.method(num_returns="streaming")
+
+
+def test_node_ip_address_is_the_nodes_own(cluster) -> None:
+    rt = cluster
+    from runtime.util import get_node_ip_address
+
+    @rt.remote
+    def where():
+        return get_node_ip_address()
+
+    node_address = rt.nodes()[0]["NodeManagerAddress"]
+    assert get_node_ip_address() == node_address == rt.get(where.remote())
