@@ -63,6 +63,7 @@ class CoreWorker:
             "add_borrower": self._serve_add_borrower,
             "ready": self._serve_ready,
             "log": self._serve_log,
+            "stream_item": lambda _conn, payload: self.tasks.on_stream_item(*payload),
         }
         server = self.run(serve(host, 0, token, self._handle))
         self.address = f"{host}:{server.sockets[0].getsockname()[1]}"

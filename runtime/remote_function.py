@@ -28,11 +28,15 @@ TASK_OPTIONS = {
 }
 
 
-def check_num_returns(value: Any) -> int:
-    """`num_returns` as an int >= 0, or an error that says what to do instead."""
+def check_num_returns(value: Any, *, streaming_ok: bool = False) -> Any:
+    """`num_returns` as an int >= 0 (or "streaming" where generators are supported), or an
+    error that says what to do instead."""
+    if value == "streaming" and streaming_ok:
+        return value
     if value in ("dynamic", "streaming"):
-        raise ValueError(f"num_returns={value!r} (generator tasks) is not supported by rayctl: "
-                         "return a list, or give num_returns=N and return N values")
+        instead = ('use num_returns="streaming" (a generator task)' if streaming_ok else
+                   "generators are supported in tasks (num_returns=\"streaming\"), not actor methods")
+        raise ValueError(f"num_returns={value!r} is not supported here: {instead}")
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"num_returns must be an integer >= 0, got {value!r}")
     return value
@@ -40,7 +44,7 @@ def check_num_returns(value: Any) -> int:
 
 def check_options(options: dict[str, Any], allowed: set[str], what: str) -> None:
     if "num_returns" in options:
-        check_num_returns(options["num_returns"])
+        check_num_returns(options["num_returns"], streaming_ok=what.startswith("remote function"))
     if options.get("runtime_env"):
         from runtime.runtime_env import validate
 
@@ -161,7 +165,10 @@ class RemoteFunction:
         cw = _core()
         self._ensure_pickled()
         opts = self._options
-        num_returns = check_num_returns(opts.get("num_returns", 1))
+        num_returns = check_num_returns(opts.get("num_returns", 1), streaming_ok=True)
+        streaming = num_returns == "streaming"
+        if streaming:
+            num_returns = 0
         shape = task_shape(
             opts.get("num_cpus"),
             opts.get("num_gpus"),
@@ -188,10 +195,19 @@ class RemoteFunction:
         }
         cw.refs.add_submitted(ref_ids)
         max_retries = int(opts.get("max_retries", DEFAULT_MAX_RETRIES))
+        if streaming:  # see runtime/streaming.py
+            spec["streaming"] = True
+            max_retries = 0
         shape, strategy = apply_strategy(shape, opts.get("scheduling_strategy"))
         retry_exceptions = opts.get("retry_exceptions", False)
         state = TaskState(spec, shape, return_ids, ref_ids, max_retries, retry_exceptions, strategy)
         state.runtime_env = cw.job_env.for_options(opts.get("runtime_env"))
+        if streaming:
+            from runtime.streaming import ObjectRefGenerator, Stream
+
+            stream = cw.tasks.streams[task_id] = Stream()
+            cw.tasks.submit(state)
+            return ObjectRefGenerator(task_id, stream)
         cw.tasks.submit(state)
         if num_returns == 1:
             return refs[0]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.exceptions import TaskCancelledError, TaskError, WorkerCrashedError
 from runtime.object_ref import ObjectRef
 from runtime.resources import shape_key
+from runtime.streaming import Stream, on_end, on_item
 from runtime.transport import Connection, ConnectionLost
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class TaskSubmitter:
         self.queues: dict[tuple[Any, ...], ShapeQueue] = {}
         self.by_task: dict[str, TaskState] = {}
         self.lineage: dict[str, TaskState] = {}  # object id -> the finished task that made it
+        self.streams: dict[str, Stream] = {}  # generator tasks still running (runtime/streaming.py)
         self._inbox: list[TaskState] = []
         self._inbox_lock = threading.Lock()
 
@@ -357,6 +359,16 @@ class TaskSubmitter:
                 refs.complete(object_id, error=err)
         if state.ref_args:
             refs.remove_submitted(state.ref_args)
+        stream = self.streams.pop(state.spec["task_id"], None)
+        if stream is not None:
+            failed = error if error is not None else (reply or {}).get("error")
+            on_end(self.cw, state.spec["task_id"], stream, failed)
+
+    def on_stream_item(self, task_id: str, item: tuple[Any, ...]) -> None:
+        """A value a generator task yielded, ahead of its reply."""
+        stream = self.streams.get(task_id)
+        if stream is not None:
+            on_item(self.cw, stream, item)
 
     def _settle_borrows(self, state: TaskState, reply: dict[str, Any] | None) -> None:
         """The task is over: the worker now borrows what it kept of the refs nested in its

@@ -193,6 +193,8 @@ class Worker:
             args = [self._resolve(a) for a in spec["args"]]
             kwargs = {k: self._resolve(v) for k, v in spec["kwargs"].items()}
             result = fn(*args, **kwargs)
+            if spec.get("streaming"):
+                return self._stream_out(spec, result)
             return self._package_returns(spec, result)
         except TaskCancelledError:
             raise
@@ -214,22 +216,36 @@ class Worker:
             raise ValueError(
                 f"{spec['name']} declared num_returns={n} but returned {len(values)} values"
             )
-        returns: list[tuple[str, Any, Any, int, list[tuple[str, str]]]] = []
-        for object_id, value in zip(spec["return_ids"], values, strict=True):
-            data = serialize(value)
-            contains = [(r.id, r.owner_address) for r in data.contained_refs]
-            for r in data.contained_refs:
-                if r.owner_address == self.cw.address:  # ours: the caller borrows it now
-                    self.cw.refs.add_borrower(r.id, spec["owner"])
-                elif r.owner_address != spec["owner"]:  # a third party's: the caller borrows it
-                    self._register_borrower(r.id, r.owner_address, spec["owner"])
-            if data.size <= INLINE_OBJECT_MAX_BYTES:
-                returns.append((object_id, data.inline(), None, data.size, contains))
-            else:
-                size = shm.write_object(self.cw.shm_dir, object_id, data.meta, data.buffers)
-                self.cw.request(self.cw.raylet, "seal", {"object_id": object_id, "size": size})
-                returns.append((object_id, None, (self.cw.node_id, self.cw.shm_dir), size, contains))
+        returns = [self._package(spec, object_id, value)
+                   for object_id, value in zip(spec["return_ids"], values, strict=True)]
         return {"returns": returns, "error": None}
+
+    def _stream_out(self, spec: dict[str, Any], result: Any) -> dict[str, Any]:
+        """A generator task: each yielded value goes to the owner at once, on the connection
+        the reply takes after them (runtime/streaming.py)."""
+        if not hasattr(result, "__iter__"):
+            raise TypeError(f"{spec['name']} has num_returns=\"streaming\" but returned "
+                            f"{type(result).__name__}, not a generator")
+        conn = self.local.conn
+        for value in result:
+            item = self._package(spec, self.cw.task_ids.next() + "00", value)
+            self.cw.call_soon(conn.send, "stream_item", (spec["task_id"], item))
+        return {"returns": [], "error": None}
+
+    def _package(self, spec: dict[str, Any], object_id: str, value: Any) -> tuple[Any, ...]:
+        """One value as it travels: inline, or written to this node's shm (its location)."""
+        data = serialize(value)
+        contains = [(r.id, r.owner_address) for r in data.contained_refs]
+        for r in data.contained_refs:
+            if r.owner_address == self.cw.address:  # ours: the caller borrows it now
+                self.cw.refs.add_borrower(r.id, spec["owner"])
+            elif r.owner_address != spec["owner"]:  # a third party's: the caller borrows it
+                self._register_borrower(r.id, r.owner_address, spec["owner"])
+        if data.size <= INLINE_OBJECT_MAX_BYTES:
+            return (object_id, data.inline(), None, data.size, contains)
+        size = shm.write_object(self.cw.shm_dir, object_id, data.meta, data.buffers)
+        self.cw.request(self.cw.raylet, "seal", {"object_id": object_id, "size": size})
+        return (object_id, None, (self.cw.node_id, self.cw.shm_dir), size, contains)
 
     def _register_borrower(self, object_id: str, owner: str, borrower: str) -> None:
         """Before our reply carries a ref owned by a third process, make its owner count the
