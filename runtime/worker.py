@@ -229,7 +229,13 @@ class Worker:
         conn = self.local.conn
         for value in result:
             item = self._package(spec, self.cw.task_ids.next() + "00", value)
-            self.cw.call_soon(conn.send, "stream_item", (spec["task_id"], item))
+
+            async def send(item: tuple[Any, ...] = item) -> None:
+                conn.send("stream_item", (spec["task_id"], item))
+
+            # handed to the socket before the generator goes on: a value yielded just before
+            # the process dies still reaches the owner
+            self.cw.run(send())
         return {"returns": [], "error": None}
 
     def _package(self, spec: dict[str, Any], object_id: str, value: Any) -> tuple[Any, ...]:
