@@ -12,17 +12,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from core import our_python
 from core_report import Line
 from ray_env import RAY_VERSION, ensure_ray_env
-from rich.console import Console
-from side_by_side import BACKENDS, failures, markdown_table, rich_table, run_workload
+from side_by_side import BACKENDS, our_python, print_report, run_workload
 
 BENCH_DIR = Path(__file__).resolve().parent
 WORKLOAD = BENCH_DIR / "autoscaler_workload.py"
@@ -85,22 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ray = f"Ray {meta['ray_version']}" if meta.get("ray_version") else "Ray not run"
     title = (f"Autoscaler benchmark: rayctl vs {ray} (head 0 CPUs, worker {{CPU: 1}} max 1, "
              f"idle timeout {args.idle_s:g} s, median of {args.rounds} rounds, {meta['date']})")
-    if args.markdown:
-        print(f"{title}\n\n{markdown_table(LINES, runs)}")
-    else:
-        Console(width=max(Console().width, 120)).print(rich_table(LINES, runs, title))
-    for note in target_notes(runs):
-        print(note)
-    for note in failures(runs):
-        print(note, file=sys.stderr)
-    for backend, snapshot in runs.items():
-        if snapshot is not None:
-            print(f"{backend} details: {json.dumps(snapshot.get('info', {}))}")
-    if failures(runs):
-        print(f"logs kept in {meta['log_dir']}", file=sys.stderr)
-        return 1
-    shutil.rmtree(meta["log_dir"], ignore_errors=True)  # nothing failed: nothing to look at
-    return 0
+    return print_report(LINES, report, title, args.markdown, target_notes(runs))
 
 
 if __name__ == "__main__":

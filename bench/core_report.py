@@ -1,4 +1,5 @@
-"""The lines of the core benchmark table and how they render (rich table or Markdown).
+"""The lines of the core benchmark table, and how every side-by-side table renders (rich table
+or Markdown; bench/multinode.py and bench/autoscaler.py pass their own lines).
 
 The ratio column always reads "how many times better rayctl is than Ray": ours/Ray on a
 higher-is-better line, Ray/ours on a lower-is-better line. Above 1 rayctl wins, below 1 Ray does.
@@ -6,7 +7,7 @@ higher-is-better line, Ray/ours on a lower-is-better line. Above 1 rayctl wins, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,10 +72,11 @@ def _cell(line: Line, snapshot: Mapping[str, Any] | None) -> tuple[float | None,
     return None, "timeout" if error.startswith("LineTimeout") else "error"
 
 
-def rows(runs: Mapping[str, Mapping[str, Any] | None]) -> list[tuple[Line, str, str, float | None]]:
+def rows(lines: Sequence[Line], runs: Mapping[str, Mapping[str, Any] | None]
+         ) -> list[tuple[Line, str, str, float | None]]:
     """One (line, ray text, rayctl text, times better) per table line."""
     out = []
-    for line in LINES:
+    for line in lines:
         ray_value, ray_text = _cell(line, runs.get("ray"))
         ours_value, ours_text = _cell(line, runs.get("rayctl"))
         out.append((line, ray_text, ours_text, times_better(line, ours_value, ray_value)))
@@ -85,7 +87,8 @@ def _direction(line: Line) -> str:
     return "higher" if line.higher_is_better else "lower"
 
 
-def rich_table(runs: Mapping[str, Mapping[str, Any] | None], title: str) -> Table:
+def rich_table(lines: Sequence[Line], runs: Mapping[str, Mapping[str, Any] | None],
+               title: str) -> Table:
     table = Table(title=title, caption="ratio = how many times better rayctl is (>1: rayctl wins)")
     table.add_column("benchmark")
     table.add_column("unit", style="dim")
@@ -93,14 +96,14 @@ def rich_table(runs: Mapping[str, Mapping[str, Any] | None], title: str) -> Tabl
     table.add_column("Ray", justify="right")
     table.add_column("rayctl", justify="right")
     table.add_column("rayctl vs Ray", justify="right")
-    for line, ray_text, ours_text, ratio in rows(runs):
+    for line, ray_text, ours_text, ratio in rows(lines, runs):
         ratio_text = Text("—") if ratio is None else Text(
             f"{ratio:.2f}×", style="green" if ratio >= 1 else "red")
         table.add_row(line.name, line.unit, _direction(line), ray_text, ours_text, ratio_text)
     return table
 
 
-def markdown_table(runs: Mapping[str, Mapping[str, Any] | None]) -> str:
+def markdown_table(lines: Sequence[Line], runs: Mapping[str, Mapping[str, Any] | None]) -> str:
     header = [
         "| benchmark | unit | better | Ray | rayctl | rayctl vs Ray (× better) |",
         "| --- | --- | --- | ---: | ---: | ---: |",
@@ -108,7 +111,7 @@ def markdown_table(runs: Mapping[str, Mapping[str, Any] | None]) -> str:
     body = [
         f"| {line.name} | {line.unit} | {_direction(line)} | {ray_text} | {ours_text} | "
         f"{'—' if ratio is None else f'{ratio:.2f}×'} |"
-        for line, ray_text, ours_text, ratio in rows(runs)
+        for line, ray_text, ours_text, ratio in rows(lines, runs)
     ]
     return "\n".join(header + body)
 

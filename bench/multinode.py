@@ -16,11 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from core import our_python
 from core_report import Line
 from ray_env import RAY_VERSION, ensure_ray_env
-from rich.console import Console
-from side_by_side import BACKENDS, failures, markdown_table, rich_table, run_workload
+from side_by_side import BACKENDS, our_python, print_report, run_workload
 
 BENCH_DIR = Path(__file__).resolve().parent
 WORKLOAD = BENCH_DIR / "multinode_workload.py"
@@ -69,27 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray-version", default=RAY_VERSION)
     args = parser.parse_args(argv)
     report = collect(args.only, args.quick, args.timeout, args.ray_version, args.object_store_gb)
-    meta, runs = report["meta"], report["runs"]
+    meta = report["meta"]
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     ray = f"Ray {meta['ray_version']}" if meta.get("ray_version") else "Ray not run"
     title = (f"Multi-node benchmark: rayctl vs {ray} (3 nodes on one machine: head 1 CPU + 2 × "
              f"2 CPUs, {args.object_store_gb:g} GB object store each{', --quick' if args.quick else ''}, "
              f"{meta['date']})")
-    if args.markdown:
-        print(f"{title}\n\n{markdown_table(LINES, runs)}")
-    else:
-        Console(width=max(Console().width, 120)).print(rich_table(LINES, runs, title))
-    for note in failures(runs):
-        print(note, file=sys.stderr)
-    for backend, snapshot in runs.items():
-        if snapshot is not None:
-            print(f"{backend} details: {json.dumps(snapshot.get('info', {}))}")
-    if failures(runs):
-        print(f"logs kept in {meta['log_dir']}", file=sys.stderr)
-        return 1
-    shutil.rmtree(meta["log_dir"], ignore_errors=True)  # nothing failed: nothing to look at
-    return 0
+    return print_report(LINES, report, title, args.markdown, ())
 
 
 if __name__ == "__main__":

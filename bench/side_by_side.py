@@ -1,33 +1,45 @@
-"""Run one workload script per backend (Ray's venv, then ours; never both at once) and render the
-two result snapshots as one table of lines: the shared plumbing of bench/multinode.py and
-bench/autoscaler.py. Rendering follows bench/core_report.py (ratio = × better for rayctl)."""
+"""Run one workload script per backend (Ray's venv, then ours; never both at once), follow its
+JSON snapshots, and print the two as one table (rendered by bench/core_report.py: ratio = ×
+better for rayctl): the shared plumbing of bench/core.py, multinode.py and autoscaler.py."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from core import Snapshots, _wait, kill_tree
-from core_report import Line, format_value, times_better
-from rich.table import Table
-from rich.text import Text
+import psutil
+from core_report import BACKENDS, Line, failures, markdown_table, rich_table
+from rich.console import Console
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-BACKENDS = ("ray", "rayctl")
+__all__ = ["BACKENDS", "failures", "kill_tree", "markdown_table", "our_python", "print_report",
+           "rich_table", "run_workload"]
+err = Console(stderr=True, soft_wrap=True)
+
+
+def our_python() -> Path:
+    venv = REPO / ".venv" / "bin" / "python"
+    return venv if venv.exists() else Path(sys.executable)
 
 
 def run_workload(script: Path, backend: str, python: Path, args: Sequence[str], timeout_s: float,
-                 log_path: Path, extra_env: Mapping[str, str]) -> dict[str, Any]:
-    """Run `script --backend B ARGS`; its last JSON stdout line is the snapshot returned."""
+                 log_path: Path, extra_env: Mapping[str, str],
+                 units: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run `script --backend B ARGS`; its last JSON stdout line is the snapshot returned (with
+    `run_error` on failure). Each figure is shown on stderr as it arrives (`units` by key)."""
     env = {**os.environ, **extra_env, "PYTHONPATH": f"{REPO}:{BENCH_DIR}"}
     cmd = [str(python), str(script), "--backend", backend, *args]
-    print(f"bench: {backend}: {' '.join(cmd)}  (log: {log_path})", flush=True)
-    snapshots = Snapshots(backend)
+    err.print(f"bench: {backend}: {' '.join(cmd)}  (log: {log_path})", style="bold", markup=False)
+    snapshots = Snapshots(backend, dict(units or {}))
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log,
                                 text=True, start_new_session=True)
@@ -45,56 +57,96 @@ def run_workload(script: Path, backend: str, python: Path, args: Sequence[str], 
     return snapshot
 
 
-def _cell(line: Line, snapshot: Mapping[str, Any] | None) -> tuple[float | None, str]:
-    if snapshot is None:
-        return None, "—"
-    value = snapshot.get("results", {}).get(line.key)
-    if value is not None:
-        return float(value), format_value(line, float(value))
-    return None, "error" if line.key in snapshot.get("errors", {}) else "—"
+@dataclass(slots=True)
+class Snapshots:
+    """The workload's latest JSON snapshot, read from its stdout while it runs."""
+
+    backend: str
+    units: dict[str, str] = field(default_factory=dict)
+    latest: dict[str, Any] | None = None
+    shown: set[str] = field(default_factory=set)
+
+    def read(self, stream: IO[str], log: IO[str]) -> None:
+        for raw in stream:
+            snapshot = _parse(raw)
+            if snapshot is None:
+                log.write(raw)  # task output streamed to the driver, not ours to parse
+                log.flush()
+                continue
+            self.latest = snapshot
+            self._show_progress(snapshot)
+
+    def _show_progress(self, snapshot: dict[str, Any]) -> None:
+        for key, value in snapshot.get("results", {}).items():
+            if key not in self.shown:
+                self.shown.add(key)
+                note = f"bench: {self.backend:6} {key} = {value:,.3f} {self.units.get(key, '')}"
+                err.print(note, style="dim", markup=False)
+        for key, error in snapshot.get("errors", {}).items():
+            if key not in self.shown:
+                self.shown.add(key)
+                err.print(f"bench: {self.backend:6} {key} failed: {error}", style="red", markup=False)
 
 
-def rows(lines: Sequence[Line], runs: Mapping[str, Mapping[str, Any] | None]
-         ) -> list[tuple[Line, str, str, float | None]]:
-    out = []
-    for line in lines:
-        ray_value, ray_text = _cell(line, runs.get("ray"))
-        ours_value, ours_text = _cell(line, runs.get("rayctl"))
-        out.append((line, ray_text, ours_text, times_better(line, ours_value, ray_value)))
-    return out
+def _parse(raw: str) -> dict[str, Any] | None:
+    if not raw.startswith("{"):
+        return None
+    try:
+        snapshot = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    return snapshot if isinstance(snapshot, dict) and "backend" in snapshot else None
 
 
-def rich_table(lines: Sequence[Line], runs: Mapping[str, Mapping[str, Any] | None],
-               title: str) -> Table:
-    table = Table(title=title, caption="ratio = how many times better rayctl is (>1: rayctl wins)")
-    for name, justify in (("benchmark", "left"), ("unit", "left"), ("better", "left"),
-                          ("Ray", "right"), ("rayctl", "right"), ("rayctl vs Ray", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for line, ray_text, ours_text, ratio in rows(lines, runs):
-        ratio_text = Text("—") if ratio is None else Text(
-            f"{ratio:.2f}×", style="green" if ratio >= 1 else "red")
-        table.add_row(line.name, line.unit, "higher" if line.higher_is_better else "lower",
-                      ray_text, ours_text, ratio_text)
-    return table
-
-
-def markdown_table(lines: Sequence[Line], runs: Mapping[str, Mapping[str, Any] | None]) -> str:
-    out = ["| benchmark | unit | better | Ray | rayctl | rayctl vs Ray (× better) |",
-           "| --- | --- | --- | ---: | ---: | ---: |"]
-    for line, ray_text, ours_text, ratio in rows(lines, runs):
-        better = "higher" if line.higher_is_better else "lower"
-        ratio_text = "—" if ratio is None else f"{ratio:.2f}×"
-        out.append(f"| {line.name} | {line.unit} | {better} | {ray_text} | {ours_text} | {ratio_text} |")
-    return "\n".join(out)
-
-
-def failures(runs: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
-    notes = []
-    for backend in BACKENDS:
-        snapshot = runs.get(backend)
-        if snapshot is None:
+def kill_tree(pid: int) -> None:
+    """Kill a workload that overran and every process it started (its cluster included)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
             continue
-        if snapshot.get("run_error"):
-            notes.append(f"{backend}: {snapshot['run_error']}")
-        notes += [f"{backend} {key}: {error}" for key, error in snapshot.get("errors", {}).items()]
-    return notes
+    psutil.wait_procs(procs, timeout=10)
+
+
+def _wait(proc: subprocess.Popen[str], timeout_s: float, log_path: Path) -> str | None:
+    try:
+        code = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc.pid)
+        proc.wait()
+        return f"killed after {timeout_s:.0f} s; lines shown as — did not finish (log: {log_path})"
+    except KeyboardInterrupt:
+        kill_tree(proc.pid)
+        raise
+    if code == 0:
+        return None
+    tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+    return f"exited with code {code} (log: {log_path}): " + " | ".join(tail)
+
+
+def print_report(lines: Sequence[Line], report: Mapping[str, Any], title: str, markdown: bool,
+                 notes: Sequence[str] = ()) -> int:
+    """The table, `notes`, failures and each side's details; the exit code (1 if anything
+    failed: the logs are kept, else removed)."""
+    meta, runs = report["meta"], report["runs"]
+    if markdown:
+        print(f"{title}\n\n{markdown_table(lines, runs)}")
+    else:
+        Console(width=max(Console().width, 120)).print(rich_table(lines, runs, title))
+    for note in notes:
+        print(note)
+    for note in failures(runs):
+        print(note, file=sys.stderr)
+    for backend, snapshot in runs.items():
+        if snapshot is not None:
+            print(f"{backend} details: {json.dumps(snapshot.get('info', {}))}")
+    if failures(runs):
+        print(f"logs kept in {meta['log_dir']}", file=sys.stderr)
+        return 1
+    shutil.rmtree(meta["log_dir"], ignore_errors=True)  # nothing failed: nothing to look at
+    return 0
