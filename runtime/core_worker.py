@@ -166,6 +166,10 @@ class CoreWorker:
         return handler(conn, payload)
 
     # -- objects: put / get ----------------------------------------------------------------------
+    def fresh_object_id(self) -> str:
+        """An id for an object no task returns (a put, a yielded value, an error to hand out)."""
+        return ids.object_id_for(self.task_ids.next(), 0)
+
     def new_owned_ref(self, object_id: str) -> ObjectRef:
         self.refs.new_owned(object_id)
         return ObjectRef(object_id, self.address)
@@ -185,7 +189,7 @@ class CoreWorker:
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
             raise TypeError("put() of an ObjectRef is not allowed: pass the ref itself instead")
-        return self.put_serialized(self.task_ids.next() + "00", serialize(value))
+        return self.put_serialized(self.fresh_object_id(), serialize(value))
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         deadline = None if timeout is None else time.monotonic() + timeout

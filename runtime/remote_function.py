@@ -100,7 +100,7 @@ def encode_args(
                     cw.refs.add_local_ref(inner)  # our hold on a borrowed ref, until the reply
                 nested.append((inner.id, inner.owner_address))
         if data.size > INLINE_OBJECT_MAX_BYTES:
-            ref = cw.put_serialized(cw.task_ids.next() + "00", data)
+            ref = cw.put_serialized(cw.fresh_object_id(), data)
             ref_ids.append(ref.id)
             return ("ref", ref)
         return ("v", *data.inline())

@@ -75,7 +75,7 @@ def on_item(cw: CoreWorker, stream: Stream, item: tuple[Any, ...]) -> None:
 def on_end(cw: CoreWorker, task_id: str, stream: Stream, error: BaseException | None) -> None:
     """The task ended (I/O thread); an error is handed out as one more ref that raises it."""
     if error is not None:
-        ref = cw.new_owned_ref(cw.task_ids.next() + "00")
+        ref = cw.new_owned_ref(cw.fresh_object_id())
         cw.refs.complete(ref.id, error=error)
     with stream.cond:
         if error is not None:

@@ -228,7 +228,7 @@ class Worker:
                             f"{type(result).__name__}, not a generator")
         conn = self.local.conn
         for value in result:
-            item = self._package(spec, self.cw.task_ids.next() + "00", value)
+            item = self._package(spec, self.cw.fresh_object_id(), value)
 
             async def send(item: tuple[Any, ...] = item) -> None:
                 conn.send("stream_item", (spec["task_id"], item))

@@ -19,7 +19,7 @@ from runtime.gcs.pg_placement import place
 from runtime.gcs.raylet_links import RayletCallError, RayletLinks
 from runtime.gcs.tables import Tables
 from runtime.protocol import common_pb2
-from runtime.raylet.bundles import group_resources
+from runtime.raylet.bundles import drop_group_resources, group_resources
 
 log = logging.getLogger("rayctl.gcs.pg")
 
@@ -240,10 +240,7 @@ def _view_commit(node: common_pb2.NodeInfo, pg_id: str, bundles: list[common_pb2
 
 
 def _view_release(node: common_pb2.NodeInfo, pg_id: str, bundles: list[common_pb2.Bundle]) -> None:
-    suffix = f"_{pg_id}"
-    for resources in (node.total, node.available):
-        for name in [k for k in resources if k.endswith(suffix)]:
-            del resources[name]
+    drop_group_resources(pg_id, node.total, node.available)
     for b in bundles:
         for name, amount in b.resources.items():
             node.available[name] = node.available.get(name, 0.0) + amount

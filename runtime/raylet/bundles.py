@@ -23,6 +23,14 @@ def group_resources(pg_id: str, index: int, resources: Mapping[str, float]) -> d
     return out
 
 
+def drop_group_resources(pg_id: str, *maps: dict[str, float]) -> None:
+    """Remove a group's bundle resources (every `..._<pg_id>` key) from these resource maps."""
+    suffix = f"_{pg_id}"
+    for resources in maps:
+        for key in [k for k in resources if k.endswith(suffix)]:
+            del resources[key]
+
+
 class Bundles:
     def __init__(self, total: dict[str, float], available: dict[str, float]) -> None:
         self.total = total
@@ -66,9 +74,6 @@ class Bundles:
             bundles = self.committed.pop(pg_id, None)
             if bundles is None:
                 return
-            suffix = f"_{pg_id}"
-            for key in [k for k in self.total if k.endswith(suffix)]:
-                self.total.pop(key, None)
-                self.available.pop(key, None)
+            drop_group_resources(pg_id, self.total, self.available)
         for _, resources in bundles:
             add(self.available, resources)

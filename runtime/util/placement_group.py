@@ -31,7 +31,7 @@ class PlacementGroup:
         from runtime.api import _core
 
         cw = _core()
-        ref = cw.new_owned_ref(cw.task_ids.next() + "00")
+        ref = cw.new_owned_ref(cw.fresh_object_id())
         if self._created:
             cw.refs.complete(ref.id, inline=serialize(self).inline())
             return ref
