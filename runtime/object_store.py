@@ -203,9 +203,7 @@ class ObjectStore:
         removed = 0
         for directory in (self.shm_dir, self.spill_dir):
             for name in os.listdir(directory):
-                if name.startswith(SPARE_PREFIX) and os.path.join(directory, name) not in self._spares:
-                    unlink_if_exists(os.path.join(directory, name))  # a spare of an earlier raylet
-                elif name.endswith(TMP_SUFFIX) and not _writer_alive(name):
+                if name.endswith(TMP_SUFFIX) and not _writer_alive(name):
                     unlink_if_exists(os.path.join(directory, name))
                     removed += 1
         return removed

@@ -157,7 +157,9 @@ class Worker:
         as Ray sets it: empty for one that asked for none, so it cannot take a device that
         another task holds."""
         self.cw.gpu_ids = [int(d) if str(d).isdigit() else d for d in devices or ()]
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices or ())
+        visible = ",".join(str(d) for d in devices or ())
+        if os.environ.get("CUDA_VISIBLE_DEVICES") != visible:  # (every task passes here)
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
 
     def _execute(self, conn: Connection, spec: dict[str, Any], fut: asyncio.Future[Any]) -> None:
         task_id = spec["task_id"]

@@ -36,7 +36,7 @@ class RayletLinks:
     async def _link(self, address: str, timeout_s: float) -> Connection:
         """One connection per raylet, opened once by whoever asks first."""
         link = self._links.get(address)
-        if link is None or (link.done() and (link.exception() is not None or not link.result().is_open)):
+        if link is None or (link.done() and _open_connection(link) is None):
             link = asyncio.ensure_future(connect(address, self.token, info={"role": "gcs"},
                                                  timeout_s=timeout_s))
             self._links[address] = link
@@ -44,9 +44,17 @@ class RayletLinks:
 
     def _drop(self, address: str) -> None:
         link = self._links.pop(address, None)
-        if link is not None and link.done() and link.exception() is None:
-            link.result().close()
+        conn = _open_connection(link) if link is not None and link.done() else None
+        if conn is not None:
+            conn.close()
 
     def close(self) -> None:
         for address in list(self._links):
             self._drop(address)
+
+
+def _open_connection(link: asyncio.Future[Connection]) -> Connection | None:
+    """The connection a finished connect gave, if it is still open."""
+    if link.cancelled() or link.exception() is not None or not link.result().is_open:
+        return None
+    return link.result()
