@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import yaml
@@ -28,6 +28,9 @@ from autoscaler.config_keys import (
     nearest,
     screen_keys,
 )
+
+if TYPE_CHECKING:
+    from providers.base import NodeProvider
 
 log = structlog.get_logger(__name__)
 
@@ -223,6 +226,18 @@ class ClusterConfig(_Model):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def open_provider(config: ClusterConfig) -> NodeProvider:
+    """The provider the config names, constructed (not bootstrapped)."""
+    from providers.registry import build_provider
+
+    return build_provider(
+        config.cluster_name,
+        config.provider,
+        config.node_types_for_provider(),
+        auth=config.auth.model_dump(mode="json", exclude_none=True),
+    )
+
+
 # --- loading ------------------------------------------------------------------------------------
 
 _TOP_LEVEL_KEYS = [k for k in ClusterConfig.model_fields if k != "warnings"]
@@ -367,13 +382,14 @@ def _provider_checks(data: Mapping[str, Any]) -> list[str]:
     kind = provider.get("type")
     if not isinstance(kind, str):
         return [f"provider.type: is required, one of: {', '.join(_provider_names())}"]
-    cls, errors = _load_provider_class(kind)
+    cls, errors = _load_provider_class(provider)
     if cls is None:
         return errors
-    section = {k: v for k, v in provider.items() if k != "type"}
+    from providers.registry import provider_section
+
     model = getattr(cls, "config_model", None)
     if model is not None:
-        errors.extend(_validate_with(model, section, "provider"))
+        errors.extend(_validate_with(model, provider_section(provider), "provider"))
     node_model = getattr(cls, "node_config_model", None)
     types = data.get("available_node_types")
     if node_model is not None and isinstance(types, Mapping):
@@ -385,27 +401,31 @@ def _provider_checks(data: Mapping[str, Any]) -> list[str]:
     return errors
 
 
-def _load_provider_class(kind: str) -> tuple[type[Any] | None, list[str]]:
-    from providers import base
+def _load_provider_class(provider: Mapping[str, Any]) -> tuple[type[Any] | None, list[str]]:
+    from providers import registry
+    from providers.base import ConfigError
 
+    kind = str(provider["type"])
     if kind in RAY_ONLY_PROVIDER_TYPES:
         names = ", ".join(_provider_names())
         return None, [f"provider.type: {kind} is not supported by rayctl; supported: {names}"]
     try:
-        return base.provider_class(kind), []
-    except base.ConfigError:
+        return registry.provider_class(provider), []
+    except ConfigError as exc:
+        if kind == registry.EXTERNAL:
+            return None, [str(exc)]
         guess = nearest(kind, _provider_names())
         hint = f"did you mean `{guess}`?" if guess else f"one of: {', '.join(_provider_names())}"
         return None, [f"provider.type: unknown provider type {json.dumps(kind)}; {hint}"]
     except ImportError:
-        # A provider not built yet, or whose cloud SDK is missing: validated when it exists.
+        # A built-in provider whose cloud SDK is missing: validated where it is installed.
         return None, []
 
 
 def _provider_names() -> list[str]:
-    from providers import base
+    from providers import registry
 
-    return base.provider_names()
+    return registry.provider_names()
 
 
 def _validate_with(model: type[BaseModel], section: dict[str, Any], path: str) -> list[str]:

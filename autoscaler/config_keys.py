@@ -72,8 +72,7 @@ UNSUPPORTED_NODE_TYPE: Mapping[str, Unsupported] = {
 
 # Ray provider types that rayctl has no provider for (a nicer message than "unknown type").
 RAY_ONLY_PROVIDER_TYPES = frozenset(
-    {"azure", "kubernetes", "kuberay", "vsphere", "external", "readonly", "fake_multinode",
-     "aliyun"}
+    {"azure", "kubernetes", "kuberay", "vsphere", "readonly", "fake_multinode", "aliyun"}
 )
 
 

@@ -25,7 +25,7 @@ import redis
 import structlog
 
 from autoscaler import planner
-from autoscaler.config import ClusterConfig, load_config
+from autoscaler.config import ClusterConfig, load_config, open_provider
 from autoscaler.drain import GcsDrainer
 from autoscaler.executor import AcceptingDrainer, ConfigNodeUpdater, Executor, NodeDrainer
 from autoscaler.lifecycle_store import RedisLifecycleStore
@@ -44,7 +44,7 @@ from autoscaler.observe import (
 )
 from autoscaler.reconciler import Reconciler, Settings
 from autoscaler.status import STATUS_KEY, STATUS_NS, compose
-from providers.base import NodeProvider, provider_class
+from providers.base import NodeProvider
 
 log = structlog.get_logger(__name__)
 
@@ -249,16 +249,6 @@ def gcs_nodes(gcs_address: str, token: str) -> NodeSource:
     return read
 
 
-def build_provider(config: ClusterConfig) -> NodeProvider:
-    cls = provider_class(config.provider_type)
-    # on-prem hosts are reached with the cluster's SSH settings (`auth:`)
-    extra = {"auth": config.auth} if config.provider_type == "onprem" else {}
-    provider: NodeProvider = cls(
-        config.cluster_name, config.provider, config.node_types_for_provider(), **extra
-    )
-    return provider
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="rayctl autoscaler monitor")
     p.add_argument("--config", required=True, help="cluster YAML")
@@ -291,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     monitor = Monitor(
         config,
-        build_provider(config),
+        open_provider(config),
         client,
         options,
         nodes=gcs_nodes(args.gcs_address, token),

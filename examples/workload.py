@@ -47,7 +47,7 @@ def rayctl(*args: str) -> None:
 
 
 def main() -> int:
-    from autoscaler.cluster_head import load_record
+    from autoscaler.launcher.head import load_record
 
     rayctl("up", "-y", CONFIG)
     try:

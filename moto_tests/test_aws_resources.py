@@ -9,7 +9,8 @@ import pytest
 from aws_fakes import AMI, provider_section
 
 from providers.aws import AWSProvider
-from providers.base import ConfigError, Market, NodeProvider, provider_class
+from providers.base import ConfigError, Market, NodeProvider
+from providers.registry import provider_class
 
 MakeProvider = Callable[..., AWSProvider]
 GIB = 1024**3
@@ -83,7 +84,7 @@ def test_example_configs_build_a_provider(name: str) -> None:
         config["cluster_name"], config["provider"], config["available_node_types"]
     )
     assert isinstance(provider, NodeProvider)
-    assert provider_class("aws") is AWSProvider
+    assert provider_class({"type": "aws"}) is AWSProvider
     for node_type in config["available_node_types"]:
         assert provider.offerings(node_type)
     if name == "aws-gpu-spot.yaml":

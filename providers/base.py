@@ -200,38 +200,3 @@ class NodeProvider(Protocol):
     def purge(self) -> None:
         """Delete what `bootstrap` created (rayctl down --purge); only that."""
         ...
-
-
-# --- registry --------------------------------------------------------------------------------
-
-_REGISTRY: dict[str, str] = {
-    # name -> "module:Class"; imported lazily so a cloud SDK is loaded only when used
-    "local": "providers.local:LocalProvider",
-    "fake": "providers.fake:FakeProvider",
-    "onprem": "providers.onprem:OnPremProvider",
-    "aws": "providers.aws:AWSProvider",
-    "gcp": "providers.gcp:GCPProvider",
-}
-
-
-def register(name: str, target: str) -> None:
-    """Register a provider class by "module:Class" path."""
-    _REGISTRY[name] = target
-
-
-def provider_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def provider_class(name: str) -> type[Any]:
-    """Import and return the provider class registered under `name`."""
-    import importlib
-
-    try:
-        target = _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(provider_names())
-        raise ConfigError(f"unknown provider type {name!r}; known types: {known}") from None
-    module_name, _, class_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name)  # type: ignore[no-any-return]

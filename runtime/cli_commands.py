@@ -1,4 +1,4 @@
-"""What `rayctl start` and `rayctl stop` do (the CLI in autoscaler/cli.py only parses and prints)."""
+"""What `rayctl start` and `rayctl stop` do (the CLI in autoscaler/cli/node.py only parses and prints)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,11 @@ from typing import Any
 import psutil
 import pytest
 
+from providers import registry
+
+# The in-memory provider is a test double, not a production provider type: tests name it.
+registry.register("fake", "providers.fake:FakeProvider")
+
 
 def session_pids(temp_dir: str) -> list[int]:
     from runtime.session import all_sessions, session_processes

@@ -27,8 +27,8 @@ from polling import wait_for
 from typer.testing import CliRunner, Result
 
 from autoscaler.cli import app
-from autoscaler.commands import status_on_head
-from autoscaler.launcher import load_cluster
+from autoscaler.launcher.remote import status_on_head
+from autoscaler.launcher.up import load_cluster
 from providers.base import (
     NODE_KIND_HEAD,
     NODE_KIND_WORKER,

@@ -24,9 +24,9 @@ from typer.testing import CliRunner, Result
 
 from autoscaler.cli import app
 from autoscaler.config import validate_config
-from autoscaler.launcher import HeadAction, Health, UpOptions, apply_overrides, decide_work
-from autoscaler.launcher_down import choose_targets
-from autoscaler.launcher_ship import config_targets, head_config_dict
+from autoscaler.launcher.down import choose_targets
+from autoscaler.launcher.ship import config_targets, head_config_dict
+from autoscaler.launcher.up import HeadAction, Health, UpOptions, apply_overrides, decide_work
 from providers.base import NODE_KIND_HEAD, TAG_NODE_KIND, Instance, Offering, ProviderState
 from providers.local import LocalProvider
 
@@ -194,8 +194,8 @@ def test_get_head_ip_and_rsync_round_trip(cluster: Cluster, tmp_path: Path) -> N
 
 
 def test_status_runs_on_the_head(cluster: Cluster) -> None:
-    from autoscaler.commands import status_on_head
-    from autoscaler.launcher import load_cluster
+    from autoscaler.launcher.remote import status_on_head
+    from autoscaler.launcher.up import load_cluster
 
     config = load_cluster(str(cluster.config_file))
     ran = wait_for(lambda: _status_ok(status_on_head(config, as_json=True, verbose=False)),
@@ -387,7 +387,7 @@ def test_a_bootstrap_cached_under_another_state_dir_is_not_reused(
     """A cached resolution naming another machine-local state dir (an earlier `up` with another
     RAYCTL_LOCAL_STATE_DIR) would make the head's monitor launch workers where `down` never
     looks: `up` resolves afresh instead, as `down` does."""
-    from autoscaler.launcher import bootstrap
+    from autoscaler.launcher.up import bootstrap
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RAYCTL_LAUNCHER_DIR", raising=False)

@@ -36,8 +36,8 @@ from launcher_stubs import fake_wheel, install_python_shim, invoke
 from polling import wait_for
 from ssh_server import SSHServer, closed_port, ssh_server
 
-from autoscaler import launcher_ship
-from autoscaler.cluster_head import load_record
+from autoscaler.launcher import ship as launcher_ship
+from autoscaler.launcher.head import load_record
 
 NAME = "sessions"
 RAYCTL = str(Path(sys.executable).parent / "rayctl")

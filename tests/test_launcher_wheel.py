@@ -1,4 +1,4 @@
-"""The wheel `rayctl up` ships to cloud heads (autoscaler/launcher_ship.py `build_wheel`, which the
+"""The wheel `rayctl up` ships to cloud heads (autoscaler/launcher/ship.py `build_wheel`, which the
 default setup installs with pip): built from this checkout, installed into a fresh venv, run from
 outside the checkout; and built without what a stale setuptools build/ directory holds."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from autoscaler import launcher_ship
+from autoscaler.launcher import ship as launcher_ship
 
 PACKAGES = ("runtime", "providers", "autoscaler")
 
@@ -62,7 +62,7 @@ def test_the_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) -> Non
         assert command in helped.stdout, helped.stdout
     where = textwrap.dedent("""\
         import autoscaler, providers, runtime
-        from autoscaler.launcher import load_cluster
+        from autoscaler.launcher.up import load_cluster
         from autoscaler.config import default_config_path
         print(runtime.__file__, providers.__file__, autoscaler.__file__, default_config_path())
         print(load_cluster(None).provider_type)
@@ -96,5 +96,5 @@ def test_the_wheel_leaves_out_what_a_stale_build_directory_holds(
     wheel = launcher_ship.build_wheel(tmp_path / "wheel")
     with zipfile.ZipFile(wheel) as archive:
         assert "autoscaler/deleted_since.py" not in archive.namelist()
-        assert "autoscaler/launcher_ship.py" in archive.namelist()
+        assert "autoscaler/launcher/ship.py" in archive.namelist()
     assert sorted(str(p) for p in tree.rglob("*")) == before  # nothing written into the tree

@@ -33,9 +33,9 @@ from polling import wait_for
 from ssh_host import COMMANDS_FILE, READY_FILE
 from ssh_server import USER
 
-from autoscaler import launcher_ship
-from autoscaler.cluster_head import load_record
-from autoscaler.updater import node_ip_address
+from autoscaler.launcher import ship as launcher_ship
+from autoscaler.launcher.head import load_record
+from autoscaler.launcher.updater import node_ip_address
 from providers.base import Instance, Offering, ProviderState
 from providers.onprem import TAG_HOST, OnPremProvider
 

@@ -13,14 +13,13 @@ import pytest
 from provider_contract import CLUSTER, LimitedFactory, ProviderContract, ProviderFactory
 from ssh_server import SSHServer, closed_port, ssh_server
 
-from autoscaler.config import ClusterConfigError, load_config
+from autoscaler.config import ClusterConfigError, load_config, open_provider
 from providers.base import (
     NODE_KIND_HEAD,
     NODE_KIND_WORKER,
     TAG_NODE_KIND,
     CapacityError,
     Offering,
-    provider_class,
 )
 from providers.onprem import TAG_HOST, OnPremProvider, free_hosts
 
@@ -164,9 +163,8 @@ def test_rays_local_type_with_ips_is_read_as_onprem(tmp_path: Path, server: SSHS
     """))
     config = load_config(path)
     assert config.provider_type == "onprem"
-    cls = provider_class(config.provider_type)
-    provider = cls(config.cluster_name, config.provider, config.node_types_for_provider(),
-                   auth=config.auth)
+    provider = open_provider(config)
+    assert isinstance(provider, OnPremProvider)
     (head,) = provider.launch("head", Offering("onprem"), 1, "h", tags=HEAD)
     runner = provider.command_runner(head)
     try:

@@ -15,7 +15,7 @@ import pytest
 from ssh_server import SSHServer, closed_port, ssh_server
 
 from autoscaler.config import ClusterConfig, validate_config
-from autoscaler.updater import (
+from autoscaler.launcher.updater import (
     NodeUpdater,
     Stage,
     UpdatePlan,

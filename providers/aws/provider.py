@@ -81,6 +81,7 @@ class AWSProvider:
         provider_config: Mapping[str, Any],
         node_types: Mapping[str, Mapping[str, Any]],
         *,
+        auth: Mapping[str, Any] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,

@@ -102,6 +102,7 @@ class FakeProvider:
         provider_config: Mapping[str, Any] | None = None,
         node_types: Mapping[str, Mapping[str, Any]] | None = None,
         *,
+        auth: Mapping[str, Any] | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self.cluster_name = cluster_name

@@ -52,6 +52,7 @@ class GCPProvider:
 
     def __init__(self, cluster_name: str, provider_config: Mapping[str, Any],
                  node_types: Mapping[str, Mapping[str, Any]], *,
+                 auth: Mapping[str, Any] | None = None,
                  credentials: Any | None = None) -> None:
         self.cluster_name = cluster_name
         self.config: GCPProviderConfig = validate(GCPProviderConfig, provider_config, "provider")

@@ -76,6 +76,8 @@ class LocalProvider:
         cluster_name: str,
         provider_config: Mapping[str, Any] | None = None,
         node_types: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        auth: Mapping[str, Any] | None = None,  # local slots need no SSH identity
     ) -> None:
         self.cluster_name = cluster_name
         self.provider_config = dict(provider_config or {})

@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoscaler.cluster_head import (
+from autoscaler.config import ClusterConfig
+from autoscaler.launcher.head import (
     EnvRunner,
     HeadServices,
     LaunchError,
@@ -32,7 +33,6 @@ from autoscaler.cluster_head import (
     read_head_services,
     require_head,
 )
-from autoscaler.config import ClusterConfig
 from providers.base import CommandResult, Instance, NodeProvider, ProviderError
 
 JOBS_DIR = "rayctl_jobs"  # on the head, relative to the login (or slot) directory

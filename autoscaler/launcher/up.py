@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoscaler.cluster_head import (
+from autoscaler.config import ClusterConfig, ClusterConfigError, load_config, validate_config
+from autoscaler.launcher.head import (
     EnvRunner,
     HeadRecord,
     HeadServices,
@@ -30,10 +31,9 @@ from autoscaler.cluster_head import (
     read_head_services,
     save_record,
 )
-from autoscaler.config import ClusterConfig, ClusterConfigError, load_config, validate_config
-from autoscaler.launcher_progress import Progress
-from autoscaler.launcher_ship import prepare_shipment
-from autoscaler.updater import (
+from autoscaler.launcher.progress import Progress
+from autoscaler.launcher.ship import prepare_shipment
+from autoscaler.launcher.updater import (
     SETUP_HASH_PATH,
     NodeUpdater,
     UpdatePlan,
@@ -55,6 +55,7 @@ from providers.base import (
     NodeProvider,
     ProviderError,
 )
+from providers.registry import REGISTRY_KEYS
 
 HEAD_READY_TIMEOUT_S = 300.0
 START_TIMEOUT_S = 300.0
@@ -242,7 +243,9 @@ def bootstrap(config: ClusterConfig, use_cache: bool) -> tuple[ClusterConfig, No
     is the bootstrapped one (a cloud provider keeps what it resolved, e.g. the SSH key)."""
     provider = open_provider(config)
     try:
-        fresh = provider.bootstrap()
+        # the provider resolves its own section; the registry's keys (type, module) are ours
+        named = {k: v for k, v in config.provider.items() if k in REGISTRY_KEYS}
+        fresh = {**provider.bootstrap(), **named}
     except ProviderError as exc:
         raise LaunchError(f"provider bootstrap failed: {exc}") from exc
     cache = launcher_dir(config.cluster_name) / "bootstrap-cache.json"

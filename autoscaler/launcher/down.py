@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from autoscaler.cluster_head import (
+from autoscaler.config import ClusterConfig
+from autoscaler.launcher.head import (
     LaunchError,
     cluster_instances,
     find_head,
@@ -19,8 +20,7 @@ from autoscaler.cluster_head import (
     is_local,
     open_provider,
 )
-from autoscaler.config import ClusterConfig
-from autoscaler.launcher_progress import Progress
+from autoscaler.launcher.progress import Progress
 from providers.base import Instance, NodeProvider, ProviderError
 
 DEFAULT_DEADLINE_S = 120.0

@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
-from autoscaler.cluster_head import LaunchError, is_local
 from autoscaler.config import BOOTSTRAP_CONFIG_NAME, ClusterConfig
-from autoscaler.updater import UpdatePlan
+from autoscaler.launcher.head import LaunchError, is_local
+from autoscaler.launcher.updater import UpdatePlan
 
 KEY_REMOTE = "~/rayctl_bootstrap_key.pem"
 WHEEL_DIR_REMOTE = "~/rayctl_wheels"
@@ -152,7 +152,7 @@ _NOT_SOURCE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 def build_wheel(out_dir: Path) -> Path:

@@ -23,7 +23,7 @@ from typing import IO, Any
 from autoscaler.config import ClusterConfig
 from providers.base import CommandRunner, Instance, ProviderError
 
-log = logging.getLogger("autoscaler.updater")
+log = logging.getLogger("autoscaler.launcher.updater")
 
 # On the node, relative to its working directory (the login directory over SSH, the slot
 # directory for a local node): per node even when local nodes share one home.

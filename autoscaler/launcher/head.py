@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from autoscaler.config import ClusterConfig
-from autoscaler.monitor import build_provider
+from autoscaler.config import open_provider as _open
 from providers.base import (
     TAG_CLUSTER,
     CommandResult,
@@ -98,7 +98,7 @@ def forget_record(cluster_name: str) -> None:
 
 
 def open_provider(config: ClusterConfig) -> NodeProvider:
-    return build_provider(config)
+    return _open(config)
 
 
 def cluster_instances(provider: NodeProvider, cluster_name: str) -> list[Instance]:
