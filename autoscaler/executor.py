@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from autoscaler.drain import AcceptingDrainer, NodeDrainer
 from providers.base import (
     NODE_KIND_WORKER,
     TAG_LAUNCH_HASH,
@@ -30,22 +31,6 @@ log = structlog.get_logger(__name__)
 
 OUTPUT_TAIL_LINES = 20
 DEFAULT_COMMAND_TIMEOUT_S = 600.0
-
-
-class NodeDrainer(Protocol):
-    """Asks the GCS to stop scheduling on a node and let its work finish."""
-
-    def drain(self, node_id: str, reason: str) -> bool:
-        """True when the node may be terminated now; False when the GCS refused (work arrived)."""
-        ...
-
-
-class AcceptingDrainer:
-    """Until the GCS offers a drain call: an idle node (the planner only drains idle ones)
-    is always safe to terminate."""
-
-    def drain(self, node_id: str, reason: str) -> bool:
-        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +62,7 @@ class StartCommandUpdater:
     provider_config: Mapping[str, Any] = field(default_factory=dict)
 
     def update(self, instance: Instance) -> UpdateResult:
-        from autoscaler.updater import node_ip_address
+        from autoscaler.launcher.updater import node_ip_address
 
         runner = self.provider.command_runner(instance)
         env = {
@@ -119,8 +104,8 @@ class ConfigNodeUpdater:
     def update(self, instance: Instance) -> UpdateResult:
         from pathlib import Path
 
-        from autoscaler.updater import NodeUpdater as FullUpdater
-        from autoscaler.updater import node_ip_address, plan_update
+        from autoscaler.launcher.updater import NodeUpdater as FullUpdater
+        from autoscaler.launcher.updater import node_ip_address, plan_update
 
         plan = plan_update(self.config, instance.id, instance.node_type, is_head=False,
                            head_address=self.head_address, token_file=self.token_file,
@@ -214,7 +199,7 @@ class Executor:
 
     def drain(self, node_id: str, reason: str) -> bool:
         try:
-            return self.drainer.drain(node_id, reason)
+            return self.drainer.request_drain(node_id, reason=reason, idle_only=False).accepted
         except Exception:
             log.exception("drain call failed; keeping the node", node_id=node_id)
             return False

@@ -26,8 +26,8 @@ import structlog
 
 from autoscaler import planner
 from autoscaler.config import ClusterConfig, load_config, open_provider
-from autoscaler.drain import GcsDrainer
-from autoscaler.executor import AcceptingDrainer, ConfigNodeUpdater, Executor, NodeDrainer
+from autoscaler.drain import AcceptingDrainer, GcsDrainer, NodeDrainer
+from autoscaler.executor import ConfigNodeUpdater, Executor
 from autoscaler.lifecycle_store import RedisLifecycleStore
 from autoscaler.model import Plan
 from autoscaler.observe import (

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from autoscaler.config import ClusterConfig
+from autoscaler.drain import NodeDrain
 from autoscaler.lifecycle import InstanceRecord, InstanceStatus
 from autoscaler.lifecycle_store import OfferingMark
 from autoscaler.model import (
@@ -48,6 +49,7 @@ class GcsNode:
     idle_since: float  # 0 = busy
     state: str  # ALIVE | DRAINING | DEAD
     is_head: bool = False
+    drain: NodeDrain | None = None  # while DRAINING: what still holds it, whether drained
 
 
 @dataclass(frozen=True, slots=True)
