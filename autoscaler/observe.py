@@ -30,11 +30,15 @@ from autoscaler.model import (
     UnavailableType,
 )
 from providers.base import Instance, NodeProvider
+from runtime.protocol.common_pb2 import ActorInfo, PlacementGroupInfo
+from runtime.protocol.states import NodeState as GcsNodeState
+from runtime.protocol.states import PlacementStrategy as GcsPlacementStrategy
+from runtime.protocol.states import ShapeKind
 
 KV_NS = "autoscaler"
 REQUESTS_KEY = "resource_requests"
 LAUNCHABLE_KEY = "launchable_node_types"
-PENDING_ACTOR_STATES = ("PENDING", "RESTARTING")
+PENDING_ACTOR_STATES = (ActorInfo.PENDING, ActorInfo.RESTARTING)  # both are demand
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +51,7 @@ class GcsNode:
     total: Mapping[str, float]
     available: Mapping[str, float]
     idle_since: float  # 0 = busy
-    state: str  # ALIVE | DRAINING | DEAD
+    state: GcsNodeState
     is_head: bool = False
     drain: NodeDrain | None = None  # while DRAINING: what still holds it, whether drained
 
@@ -61,13 +65,13 @@ class GcsView:
 
     def alive_node_of(self, cloud_id: str) -> GcsNode | None:
         for node in self.nodes:
-            if node.instance_id == cloud_id and node.state != "DEAD":
+            if node.instance_id == cloud_id and node.state != GcsNodeState.DEAD:
                 return node
         return None
 
     def dead_node_of(self, cloud_id: str) -> GcsNode | None:
         for node in self.nodes:
-            if node.instance_id == cloud_id and node.state == "DEAD":
+            if node.instance_id == cloud_id and node.state == GcsNodeState.DEAD:
                 return node
         return None
 
@@ -80,7 +84,7 @@ def node_from_proto(info: Any) -> GcsNode:
         total=dict(info.total),
         available=dict(info.available),
         idle_since=float(info.idle_since),
-        state=info.state or "ALIVE",
+        state=GcsNodeState.from_wire(info.state),
         is_head=bool(info.is_head),
     )
 
@@ -125,9 +129,10 @@ def _pending_groups(rows: Iterable[bytes]) -> tuple[PendingPlacementGroup, ...]:
     for raw in rows:
         pg = common_pb2.PlacementGroupInfo()
         pg.ParseFromString(raw)
-        if pg.state == "PENDING":
+        if pg.state == PlacementGroupInfo.PENDING:
             bundles = tuple(Shape.of(dict(b.resources)) for b in pg.bundles)
-            out.append(PendingPlacementGroup(pg.pg_id, PlacementStrategy(pg.strategy), bundles))
+            strategy = PlacementStrategy(GcsPlacementStrategy.from_wire(pg.strategy).value)
+            out.append(PendingPlacementGroup(pg.pg_id, strategy, bundles))
     return tuple(sorted(out, key=lambda g: g.pg_id))
 
 
@@ -135,7 +140,7 @@ def _task_demand(rows: Iterable[bytes]) -> list[ResourceDemand]:
     out = []
     for row in rows:
         for entry in json.loads(row):
-            kind = DemandKind.ACTOR if entry.get("kind") == "actor" else DemandKind.TASK
+            kind = DemandKind.ACTOR if entry.get("kind") == ShapeKind.ACTOR else DemandKind.TASK
             out.append(ResourceDemand(Shape.of(entry["shape"]), int(entry["count"]), kind))
     return out
 
@@ -222,7 +227,7 @@ def build_snapshot(obs: Observation, head_node_type: str, now: float) -> Cluster
     nodes = tuple(
         _node(n, lifecycle_of.get(n.instance_id, ""), head_node_type)
         for n in obs.gcs.nodes
-        if n.state != "DEAD"
+        if n.state != GcsNodeState.DEAD
     )
     instances = tuple(
         InstanceInfo(r.instance_id, r.node_type, r.status, r.launch_config_hash, _launched_at(r))
@@ -247,7 +252,7 @@ def _node(n: GcsNode, lifecycle_id: str, head_node_type: str) -> Node:
         available=n.available,
         instance_id=lifecycle_id,
         idle_since=n.idle_since or None,
-        state=NodeState.DRAINING if n.state == "DRAINING" else NodeState.ALIVE,
+        state=NodeState.DRAINING if n.state == GcsNodeState.DRAINING else NodeState.ALIVE,
         is_head=n.is_head,
     )
 

@@ -16,6 +16,7 @@ from autoscaler.lifecycle import PENDING, InstanceRecord, InstanceStatus
 from autoscaler.lifecycle_store import OfferingMark
 from autoscaler.model import Plan, Shape
 from autoscaler.observe import GcsView
+from runtime.protocol.states import NodeState
 
 STATUS_NS = "autoscaler_status"  # not "autoscaler": the monitor wakes on writes to that hash
 STATUS_KEY = "status"
@@ -32,7 +33,7 @@ class NodeRow:
     node_id: str
     node_type: str
     instance_id: str  # the cloud instance id; "" for the head or hand-started nodes
-    state: str  # ALIVE | DRAINING
+    state: NodeState  # ALIVE or DRAINING (dead nodes are left out)
     idle_s: float | None  # None: busy
     total: dict[str, float]
     used: dict[str, float]
@@ -143,7 +144,7 @@ def compose(
             n.is_head,
         )
         for n in sorted(gcs.nodes, key=lambda n: (not n.is_head, n.node_type, n.node_id))
-        if n.state != "DEAD"
+        if n.state != NodeState.DEAD
     ]
     demand = [DemandRow(d.shape.as_dict(), d.count, d.kind.value) for d in gcs.demands]
     demand += [

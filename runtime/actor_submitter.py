@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from runtime.exceptions import ActorDiedError
-from runtime.protocol import gcs_pb2
+from runtime.protocol import common_pb2, gcs_pb2
 from runtime.task_submitter import TaskState, _ref_slots
 from runtime.transport import Connection, ConnectionLost
 
@@ -116,13 +116,13 @@ class ActorSubmitter:
                     break
                 actor = reply.actor
                 aq.version = actor.version
-                if actor.state == "DEAD":
+                if actor.state == common_pb2.ActorInfo.DEAD:
                     aq.dead_error = ActorDiedError(
                         f"actor {actor.class_name}({aq.actor_id}) is dead: "
                         f"{actor.death_cause or 'unknown cause'}"
                     )
                     break
-                if actor.state == "ALIVE" and actor.address:
+                if actor.state == common_pb2.ActorInfo.ALIVE and actor.address:
                     try:
                         aq.conn = await cw.connection(actor.address)
                         break

@@ -19,6 +19,7 @@ from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
 from runtime.core_worker import CoreWorker
 from runtime.object_ref import ObjectRef
 from runtime.protocol import common_pb2, gcs_pb2
+from runtime.protocol.states import NodeState
 from runtime.remote_function import RemoteFunction
 
 _state_lock = threading.Lock()
@@ -314,7 +315,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     cw = _core()
     ns = namespace if namespace is not None else (cw.namespace or _namespace())
     reply = cw.gcs_call("GetActor", gcs_pb2.GetActorRequest(name=name, namespace=ns))
-    if not reply.found or reply.actor.state == "DEAD":
+    if not reply.found or reply.actor.state == common_pb2.ActorInfo.DEAD:
         raise ValueError(f"no live actor named {name!r} in namespace {ns!r}")
     from runtime.actor import _method_meta
 
@@ -329,8 +330,8 @@ def nodes() -> list[dict[str, Any]]:
         out.append(
             {
                 "NodeID": n.node_id,
-                "Alive": n.state != "DEAD",
-                "State": n.state,
+                "Alive": n.state != common_pb2.NodeInfo.DEAD,
+                "State": NodeState.from_wire(n.state).value,
                 "NodeManagerAddress": n.address,
                 "NodeManagerPort": n.raylet_port,
                 "Resources": dict(n.total),
@@ -355,7 +356,7 @@ def available_resources() -> dict[str, float]:
 def _sum_resources(field: str) -> dict[str, float]:
     total: dict[str, float] = {}
     for n in _core().nodes():
-        if n.state == "DEAD":
+        if n.state == common_pb2.NodeInfo.DEAD:
             continue
         for k, v in getattr(n, field).items():
             total[k] = total.get(k, 0.0) + v

@@ -11,6 +11,7 @@ import psutil
 from runtime.auth import call_metadata
 from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc
+from runtime.protocol.common_pb2 import NodeInfo
 
 
 def local_raylet(gcs_address: str, token: str, timeout_s: float = 10.0) -> tuple[str, int]:
@@ -26,7 +27,7 @@ def local_raylet(gcs_address: str, token: str, timeout_s: float = 10.0) -> tuple
                 f"cannot reach the cluster at {gcs_address}: {exc.details()}"
             ) from None
     host = gcs_address.rpartition(":")[0]
-    alive = [n for n in reply.nodes if n.state == "ALIVE"]
+    alive = [n for n in reply.nodes if n.state == NodeInfo.ALIVE]
     mine = machine_addresses()
     # A driver on a worker host must join that host's raylet, not the head's at the GCS
     # address (it could neither bind that address nor share that node's memory).

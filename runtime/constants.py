@@ -6,7 +6,7 @@ import os
 import sys
 
 RAYCTL_VERSION = "0.1.0"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: states and kinds as proto enums; the drain protocol
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 # Values up to this size travel inline with task replies; larger ones go to the node's store.

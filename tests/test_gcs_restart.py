@@ -97,6 +97,7 @@ def test_a_repeated_actor_creation_is_the_same_actor(cluster) -> None:
     """What a retried CreateActor (its reply lost) does: nothing new; the live actor stays."""
     from runtime.api import _core
     from runtime.protocol import gcs_pb2
+    from runtime.protocol.common_pb2 import ActorInfo
 
     rt = cluster
 
@@ -112,5 +113,5 @@ def test_a_repeated_actor_creation_is_the_same_actor(cluster) -> None:
     cw = _core()
     info = cw.gcs_call("GetActor", gcs_pb2.GetActorRequest(name="once", namespace=cw.namespace)).actor
     again = cw.gcs_call("CreateActor", gcs_pb2.CreateActorRequest(actor=info))
-    assert not again.error and again.actor.state == "ALIVE"
+    assert not again.error and again.actor.state == ActorInfo.ALIVE
     assert rt.get(actor.pid.remote()) == pid

@@ -34,8 +34,9 @@ def _pg_api() -> Any:
 
 def _far_node(cluster: Any) -> Any:
     from runtime.api import _core
+    from runtime.protocol.common_pb2 import NodeInfo
 
-    return next(n for n in _core().nodes() if "far" in n.total and n.state == "ALIVE")
+    return next(n for n in _core().nodes() if "far" in n.total and n.state == NodeInfo.ALIVE)
 
 
 def _bundle_call(cluster: Any, node: Any, method: str, payload: Any = None) -> Any:

@@ -37,3 +37,30 @@ def test_generated_stubs_are_current(tmp_path) -> None:
         assert filecmp.cmp(committed, os.path.join(generated, name), shallow=False), (
             f"runtime/protocol/{name} is stale: run scripts/gen_protos.sh"
         )
+
+
+def test_a_node_or_driver_of_protocol_1_is_refused_naming_both_versions(cluster) -> None:
+    """Protocol 2 made states proto enums: a protocol-1 raylet or driver would misread every
+    state, so the GCS refuses it at its first call."""
+    import grpc
+    import pytest
+
+    from runtime.api import _core
+    from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
+    from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
+
+    assert PROTOCOL_VERSION == 2
+    cw = _core()
+    old = common_pb2.Versions(python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=1)
+    node = common_pb2.NodeInfo(node_id="old-node", address="127.0.0.1", versions=old)
+    with grpc.insecure_channel(cw.gcs_address) as channel:
+        gcs = gcs_pb2_grpc.GcsStub(channel)
+        for method, request in [
+            ("RegisterNode", gcs_pb2.RegisterNodeRequest(node=node)),
+            ("RegisterJob", gcs_pb2.RegisterJobRequest(versions=old, driver_pid=1)),
+        ]:
+            with pytest.raises(grpc.RpcError) as refused:
+                getattr(gcs, method)(request, metadata=cw.md, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, method
+            assert "it runs protocol 1, this process runs protocol 2" in refused.value.details()
+    assert "old-node" not in {n["NodeID"] for n in cluster.nodes()}

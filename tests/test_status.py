@@ -8,15 +8,16 @@ from autoscaler.lifecycle_store import OfferingMark
 from autoscaler.model import DemandKind, Infeasible, Plan, ResourceDemand, Shape
 from autoscaler.observe import GcsNode, GcsView
 from autoscaler.status import ClusterStatus, compose, render
+from runtime.protocol.states import NodeState
 
 S = InstanceStatus
 NOW = 1_700_000_000.0
 
 
 def example() -> ClusterStatus:
-    head = GcsNode("n-head", "head", "", {"CPU": 2.0}, {"CPU": 2.0}, NOW - 30, "ALIVE", True)
-    busy = GcsNode("n-1", "cpu", "fake-1", {"CPU": 4.0}, {"CPU": 1.0}, 0.0, "ALIVE")
-    dead = GcsNode("n-0", "cpu", "fake-0", {"CPU": 4.0}, {}, 0.0, "DEAD")
+    head = GcsNode("n-head", "head", "", {"CPU": 2.0}, {"CPU": 2.0}, NOW - 30, NodeState.ALIVE, True)
+    busy = GcsNode("n-1", "cpu", "fake-1", {"CPU": 4.0}, {"CPU": 1.0}, 0.0, NodeState.ALIVE)
+    dead = GcsNode("n-0", "cpu", "fake-0", {"CPU": 4.0}, {}, 0.0, NodeState.DEAD)
     gcs = GcsView(
         nodes=(head, busy, dead),
         demands=(ResourceDemand(Shape.of({"CPU": 1}), 6, DemandKind.TASK),),

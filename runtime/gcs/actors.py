@@ -13,6 +13,7 @@ from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.gcs.long_poll import wait_for_version
 from runtime.gcs.tables import Tables
 from runtime.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
+from runtime.protocol.common_pb2 import ActorInfo, NodeInfo
 from runtime.resources import fits
 
 log = logging.getLogger("rayctl.gcs.actors")
@@ -50,13 +51,13 @@ class ActorManager:
         if actor.name:
             existing_id = self.t.named.get(f"{actor.namespace}/{actor.name}")
             existing = self.t.actors.get(existing_id or "")
-            if existing is not None and existing.state != "DEAD":
+            if existing is not None and existing.state != ActorInfo.DEAD:
                 return (
                     existing,
                     f"an actor named {actor.name!r} already exists in namespace {actor.namespace!r}",
                 )
             await self.t.put_name(actor.namespace, actor.name, actor.actor_id)
-        actor.state = "PENDING"
+        actor.state = ActorInfo.PENDING
         await self._save(actor)
         self.wake()
         return actor, ""
@@ -79,7 +80,7 @@ class ActorManager:
             self._wake.clear()
             for actor in list(self.t.actors.values()):
                 if (
-                    actor.state in ("PENDING", "RESTARTING")
+                    actor.state in (ActorInfo.PENDING, ActorInfo.RESTARTING)
                     and actor.actor_id not in self._starting
                 ):
                     node = self._pick_node(actor)
@@ -89,7 +90,7 @@ class ActorManager:
 
     def _pick_node(self, actor: common_pb2.ActorInfo) -> common_pb2.NodeInfo | None:
         need = dict(actor.resources)
-        alive = [n for n in self.t.nodes.values() if n.state == "ALIVE"]
+        alive = [n for n in self.t.nodes.values() if n.state == NodeInfo.ALIVE]
         if actor.affinity_node_id:
             target = next((n for n in alive if n.node_id == actor.affinity_node_id), None)
             if target is not None:
@@ -102,7 +103,7 @@ class ActorManager:
         if actor.spread:  # the node hosting the fewest live actors
             hosted = {n.node_id: 0 for n in candidates}
             for other in self.t.actors.values():
-                if other.state == "ALIVE" and other.node_id in hosted:
+                if other.state == ActorInfo.ALIVE and other.node_id in hosted:
                     hosted[other.node_id] += 1
             return min(candidates, key=lambda n: hosted[n.node_id])
         # the node with the most free CPU first
@@ -123,16 +124,16 @@ class ActorManager:
             reply = None
         finally:
             self._starting.discard(actor.actor_id)
-        if actor.state == "DEAD":  # killed while starting
+        if actor.state == ActorInfo.DEAD:  # killed while starting
             return
         if reply is None or reply.no_room:
             self.wake()
             return
         if reply.error:
-            actor.state = "DEAD"
+            actor.state = ActorInfo.DEAD
             actor.death_cause = reply.error
         else:
-            actor.state = "ALIVE"
+            actor.state = ActorInfo.ALIVE
             actor.address = reply.address
             actor.node_id = node.node_id
             actor.pid = reply.pid
@@ -140,14 +141,14 @@ class ActorManager:
 
     async def on_actor_died(self, actor_id: str, reason: str) -> None:
         actor = self.t.actors.get(actor_id)
-        if actor is None or actor.state == "DEAD":
+        if actor is None or actor.state == ActorInfo.DEAD:
             return
         await self._restart_or_bury(actor, reason)
 
     async def _restart_or_bury(self, actor: common_pb2.ActorInfo, reason: str) -> None:
         if actor.max_restarts == -1 or actor.num_restarts < actor.max_restarts:
             actor.num_restarts += 1
-            actor.state = "RESTARTING"
+            actor.state = ActorInfo.RESTARTING
             actor.address = ""
             log.info("restarting actor %s (%d): %s", actor.actor_id, actor.num_restarts, reason)
             await self._save(actor)
@@ -156,7 +157,7 @@ class ActorManager:
             await self._bury(actor, reason)
 
     async def _bury(self, actor: common_pb2.ActorInfo, reason: str) -> None:
-        actor.state = "DEAD"
+        actor.state = ActorInfo.DEAD
         actor.death_cause = reason
         actor.address = ""
         await self._save(actor)
@@ -165,17 +166,17 @@ class ActorManager:
 
     async def on_node_dead(self, node_id: str, reason: str) -> None:
         for actor in list(self.t.actors.values()):
-            if actor.node_id == node_id and actor.state == "ALIVE":
+            if actor.node_id == node_id and actor.state == ActorInfo.ALIVE:
                 await self._restart_or_bury(actor, f"its node died ({reason})")
 
     async def kill(self, actor_id: str, no_restart: bool) -> None:
         actor = self.t.actors.get(actor_id)
-        if actor is None or actor.state == "DEAD":
+        if actor is None or actor.state == ActorInfo.DEAD:
             return
         node = self.t.nodes.get(actor.node_id)
         if no_restart:
             await self._bury(actor, "killed by rt.kill()")
-        if node is not None and node.state == "ALIVE":
+        if node is not None and node.state == NodeInfo.ALIVE:
             try:
                 await self.raylet(node).KillActorWorker(
                     raylet_pb2.KillActorWorkerRequest(actor_id=actor_id, force=True),
@@ -187,5 +188,5 @@ class ActorManager:
 
     async def on_job_finished(self, job_id: str) -> None:
         for actor in list(self.t.actors.values()):
-            if actor.job_id == job_id and not actor.detached and actor.state != "DEAD":
+            if actor.job_id == job_id and not actor.detached and actor.state != ActorInfo.DEAD:
                 await self.kill(actor.actor_id, no_restart=True)

@@ -5,24 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from runtime.protocol.states import PlacementStrategy
 from runtime.resources import fits, subtract
 
 Free = dict[str, dict[str, float]]  # node_id -> free resources
 
 
-def place(bundles: Sequence[Mapping[str, float]], strategy: str, free_by_node: Mapping[str, Mapping[str, float]]
-          ) -> list[str] | None:
+def place(bundles: Sequence[Mapping[str, float]], strategy: PlacementStrategy,
+          free_by_node: Mapping[str, Mapping[str, float]]) -> list[str] | None:
     free: Free = {node: dict(res) for node, res in free_by_node.items()}
-    if strategy == "STRICT_PACK":
-        return _strict_pack(bundles, free)
-    if strategy == "PACK":
-        return _strict_pack(bundles, free) or _greedy(bundles, free, prefer_used=True, distinct=False)
-    if strategy == "STRICT_SPREAD":
-        return _greedy(bundles, free, prefer_used=False, distinct=True)
-    if strategy == "SPREAD":
-        return _greedy(bundles, free, prefer_used=False, distinct=True) or _greedy(
-            bundles, free, prefer_used=False, distinct=False)
-    raise ValueError(f"unknown placement strategy {strategy!r}: use PACK, SPREAD, STRICT_PACK or STRICT_SPREAD")
+    match strategy:
+        case PlacementStrategy.STRICT_PACK:
+            return _strict_pack(bundles, free)
+        case PlacementStrategy.PACK:
+            return _strict_pack(bundles, free) or _greedy(bundles, free, prefer_used=True, distinct=False)
+        case PlacementStrategy.STRICT_SPREAD:
+            return _greedy(bundles, free, prefer_used=False, distinct=True)
+        case PlacementStrategy.SPREAD:
+            return _greedy(bundles, free, prefer_used=False, distinct=True) or _greedy(
+                bundles, free, prefer_used=False, distinct=False)
 
 
 def _strict_pack(bundles: Sequence[Mapping[str, float]], free: Free) -> list[str] | None:

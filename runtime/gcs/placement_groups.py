@@ -19,6 +19,8 @@ from runtime.gcs.pg_placement import place
 from runtime.gcs.raylet_links import RayletCallError, RayletLinks
 from runtime.gcs.tables import Tables
 from runtime.protocol import common_pb2
+from runtime.protocol.common_pb2 import NodeInfo, PlacementGroupInfo
+from runtime.protocol.states import PlacementStrategy
 from runtime.raylet.bundles import drop_group_resources, group_resources
 
 log = logging.getLogger("rayctl.gcs.pg")
@@ -36,14 +38,14 @@ class PlacementGroupManager:
         self._wake = asyncio.Event()
         self._placing: set[str] = set()
         ordered = sorted(tables.pgs.values(), key=lambda p: p.created_at)
-        self.pending = {p.pg_id: p for p in ordered if p.state == "PENDING"}
-        self._removed = deque(p.pg_id for p in ordered if p.state == "REMOVED")
+        self.pending = {p.pg_id: p for p in ordered if p.state == PlacementGroupInfo.PENDING}
+        self._removed = deque(p.pg_id for p in ordered if p.state == PlacementGroupInfo.REMOVED)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def _save(self, pg: common_pb2.PlacementGroupInfo) -> None:
-        if pg.state == "PENDING":
+        if pg.state == PlacementGroupInfo.PENDING:
             self.pending[pg.pg_id] = pg
         else:
             self.pending.pop(pg.pg_id, None)
@@ -52,19 +54,20 @@ class PlacementGroupManager:
             self._changed.notify_all()
 
     async def create(self, pg: common_pb2.PlacementGroupInfo) -> tuple[common_pb2.PlacementGroupInfo, str]:
-        if pg.strategy not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
-            return pg, f"unknown strategy {pg.strategy!r}: use PACK, SPREAD, STRICT_PACK or STRICT_SPREAD"
+        if pg.strategy == PlacementGroupInfo.STRATEGY_UNSPECIFIED:
+            return pg, "the placement group has no strategy: use PACK, SPREAD, STRICT_PACK or STRICT_SPREAD"
         existing = self.t.pgs.get(pg.pg_id)
         if existing is not None:  # a driver's retry after a lost reply
             return existing, ""
-        if pg.name and any(p.name == pg.name and p.namespace == pg.namespace and p.state != "REMOVED"
+        if pg.name and any(p.name == pg.name and p.namespace == pg.namespace
+                           and p.state != PlacementGroupInfo.REMOVED
                            for p in self.t.pgs.values()):
             return pg, f"a placement group named {pg.name!r} already exists"
-        pg.state = "PENDING"
+        pg.state = PlacementGroupInfo.PENDING
         pg.created_at = time.time()
         self.t.pgs[pg.pg_id] = pg  # seen by lookups and removal while it is being placed
         await self._try_place(pg, announce=False)  # most groups fit at once: written once
-        if pg.state == "PENDING":
+        if pg.state == PlacementGroupInfo.PENDING:
             await self._save(pg)
             self.wake()
         return pg, ""
@@ -73,7 +76,8 @@ class PlacementGroupManager:
                   timeout_s: float) -> common_pb2.PlacementGroupInfo | None:
         if not pg_id and name:
             pg_id = next((p.pg_id for p in self.t.pgs.values()
-                          if p.name == name and p.namespace == namespace and p.state != "REMOVED"), "")
+                          if p.name == name and p.namespace == namespace
+                          and p.state != PlacementGroupInfo.REMOVED), "")
         return await wait_for_version(self._changed, lambda: self.t.pgs.get(pg_id), after_version, timeout_s)
 
     async def scheduler_loop(self) -> None:
@@ -89,7 +93,7 @@ class PlacementGroupManager:
 
     async def _try_place(self, pg: common_pb2.PlacementGroupInfo, announce: bool) -> None:
         """Place a pending group once at a time (creation and the loop may both try)."""
-        if pg.pg_id in self._placing or pg.state != "PENDING":
+        if pg.pg_id in self._placing or pg.state != PlacementGroupInfo.PENDING:
             return
         self._placing.add(pg.pg_id)
         try:
@@ -98,9 +102,10 @@ class PlacementGroupManager:
             self._placing.discard(pg.pg_id)
 
     async def _place(self, pg: common_pb2.PlacementGroupInfo, announce: bool) -> None:
-        alive = {n.node_id: n for n in self.t.nodes.values() if n.state == "ALIVE"}
+        alive = {n.node_id: n for n in self.t.nodes.values() if n.state == NodeInfo.ALIVE}
         bundles = [dict(b.resources) for b in pg.bundles]
-        placement = place(bundles, pg.strategy, {nid: dict(n.available) for nid, n in alive.items()})
+        strategy = PlacementStrategy.from_wire(pg.strategy)
+        placement = place(bundles, strategy, {nid: dict(n.available) for nid, n in alive.items()})
         if placement is None:
             return
         by_node: dict[str, list[common_pb2.Bundle]] = {}
@@ -119,18 +124,18 @@ class PlacementGroupManager:
             if not one_node:
                 await self._call(alive[node_id], "commit_bundles", pg.pg_id, node_bundles)
             _view_commit(alive[node_id], pg.pg_id, node_bundles)
-        if pg.state != "PENDING":  # removed meanwhile
+        if pg.state != PlacementGroupInfo.PENDING:  # removed meanwhile
             for node_id, node_bundles in by_node.items():
                 await self._call(alive[node_id], "cancel_bundles", pg.pg_id, node_bundles)
                 _view_release(alive[node_id], pg.pg_id, node_bundles)
             return
-        pg.state = "CREATED"
+        pg.state = PlacementGroupInfo.CREATED
         del pg.bundle_node_ids[:]
         pg.bundle_node_ids.extend(placement)
         await self._save(pg)
         if announce:  # a group that had to wait; the event log needs no wait
             asyncio.ensure_future(self.t.event(
-                "placement_group_created", f"{pg.pg_id} ({pg.strategy}) on {sorted(set(placement))}"))
+                "placement_group_created", f"{pg.pg_id} ({strategy}) on {sorted(set(placement))}"))
 
     async def _call(self, node: common_pb2.NodeInfo, method: str, pg_id: str,
                     bundles: list[common_pb2.Bundle], commit: bool = False) -> bool:
@@ -145,14 +150,14 @@ class PlacementGroupManager:
             log.info("placement group %s: node %s refused %s: %s", pg_id, node.node_id, method, error)
         return not error
 
-    async def remove(self, pg_id: str) -> str:
-        """Remove a group; returns the state it had ('' if unknown)."""
+    async def remove(self, pg_id: str) -> PlacementGroupInfo.State | None:
+        """Remove a group; returns the state it had (None if unknown or removed already)."""
         pg = self.t.pgs.get(pg_id)
-        if pg is None or pg.state == "REMOVED":
-            return ""
+        if pg is None or pg.state == PlacementGroupInfo.REMOVED:
+            return None
         state = pg.state
-        was_created = state == "CREATED"
-        pg.state = "REMOVED"
+        was_created = state == PlacementGroupInfo.CREATED
+        pg.state = PlacementGroupInfo.REMOVED
         await self._save(pg)
         if was_created:  # the nodes give the bundles back in the background
             asyncio.ensure_future(self._release(pg))
@@ -165,7 +170,7 @@ class PlacementGroupManager:
     async def _release(self, pg: common_pb2.PlacementGroupInfo) -> None:
         for node_id in set(pg.bundle_node_ids):
             node = self.t.nodes.get(node_id)
-            if node is not None and node.state == "ALIVE":
+            if node is not None and node.state == NodeInfo.ALIVE:
                 await self._call(node, "cancel_bundles", pg.pg_id, [])
                 _view_release(node, pg.pg_id,
                               [b for b, n in zip(pg.bundles, pg.bundle_node_ids, strict=True) if n == node_id])
@@ -177,8 +182,9 @@ class PlacementGroupManager:
         a node holds that are not CREATED there (a GCS that died mid-placement), and place again
         a CREATED group a node does not hold. Runs once after a start; a group being placed
         meanwhile (a driver may create one at once) is left alone."""
-        created = {p.pg_id: set(p.bundle_node_ids) for p in self.t.pgs.values() if p.state == "CREATED"}
-        nodes = [n for n in self.t.nodes.values() if n.state == "ALIVE"]
+        created = {p.pg_id: set(p.bundle_node_ids) for p in self.t.pgs.values()
+                   if p.state == PlacementGroupInfo.CREATED}
+        nodes = [n for n in self.t.nodes.values() if n.state == NodeInfo.ALIVE]
         held = await asyncio.gather(*(self._held(n) for n in nodes))
         lost: set[str] = set()
         for node, groups in zip(nodes, held, strict=True):
@@ -187,7 +193,7 @@ class PlacementGroupManager:
             expected = {pg_id for pg_id, where in created.items() if node.node_id in where}
             for pg_id in set(groups) - expected - self._placing:
                 pg = self.t.pgs.get(pg_id)
-                if pg is not None and pg.state == "CREATED" and node.node_id in pg.bundle_node_ids:
+                if pg is not None and pg.state == PlacementGroupInfo.CREATED and node.node_id in pg.bundle_node_ids:
                     continue  # placed while we asked
                 log.info("node %s gives back bundles of %s, which it holds for no known group",
                          node.node_id, pg_id)
@@ -195,7 +201,7 @@ class PlacementGroupManager:
             lost |= expected - set(groups)
         for pg_id in lost:
             pg = self.t.pgs.get(pg_id)
-            if pg is not None and pg.state == "CREATED":  # not removed meanwhile
+            if pg is not None and pg.state == PlacementGroupInfo.CREATED:  # not removed meanwhile
                 await self._place_again(pg)
         self.wake()
 
@@ -208,20 +214,20 @@ class PlacementGroupManager:
 
     async def _place_again(self, pg: common_pb2.PlacementGroupInfo) -> None:
         await self._release(pg)
-        pg.state = "PENDING"
+        pg.state = PlacementGroupInfo.PENDING
         del pg.bundle_node_ids[:]
         await self._save(pg)
 
     async def on_node_dead(self, node_id: str) -> None:
         """A group that lost a bundle is placed again from scratch."""
         for pg in list(self.t.pgs.values()):
-            if pg.state == "CREATED" and node_id in pg.bundle_node_ids:
+            if pg.state == PlacementGroupInfo.CREATED and node_id in pg.bundle_node_ids:
                 await self._place_again(pg)
         self.wake()
 
     async def on_job_finished(self, job_id: str) -> None:
         for pg in list(self.t.pgs.values()):
-            if pg.job_id == job_id and not pg.detached and pg.state != "REMOVED":
+            if pg.job_id == job_id and not pg.detached and pg.state != PlacementGroupInfo.REMOVED:
                 await self.remove(pg.pg_id)
 
 

@@ -23,6 +23,8 @@ from runtime.gcs.placement_groups import PlacementGroupManager
 from runtime.gcs.raylet_links import RayletLinks
 from runtime.gcs.tables import Tables
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2
+from runtime.protocol.common_pb2 import NodeInfo, PlacementGroupInfo
+from runtime.protocol.states import ShapeKind
 from runtime.resources import fits
 from runtime.session import watch_parent
 from runtime.transport import version_mismatch
@@ -54,7 +56,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         problem = _versions_problem(node.versions, "the GCS")
         if problem:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
-        node.state = "ALIVE"
+        node.state = NodeInfo.ALIVE
         node.last_heartbeat = time.time()
         await self.t.put_node(node)
         self._last_seen[node.node_id] = time.monotonic()
@@ -69,7 +71,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     async def Heartbeat(self, request: Any, context: Any) -> Any:
         node = self.t.nodes.get(request.node_id)
-        if node is None or node.state == "DEAD":
+        if node is None or node.state == NodeInfo.DEAD:
             return gcs_pb2.HeartbeatReply(unknown_node=True)
         self._last_seen[request.node_id] = time.monotonic()
         changed = dict(request.available) != dict(node.available) or request.idle_since != node.idle_since
@@ -84,7 +86,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         load = None
         if request.load_changed:
             load = [
-                {"shape": dict(s.shape), "count": s.count, "infeasible": s.infeasible, "kind": s.kind}
+                {"shape": dict(s.shape), "count": s.count, "infeasible": s.infeasible,
+                 "kind": ShapeKind.from_wire(s.kind).value}
                 for s in request.load
             ]
         if changed:  # the autoscaler reads resources and idle time from Redis
@@ -95,7 +98,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             self._demand_dirty.set()
             self.actors.wake()
             self.pgs.wake()
-        return gcs_pb2.HeartbeatReply(nodes=[n for n in self.t.nodes.values() if n.state != "DEAD"])
+        return gcs_pb2.HeartbeatReply(nodes=[n for n in self.t.nodes.values() if n.state != NodeInfo.DEAD])
 
     async def GetNodes(self, request: Any, context: Any) -> Any:
         return gcs_pb2.GetNodesReply(nodes=list(self.t.nodes.values()))
@@ -106,9 +109,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     async def _mark_dead(self, node_id: str, reason: str) -> None:
         node = self.t.nodes.get(node_id)
-        if node is None or node.state == "DEAD":
+        if node is None or node.state == NodeInfo.DEAD:
             return
-        node.state = "DEAD"
+        node.state = NodeInfo.DEAD
         node.death_reason = reason
         node.available.clear()
         await self.t.put_node(node)
@@ -127,7 +130,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             await asyncio.sleep(min(0.5, self.death_timeout_s / 4))
             now = time.monotonic()
             for node_id, node in list(self.t.nodes.items()):
-                if node.state == "DEAD":
+                if node.state == NodeInfo.DEAD:
                     continue
                 # after a GCS restart, every node gets a full timeout to re-appear
                 seen = self._last_seen.get(node_id, start)
@@ -221,7 +224,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     # -- placement groups ------------------------------------------------------------------------
     async def CreatePlacementGroup(self, request: Any, context: Any) -> Any:
         pg, error = await self.pgs.create(request.pg)
-        if pg.state == "PENDING":  # a group placed at once is no demand
+        if pg.state == PlacementGroupInfo.PENDING:  # a group placed at once is no demand
             self._demand_dirty.set()
         return gcs_pb2.CreatePlacementGroupReply(pg=pg, error=error)
 
@@ -234,7 +237,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         return gcs_pb2.ListPlacementGroupsReply(pgs=list(self.t.pgs.values()))
 
     async def RemovePlacementGroup(self, request: Any, context: Any) -> Any:
-        if await self.pgs.remove(request.pg_id) == "PENDING":
+        if await self.pgs.remove(request.pg_id) == PlacementGroupInfo.PENDING:
             self._demand_dirty.set()
         return gcs_pb2.Empty()
 
@@ -242,9 +245,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     async def DrainNode(self, request: Any, context: Any) -> Any:
         """Ask a node to take no new work and finish what runs; it is DRAINING meanwhile."""
         node = self.t.nodes.get(request.node_id)
-        if node is None or node.state == "DEAD":
+        if node is None or node.state == NodeInfo.DEAD:
             return gcs_pb2.DrainNodeReply(drained=True, reason="node is not alive")
-        node.state = "DRAINING"
+        node.state = NodeInfo.DRAINING
         await self.t.put_node(node)
         await self.t.publish_node(node)
         await self.t.event("node_draining", f"node {node.node_id}: {request.reason or 'drain requested'}")
@@ -254,15 +257,15 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
                 metadata=self.actors.md, timeout=(request.deadline_s or 3600) + 10)
         except grpc.aio.AioRpcError as exc:
             return gcs_pb2.DrainNodeReply(drained=False, reason=f"raylet unreachable: {exc.details()}")
-        if not reply.drained and node.state == "DRAINING":
-            node.state = "ALIVE"  # refused or timed out: it keeps serving
+        if not reply.drained and node.state == NodeInfo.DRAINING:
+            node.state = NodeInfo.ALIVE  # refused or timed out: it keeps serving
             await self.t.put_node(node)
         return gcs_pb2.DrainNodeReply(drained=reply.drained, reason=reply.reason)
 
     # -- feasibility ---------------------------------------------------------------------------
     async def CheckFeasible(self, request: Any, context: Any) -> Any:
         shape = dict(request.shape)
-        alive = [n for n in self.t.nodes.values() if n.state == "ALIVE"]
+        alive = [n for n in self.t.nodes.values() if n.state == NodeInfo.ALIVE]
         fits_now = any(fits(shape, dict(n.available)) for n in alive)
         fits_node = any(fits(shape, dict(n.total)) for n in alive)
         raw = await self.t.r.hget(self.t.key("kv:autoscaler"), "launchable_node_types")

@@ -24,6 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from runtime.protocol import common_pb2
+from runtime.protocol.states import NodeState
 
 
 class Tables:
@@ -109,7 +110,7 @@ class Tables:
 
     async def publish_node(self, info: common_pb2.NodeInfo) -> None:
         """Node added / draining / dead, for anyone subscribed to `node_changes`."""
-        message = json.dumps({"node_id": info.node_id, "state": info.state, "reason": info.death_reason})
+        message = json.dumps({"node_id": info.node_id, "state": NodeState.from_wire(info.state).value, "reason": info.death_reason})
         await self.r.publish(self.key("node_changes"), message)
 
     async def notify_demand_changed(self) -> None:

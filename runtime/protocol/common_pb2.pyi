@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -31,6 +32,14 @@ class ResourceMap(_message.Message):
 
 class ShapeCount(_message.Message):
     __slots__ = ("shape", "count", "infeasible", "kind")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[ShapeCount.Kind]
+        TASK: _ClassVar[ShapeCount.Kind]
+        ACTOR: _ClassVar[ShapeCount.Kind]
+    KIND_UNSPECIFIED: ShapeCount.Kind
+    TASK: ShapeCount.Kind
+    ACTOR: ShapeCount.Kind
     class ShapeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,11 +54,21 @@ class ShapeCount(_message.Message):
     shape: _containers.ScalarMap[str, float]
     count: int
     infeasible: bool
-    kind: str
-    def __init__(self, shape: _Optional[_Mapping[str, float]] = ..., count: _Optional[int] = ..., infeasible: _Optional[bool] = ..., kind: _Optional[str] = ...) -> None: ...
+    kind: ShapeCount.Kind
+    def __init__(self, shape: _Optional[_Mapping[str, float]] = ..., count: _Optional[int] = ..., infeasible: _Optional[bool] = ..., kind: _Optional[_Union[ShapeCount.Kind, str]] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "address", "raylet_port", "local_port", "data_port", "shm_dir", "total", "available", "state", "instance_id", "node_type", "idle_since", "last_heartbeat", "is_head", "death_reason", "versions", "labels")
+    __slots__ = ("node_id", "address", "raylet_port", "local_port", "data_port", "shm_dir", "total", "available", "instance_id", "node_type", "idle_since", "last_heartbeat", "is_head", "death_reason", "versions", "labels", "state")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[NodeInfo.State]
+        ALIVE: _ClassVar[NodeInfo.State]
+        DRAINING: _ClassVar[NodeInfo.State]
+        DEAD: _ClassVar[NodeInfo.State]
+    STATE_UNSPECIFIED: NodeInfo.State
+    ALIVE: NodeInfo.State
+    DRAINING: NodeInfo.State
+    DEAD: NodeInfo.State
     class TotalEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,7 +98,6 @@ class NodeInfo(_message.Message):
     SHM_DIR_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_TYPE_FIELD_NUMBER: _ClassVar[int]
     IDLE_SINCE_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +106,7 @@ class NodeInfo(_message.Message):
     DEATH_REASON_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     raylet_port: int
@@ -96,7 +115,6 @@ class NodeInfo(_message.Message):
     shm_dir: str
     total: _containers.ScalarMap[str, float]
     available: _containers.ScalarMap[str, float]
-    state: str
     instance_id: str
     node_type: str
     idle_since: float
@@ -105,10 +123,23 @@ class NodeInfo(_message.Message):
     death_reason: str
     versions: Versions
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., raylet_port: _Optional[int] = ..., local_port: _Optional[int] = ..., data_port: _Optional[int] = ..., shm_dir: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., state: _Optional[str] = ..., instance_id: _Optional[str] = ..., node_type: _Optional[str] = ..., idle_since: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., is_head: _Optional[bool] = ..., death_reason: _Optional[str] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    state: NodeInfo.State
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., raylet_port: _Optional[int] = ..., local_port: _Optional[int] = ..., data_port: _Optional[int] = ..., shm_dir: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., instance_id: _Optional[str] = ..., node_type: _Optional[str] = ..., idle_since: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., is_head: _Optional[bool] = ..., death_reason: _Optional[str] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[NodeInfo.State, str]] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
-    __slots__ = ("actor_id", "name", "namespace", "state", "address", "node_id", "num_restarts", "max_restarts", "detached", "death_cause", "version", "creation_spec", "resources", "job_id", "class_name", "owner_address", "pid", "affinity_node_id", "affinity_soft", "spread", "runtime_env_json")
+    __slots__ = ("actor_id", "name", "namespace", "address", "node_id", "num_restarts", "max_restarts", "detached", "death_cause", "version", "creation_spec", "resources", "job_id", "class_name", "owner_address", "pid", "affinity_node_id", "affinity_soft", "spread", "runtime_env_json", "state")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[ActorInfo.State]
+        PENDING: _ClassVar[ActorInfo.State]
+        ALIVE: _ClassVar[ActorInfo.State]
+        RESTARTING: _ClassVar[ActorInfo.State]
+        DEAD: _ClassVar[ActorInfo.State]
+    STATE_UNSPECIFIED: ActorInfo.State
+    PENDING: ActorInfo.State
+    ALIVE: ActorInfo.State
+    RESTARTING: ActorInfo.State
+    DEAD: ActorInfo.State
     class ResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,7 +150,6 @@ class ActorInfo(_message.Message):
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_RESTARTS_FIELD_NUMBER: _ClassVar[int]
@@ -137,10 +167,10 @@ class ActorInfo(_message.Message):
     AFFINITY_SOFT_FIELD_NUMBER: _ClassVar[int]
     SPREAD_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_ENV_JSON_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     actor_id: str
     name: str
     namespace: str
-    state: str
     address: str
     node_id: str
     num_restarts: int
@@ -158,7 +188,8 @@ class ActorInfo(_message.Message):
     affinity_soft: bool
     spread: bool
     runtime_env_json: str
-    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., state: _Optional[str] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., num_restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., detached: _Optional[bool] = ..., death_cause: _Optional[str] = ..., version: _Optional[int] = ..., creation_spec: _Optional[bytes] = ..., resources: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[str] = ..., class_name: _Optional[str] = ..., owner_address: _Optional[str] = ..., pid: _Optional[int] = ..., affinity_node_id: _Optional[str] = ..., affinity_soft: _Optional[bool] = ..., spread: _Optional[bool] = ..., runtime_env_json: _Optional[str] = ...) -> None: ...
+    state: ActorInfo.State
+    def __init__(self, actor_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., address: _Optional[str] = ..., node_id: _Optional[str] = ..., num_restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., detached: _Optional[bool] = ..., death_cause: _Optional[str] = ..., version: _Optional[int] = ..., creation_spec: _Optional[bytes] = ..., resources: _Optional[_Mapping[str, float]] = ..., job_id: _Optional[str] = ..., class_name: _Optional[str] = ..., owner_address: _Optional[str] = ..., pid: _Optional[int] = ..., affinity_node_id: _Optional[str] = ..., affinity_soft: _Optional[bool] = ..., spread: _Optional[bool] = ..., runtime_env_json: _Optional[str] = ..., state: _Optional[_Union[ActorInfo.State, str]] = ...) -> None: ...
 
 class Bundle(_message.Message):
     __slots__ = ("index", "resources")
@@ -176,27 +207,49 @@ class Bundle(_message.Message):
     def __init__(self, index: _Optional[int] = ..., resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class PlacementGroupInfo(_message.Message):
-    __slots__ = ("pg_id", "name", "namespace", "strategy", "bundles", "state", "bundle_node_ids", "version", "job_id", "detached", "created_at")
+    __slots__ = ("pg_id", "name", "namespace", "bundles", "bundle_node_ids", "version", "job_id", "detached", "created_at", "strategy", "state")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[PlacementGroupInfo.State]
+        PENDING: _ClassVar[PlacementGroupInfo.State]
+        CREATED: _ClassVar[PlacementGroupInfo.State]
+        REMOVED: _ClassVar[PlacementGroupInfo.State]
+    STATE_UNSPECIFIED: PlacementGroupInfo.State
+    PENDING: PlacementGroupInfo.State
+    CREATED: PlacementGroupInfo.State
+    REMOVED: PlacementGroupInfo.State
+    class Strategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STRATEGY_UNSPECIFIED: _ClassVar[PlacementGroupInfo.Strategy]
+        PACK: _ClassVar[PlacementGroupInfo.Strategy]
+        SPREAD: _ClassVar[PlacementGroupInfo.Strategy]
+        STRICT_PACK: _ClassVar[PlacementGroupInfo.Strategy]
+        STRICT_SPREAD: _ClassVar[PlacementGroupInfo.Strategy]
+    STRATEGY_UNSPECIFIED: PlacementGroupInfo.Strategy
+    PACK: PlacementGroupInfo.Strategy
+    SPREAD: PlacementGroupInfo.Strategy
+    STRICT_PACK: PlacementGroupInfo.Strategy
+    STRICT_SPREAD: PlacementGroupInfo.Strategy
     PG_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
-    STRATEGY_FIELD_NUMBER: _ClassVar[int]
     BUNDLES_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DETACHED_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     pg_id: str
     name: str
     namespace: str
-    strategy: str
     bundles: _containers.RepeatedCompositeFieldContainer[Bundle]
-    state: str
     bundle_node_ids: _containers.RepeatedScalarFieldContainer[str]
     version: int
     job_id: str
     detached: bool
     created_at: float
-    def __init__(self, pg_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., strategy: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., state: _Optional[str] = ..., bundle_node_ids: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., job_id: _Optional[str] = ..., detached: _Optional[bool] = ..., created_at: _Optional[float] = ...) -> None: ...
+    strategy: PlacementGroupInfo.Strategy
+    state: PlacementGroupInfo.State
+    def __init__(self, pg_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., bundle_node_ids: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., job_id: _Optional[str] = ..., detached: _Optional[bool] = ..., created_at: _Optional[float] = ..., strategy: _Optional[_Union[PlacementGroupInfo.Strategy, str]] = ..., state: _Optional[_Union[PlacementGroupInfo.State, str]] = ...) -> None: ...

@@ -1,26 +1,77 @@
-"""The runtime's states, named once: a node, an actor, a placement group. On the wire they are
-proto enums (runtime/protocol/common.proto); in Python these StrEnums, converted here and
-nowhere else."""
+"""The runtime's states, named once: a node, an actor, a placement group (and its strategy), the
+kind of a queued shape. On the wire they are proto enums (runtime/protocol/common.proto) whose
+value names are these members' names; `.wire` and `from_wire` convert, here and nowhere else."""
 
 from __future__ import annotations
 
 import enum
+from typing import Any, Self
+
+from runtime.protocol import common_pb2
 
 
-class NodeState(enum.StrEnum):
+class _WireEnum(enum.StrEnum):
+    """A StrEnum with a proto enum twin: member NAME <-> wire value NAME."""
+
+    @classmethod
+    def _wire_type(cls) -> Any:
+        return _WIRE_TYPES[cls]
+
+    @property
+    def wire(self) -> Any:
+        """The proto enum value (an int, typed as the message field's enum by the stubs)."""
+        return self._wire_type().Value(self.name)
+
+    @classmethod
+    def from_wire(cls, value: int) -> Self:
+        """The member for a wire value; a value this version does not know is a ValueError that
+        names it (the sender speaks another protocol version, or left the field unset)."""
+        try:
+            return cls[cls._wire_type().Name(value)]
+        except (KeyError, ValueError):
+            raise ValueError(
+                f"{value} is not a {cls.__name__} of this protocol version: is the sender a "
+                "rayctl of another version, or did it leave the field unset?"
+            ) from None
+
+
+class NodeState(_WireEnum):
     ALIVE = "ALIVE"  # its raylet heartbeats; it takes work
     DRAINING = "DRAINING"  # takes no new work; running work finishes (see NodeInfo.drain)
     DEAD = "DEAD"  # stopped, or silent past the death timeout
 
 
-class ActorState(enum.StrEnum):
+class ActorState(_WireEnum):
     PENDING = "PENDING"  # waiting for a node with room (demand for the autoscaler)
     ALIVE = "ALIVE"
     RESTARTING = "RESTARTING"  # its worker died; restarts left (demand, as PENDING)
     DEAD = "DEAD"
 
 
-class PlacementGroupState(enum.StrEnum):
+class PlacementGroupState(_WireEnum):
     PENDING = "PENDING"  # not reserved yet (demand for the autoscaler)
     CREATED = "CREATED"  # every bundle reserved on its node
     REMOVED = "REMOVED"
+
+
+class PlacementStrategy(_WireEnum):
+    PACK = "PACK"  # one node if it fits, else as few as possible
+    SPREAD = "SPREAD"  # distinct nodes if possible, else shared
+    STRICT_PACK = "STRICT_PACK"  # all bundles on one node
+    STRICT_SPREAD = "STRICT_SPREAD"  # every bundle on a different node
+
+
+class ShapeKind(_WireEnum):
+    """What a queued shape of a node's load is for (the load rows in Redis say "task"/"actor")."""
+
+    TASK = "task"
+    ACTOR = "actor"
+
+
+_WIRE_TYPES: dict[type[_WireEnum], Any] = {
+    NodeState: common_pb2.NodeInfo.State,
+    ActorState: common_pb2.ActorInfo.State,
+    PlacementGroupState: common_pb2.PlacementGroupInfo.State,
+    PlacementStrategy: common_pb2.PlacementGroupInfo.Strategy,
+    ShapeKind: common_pb2.ShapeCount.Kind,
+}

@@ -31,7 +31,7 @@ def node_info(r: Raylet) -> common_pb2.NodeInfo:
         shm_dir=r.shm_dir,
         total=r.total,
         available=r.available,
-        state="ALIVE",
+        state=common_pb2.NodeInfo.ALIVE,
         instance_id=os.environ.get("RAYCTL_INSTANCE_ID", ""),
         node_type=os.environ.get("RAYCTL_NODE_TYPE", ""),
         is_head=r.args.head,

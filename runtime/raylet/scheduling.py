@@ -8,21 +8,30 @@ here: their bundles are resources (see runtime/raylet/bundles.py)."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.protocol.common_pb2 import NodeInfo
 from runtime.resources import fits
+from runtime.util.scheduling_strategies import SPREAD
+
+
+class DecisionKind(enum.StrEnum):
+    LOCAL = "local"  # queue it here (granted when it fits)
+    SPILL = "spill"  # send the submitter to `Decision.node`
+    ERROR = "error"  # it can never run as asked: `Decision.error` says why
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    kind: str  # "local" | "spill" | "error"
+    kind: DecisionKind
     node: Any = None  # NodeInfo of the spill target
     error: str = ""
 
 
-LOCAL = Decision("local")
+LOCAL = Decision(DecisionKind.LOCAL)
 
 
 def choose(
@@ -36,12 +45,12 @@ def choose(
     turn: int = 0,
 ) -> Decision:
     """Decide for one lease request. `view` holds the other nodes' NodeInfo (state ALIVE)."""
-    others = [n for n in view if n.node_id != local_id and n.state == "ALIVE"]
+    others = [n for n in view if n.node_id != local_id and n.state == NodeInfo.ALIVE]
     if isinstance(strategy, dict) and strategy.get("node_id"):
         return _affinity(shape, strategy, local_id, local_total, local_available, others, allow_spill, turn)
     if not allow_spill:
         return LOCAL
-    if strategy == "SPREAD":
+    if strategy == SPREAD:
         return _spread(shape, local_id, local_total, local_available, others, turn)
     return _default(shape, local_total, local_available, others)
 
@@ -52,12 +61,12 @@ def _default(shape: Mapping[str, float], local_total: Mapping[str, float],
         return LOCAL
     with_room = [n for n in others if fits(shape, n.available)]
     if with_room:
-        return Decision("spill", max(with_room, key=_free_cpu_fraction))
+        return Decision(DecisionKind.SPILL, max(with_room, key=_free_cpu_fraction))
     if fits(shape, local_total):
         return LOCAL  # busy here, nobody has room: wait here
     could_fit = [n for n in others if fits(shape, n.total)]
     if could_fit:
-        return Decision("spill", could_fit[0])
+        return Decision(DecisionKind.SPILL, could_fit[0])
     return LOCAL  # no node can ever fit it: queued here as infeasible demand
 
 
@@ -70,7 +79,7 @@ def _spread(shape: Mapping[str, float], local_id: str, local_total: Mapping[str,
         return _default(shape, local_total, local_available, others)
     candidates.sort(key=lambda c: c[0])
     node_id, node = candidates[turn % len(candidates)]
-    return LOCAL if node is None else Decision("spill", node)
+    return LOCAL if node is None else Decision(DecisionKind.SPILL, node)
 
 
 def _affinity(shape: Mapping[str, float], strategy: dict[str, Any], local_id: str,
@@ -81,10 +90,11 @@ def _affinity(shape: Mapping[str, float], strategy: dict[str, Any], local_id: st
         return LOCAL
     node = next((n for n in others if n.node_id == target), None)
     if node is not None:
-        return Decision("spill", node) if allow_spill else LOCAL
+        return Decision(DecisionKind.SPILL, node) if allow_spill else LOCAL
     if strategy.get("soft"):
         return _default(shape, local_total, local_available, others) if allow_spill else LOCAL
-    return Decision("error", error=f"node {target} is not alive (NodeAffinitySchedulingStrategy with soft=False)")
+    return Decision(DecisionKind.ERROR,
+                    error=f"node {target} is not alive (NodeAffinitySchedulingStrategy with soft=False)")
 
 
 def _free_cpu_fraction(node: Any) -> float:

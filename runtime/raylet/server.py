@@ -24,6 +24,7 @@ from runtime.auth import call_metadata
 from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
+from runtime.protocol.common_pb2 import NodeInfo, ShapeCount
 from runtime.raylet import scheduling
 from runtime.raylet.bundles import Bundles
 from runtime.raylet.gpus import GpuSlots, gpu_amount
@@ -118,7 +119,7 @@ class Raylet:
             return
         try:
             reply = await self.gcs.GetNodes(gcs_pb2.Empty(), metadata=self.md, timeout=5)
-            self.cluster_view = [n for n in reply.nodes if n.state != "DEAD"]
+            self.cluster_view = [n for n in reply.nodes if n.state != NodeInfo.DEAD]
         except grpc.aio.AioRpcError:
             pass
 
@@ -131,9 +132,9 @@ class Raylet:
             req.allow_spill = True
         decision = scheduling.choose(shape, req.strategy, self.node_id, self.total, self.available,
                                      self.cluster_view, req.allow_spill, next(self._turns))
-        if decision.kind == "error":
+        if decision.kind is scheduling.DecisionKind.ERROR:
             raise ValueError(decision.error)
-        if decision.kind == "spill":
+        if decision.kind is scheduling.DecisionKind.SPILL:
             fut.set_result(self._spill(req, decision.node))
             return fut
         if self.draining and not payload.get("backlog"):
@@ -178,7 +179,7 @@ class Raylet:
                 # busy here: another node may have room now (one that joined since, say), also
                 # for a request spilled here, which came with allow_spill off only so that its
                 # first decision would not bounce it on
-                others = [n for n in self.cluster_view if n.node_id != self.node_id and n.state == "ALIVE"]
+                others = [n for n in self.cluster_view if n.node_id != self.node_id and n.state == NodeInfo.ALIVE]
                 room = [n for n in others if fits(req.shape, dict(n.available))]
                 if room:
                     self.queue.remove(req)
@@ -287,7 +288,7 @@ class Raylet:
             subtract(self.available, cpus)
 
     def _live_node(self, node_id: str) -> common_pb2.NodeInfo | None:
-        return next((n for n in self.cluster_view if n.node_id == node_id and n.state != "DEAD"), None)
+        return next((n for n in self.cluster_view if n.node_id == node_id and n.state != NodeInfo.DEAD), None)
 
     def _node_data_address(self, node_id: str) -> str | None:
         node = self._live_node(node_id)
@@ -410,7 +411,7 @@ class Raylet:
             feasible = fits(shape, self.total) or any(fits(shape, dict(n.total)) for n in nodes)
             result.append(
                 common_pb2.ShapeCount(
-                    shape=shape, count=count, infeasible=not feasible, kind="task"
+                    shape=shape, count=count, infeasible=not feasible, kind=ShapeCount.TASK
                 )
             )
         return result

@@ -9,13 +9,13 @@ from typing import Any
 
 from runtime import ids
 from runtime.protocol import common_pb2, gcs_pb2
+from runtime.protocol.common_pb2 import PlacementGroupInfo
+from runtime.protocol.states import PlacementGroupState, PlacementStrategy
 from runtime.serialization import serialize
-
-STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 class PlacementGroup:
-    def __init__(self, pg_id: str, bundle_specs: list[dict[str, float]], strategy: str = "PACK",
+    def __init__(self, pg_id: str, bundle_specs: list[dict[str, float]], strategy: str = PlacementStrategy.PACK,
                  created: bool = False) -> None:
         self.id = pg_id
         self.bundle_specs = bundle_specs
@@ -66,25 +66,25 @@ def _wait_created(cw: Any, pg_id: str, timeout_s: float | None) -> bool:
         remaining = 10.0 if deadline is None else min(10.0, max(0.0, deadline - time.monotonic()))
         reply = cw.gcs_call("GetPlacementGroup", gcs_pb2.GetPlacementGroupRequest(
             pg_id=pg_id, after_version=version, timeout_s=remaining), timeout=remaining + 5)
-        if reply.found and reply.pg.state == "CREATED":
+        if reply.found and reply.pg.state == PlacementGroupInfo.CREATED:
             return True
         if not reply.found:
             raise ValueError(f"placement group {pg_id} is unknown to the cluster: it was removed "
                              "long ago, or created in another cluster")
-        if reply.pg.state == "REMOVED":
+        if reply.pg.state == PlacementGroupInfo.REMOVED:
             raise ValueError(f"placement group {pg_id} was removed before it was ready")
         version = reply.pg.version
         if deadline is not None and time.monotonic() >= deadline:
             return False
 
 
-def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", name: str = "",
+def placement_group(bundles: list[dict[str, float]], strategy: str = PlacementStrategy.PACK, name: str = "",
                     lifetime: str | None = None) -> PlacementGroup:
     """Ask the cluster to reserve `bundles`; returns at once (see `.ready()` / `.wait()`)."""
     from runtime.api import _core
 
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy not in list(PlacementStrategy):
+        raise ValueError(f"strategy must be one of {', '.join(PlacementStrategy)}, got {strategy!r}")
     if not bundles or not all(isinstance(b, dict) and b for b in bundles):
         raise ValueError("bundles must be a non-empty list of non-empty resource dicts, like [{'CPU': 1}]")
     for b in bundles:
@@ -94,14 +94,16 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = "PACK", nam
     cw = _core()
     pg_id = ids.random_id(8)
     info = common_pb2.PlacementGroupInfo(
-        pg_id=pg_id, name=name, namespace=cw.namespace, strategy=strategy, job_id=cw.job_id,
+        pg_id=pg_id, name=name, namespace=cw.namespace, strategy=PlacementStrategy(strategy).wire,
+        job_id=cw.job_id,
         detached=lifetime == "detached",
         bundles=[common_pb2.Bundle(index=i, resources={k: float(v) for k, v in b.items()})
                  for i, b in enumerate(bundles)])
     reply = cw.gcs_call("CreatePlacementGroup", gcs_pb2.CreatePlacementGroupRequest(pg=info))
     if reply.error:
         raise ValueError(reply.error)
-    return PlacementGroup(pg_id, [dict(b) for b in bundles], strategy, created=reply.pg.state == "CREATED")
+    return PlacementGroup(pg_id, [dict(b) for b in bundles], strategy,
+                          created=reply.pg.state == PlacementGroupInfo.CREATED)
 
 
 def remove_placement_group(pg: PlacementGroup) -> None:
@@ -119,7 +121,8 @@ def get_placement_group(name: str) -> PlacementGroup:
     reply = cw.gcs_call("GetPlacementGroup", gcs_pb2.GetPlacementGroupRequest(name=name, namespace=cw.namespace))
     if not reply.found:
         raise ValueError(f"no placement group named {name!r}")
-    return PlacementGroup(reply.pg.pg_id, [dict(b.resources) for b in reply.pg.bundles], reply.pg.strategy)
+    return PlacementGroup(reply.pg.pg_id, [dict(b.resources) for b in reply.pg.bundles],
+                          PlacementStrategy.from_wire(reply.pg.strategy).value)
 
 
 def placement_group_table(pg: PlacementGroup | None = None) -> dict[str, Any]:
@@ -130,11 +133,17 @@ def placement_group_table(pg: PlacementGroup | None = None) -> dict[str, Any]:
         reply = _core().gcs_call("ListPlacementGroups", gcs_pb2.Empty())
         return {p.pg_id: _table_entry(p) for p in reply.pgs}
     found = _core().gcs_call("GetPlacementGroup", gcs_pb2.GetPlacementGroupRequest(pg_id=pg.id))
+    if not found.found:  # removed long ago (forgotten), or another cluster's
+        return {"placement_group_id": "", "name": "", "strategy": "", "state": "", "bundles": {},
+                "bundles_to_node_id": {}}
     return _table_entry(found.pg)
 
 
 def _table_entry(p: Any) -> dict[str, Any]:
-    return {"placement_group_id": p.pg_id, "name": p.name, "strategy": p.strategy, "state": p.state,
+    """As Ray's: states and strategies as their names ("CREATED", "PACK")."""
+    return {"placement_group_id": p.pg_id, "name": p.name,
+            "strategy": PlacementStrategy.from_wire(p.strategy).value,
+            "state": PlacementGroupState.from_wire(p.state).value,
             "bundles": {b.index: dict(b.resources) for b in p.bundles},
             "bundles_to_node_id": dict(enumerate(p.bundle_node_ids))}
 

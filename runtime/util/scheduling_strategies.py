@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+SPREAD = "SPREAD"  # scheduling_strategy="SPREAD", and its wire form in lease requests
+
 
 @dataclass(frozen=True)
 class NodeAffinitySchedulingStrategy:
@@ -27,8 +29,8 @@ def to_wire(strategy: Any) -> Any:
     """The form a lease request carries: None / "SPREAD" / {"node_id", "soft"}."""
     if strategy is None or strategy == "DEFAULT":
         return None
-    if strategy == "SPREAD":
-        return "SPREAD"
+    if strategy == SPREAD:
+        return SPREAD
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         return {"node_id": strategy.node_id, "soft": strategy.soft}
     if isinstance(strategy, PlacementGroupSchedulingStrategy):
