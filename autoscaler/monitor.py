@@ -10,7 +10,6 @@ resumes where the last one stopped.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -31,8 +30,6 @@ from autoscaler.executor import ConfigNodeUpdater, Executor
 from autoscaler.lifecycle_store import RedisLifecycleStore
 from autoscaler.model import Plan
 from autoscaler.observe import (
-    KV_NS,
-    LAUNCHABLE_KEY,
     GcsNode,
     NodeSource,
     Observation,
@@ -43,8 +40,10 @@ from autoscaler.observe import (
     scaling_config,
 )
 from autoscaler.reconciler import Reconciler, Settings
-from autoscaler.status import STATUS_KEY, STATUS_NS, compose
+from autoscaler.status import compose
 from providers.base import NodeProvider
+from runtime.gcs import schema
+from runtime.gcs.schema import GcsKeys, KvKey, KvNamespace
 
 log = structlog.get_logger(__name__)
 
@@ -142,9 +141,9 @@ class Monitor:
             if spec.max_workers > 0
         }
         self.r.hset(
-            f"rayctl:{self.options.cluster_id}:kv:{KV_NS}",
-            LAUNCHABLE_KEY,
-            json.dumps(launchable, sort_keys=True),
+            GcsKeys(self.options.cluster_id).kv(KvNamespace.AUTOSCALER),
+            KvKey.LAUNCHABLE_NODE_TYPES,
+            schema.encode_launchable(launchable),
         )
 
     def _record(self, plan: Plan, obs: Observation, now: float) -> None:
@@ -161,8 +160,8 @@ class Monitor:
         self.store.add_decisions(decisions)
         marks = self.store.unavailable(now)
         status = compose(obs.gcs, self.store.all(), plan, self.store.decisions(20), marks, now)
-        key = f"rayctl:{self.options.cluster_id}:kv:{STATUS_NS}"
-        self.r.hset(key, STATUS_KEY, status.to_json())
+        key = GcsKeys(self.options.cluster_id).kv(KvNamespace.AUTOSCALER_STATUS)
+        self.r.hset(key, KvKey.STATUS, status.to_json())
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -204,11 +203,11 @@ class Monitor:
             return None
 
     def _subscribe(self) -> Any:
-        prefix = f"rayctl:{self.options.cluster_id}:"
+        keys = GcsKeys(self.options.cluster_id)
         pubsub = self.r.pubsub(ignore_subscribe_messages=True)
-        channels = [prefix + "demand_changed"]
+        channels = [keys.demand_changed]
         if _enable_keyspace_events(self.r):
-            channels.append(f"__keyspace@0__:{prefix}kv:{KV_NS}")
+            channels.append(f"__keyspace@0__:{keys.kv(KvNamespace.AUTOSCALER)}")
         pubsub.subscribe(*channels)
         self.publish_launchable()  # again after a Redis restart, in case it lost the key
         return pubsub

@@ -30,14 +30,13 @@ from autoscaler.model import (
     UnavailableType,
 )
 from providers.base import Instance, NodeProvider
-from runtime.protocol.common_pb2 import ActorInfo, PlacementGroupInfo
+from runtime.gcs import schema
+from runtime.gcs.schema import GcsKeys, KvKey, KvNamespace
+from runtime.protocol.common_pb2 import ActorInfo, NodeInfo, PlacementGroupInfo
 from runtime.protocol.states import NodeState as GcsNodeState
 from runtime.protocol.states import PlacementStrategy as GcsPlacementStrategy
 from runtime.protocol.states import ShapeKind
 
-KV_NS = "autoscaler"
-REQUESTS_KEY = "resource_requests"
-LAUNCHABLE_KEY = "launchable_node_types"
 PENDING_ACTOR_STATES = (ActorInfo.PENDING, ActorInfo.RESTARTING)  # both are demand
 
 
@@ -76,7 +75,7 @@ class GcsView:
         return None
 
 
-def node_from_proto(info: Any) -> GcsNode:
+def node_from_proto(info: NodeInfo) -> GcsNode:
     return GcsNode(
         node_id=info.node_id,
         node_type=info.node_type,
@@ -93,29 +92,24 @@ NodeSource = Callable[[], list[GcsNode]]
 
 
 def redis_nodes(client: redis.Redis, cluster_id: str) -> NodeSource:
-    """Nodes as the GCS last persisted them (registration and death; see the report on
-    heartbeat fields)."""
-    from runtime.protocol import common_pb2
+    """Nodes as the GCS last persisted them: joins, deaths, drains, and heartbeat fields when
+    they change (the monitor's own source is the GCS's GetNodes: monitor.gcs_nodes)."""
+    key = GcsKeys(cluster_id).nodes
 
     def read() -> list[GcsNode]:
-        raw: dict[Any, Any] = client.hgetall(f"rayctl:{cluster_id}:nodes")  # type: ignore[assignment]
-        nodes = []
-        for value in raw.values():
-            info = common_pb2.NodeInfo()
-            info.ParseFromString(value)
-            nodes.append(node_from_proto(info))
-        return nodes
+        raw: dict[Any, Any] = client.hgetall(key)  # type: ignore[assignment]
+        return [node_from_proto(schema.decode_node(value)) for value in raw.values()]
 
     return read
 
 
 def read_gcs(client: redis.Redis, cluster_id: str, nodes: NodeSource) -> GcsView:
-    prefix = f"rayctl:{cluster_id}:"
+    keys = GcsKeys(cluster_id)
     pipe = client.pipeline()
-    pipe.hgetall(prefix + "load")
-    pipe.hgetall(prefix + "actors")
-    pipe.hget(prefix + f"kv:{KV_NS}", REQUESTS_KEY)
-    pipe.hgetall(prefix + "placement_groups")
+    pipe.hgetall(keys.load)
+    pipe.hgetall(keys.actors)
+    pipe.hget(keys.kv(KvNamespace.AUTOSCALER), KvKey.RESOURCE_REQUESTS)
+    pipe.hgetall(keys.placement_groups)
     load, actors, requests, groups = pipe.execute()
     demands = _merge([*_task_demand(load.values()), *_actor_demand(actors.values())])
     return GcsView(tuple(nodes()), demands, parse_bundles(requests), _pending_groups(groups.values()))
@@ -123,12 +117,8 @@ def read_gcs(client: redis.Redis, cluster_id: str, nodes: NodeSource) -> GcsView
 
 def _pending_groups(rows: Iterable[bytes]) -> tuple[PendingPlacementGroup, ...]:
     """Placement groups the GCS could not reserve yet: all their bundles are demand."""
-    from runtime.protocol import common_pb2
-
     out = []
-    for raw in rows:
-        pg = common_pb2.PlacementGroupInfo()
-        pg.ParseFromString(raw)
+    for pg in map(schema.decode_placement_group, rows):
         if pg.state == PlacementGroupInfo.PENDING:
             bundles = tuple(Shape.of(dict(b.resources)) for b in pg.bundles)
             strategy = PlacementStrategy(GcsPlacementStrategy.from_wire(pg.strategy).value)
@@ -139,20 +129,16 @@ def _pending_groups(rows: Iterable[bytes]) -> tuple[PendingPlacementGroup, ...]:
 def _task_demand(rows: Iterable[bytes]) -> list[ResourceDemand]:
     out = []
     for row in rows:
-        for entry in json.loads(row):
-            kind = DemandKind.ACTOR if entry.get("kind") == ShapeKind.ACTOR else DemandKind.TASK
-            out.append(ResourceDemand(Shape.of(entry["shape"]), int(entry["count"]), kind))
+        for entry in schema.decode_load(row):
+            kind = DemandKind.ACTOR if entry.kind is ShapeKind.ACTOR else DemandKind.TASK
+            out.append(ResourceDemand(Shape.of(entry.shape), entry.count, kind))
     return out
 
 
 def _actor_demand(rows: Iterable[bytes]) -> list[ResourceDemand]:
     """Actors the GCS could not place yet wait in the `actors` table, not in `load`."""
-    from runtime.protocol import common_pb2
-
     out = []
-    for raw in rows:
-        actor = common_pb2.ActorInfo()
-        actor.ParseFromString(raw)
+    for actor in map(schema.decode_actor, rows):
         if actor.state in PENDING_ACTOR_STATES and actor.resources:
             out.append(ResourceDemand(Shape.of(dict(actor.resources)), 1, DemandKind.ACTOR))
     return out

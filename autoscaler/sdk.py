@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from autoscaler.observe import KV_NS, REQUESTS_KEY
-from autoscaler.status import STATUS_KEY, STATUS_NS, ClusterStatus
+from autoscaler.status import ClusterStatus
+from runtime.gcs.schema import KvKey, KvNamespace
 
 GcsCall = Callable[[str, Any], Any]
 
@@ -31,7 +31,8 @@ def request_resources(
     from runtime.protocol import gcs_pb2
 
     request = gcs_pb2.KvRequest(
-        ns=KV_NS, key=REQUESTS_KEY, value=json.dumps(wanted).encode(), overwrite=True
+        ns=KvNamespace.AUTOSCALER, key=KvKey.RESOURCE_REQUESTS, value=json.dumps(wanted).encode(),
+        overwrite=True,
     )
     with _gcs(address, token) as call:
         call("KvPut", request)
@@ -42,7 +43,7 @@ def get_status(*, address: str | None = None, token: str | None = None) -> Clust
     from runtime.protocol import gcs_pb2
 
     with _gcs(address, token) as call:
-        reply = call("KvGet", gcs_pb2.KvRequest(ns=STATUS_NS, key=STATUS_KEY))
+        reply = call("KvGet", gcs_pb2.KvRequest(ns=KvNamespace.AUTOSCALER_STATUS, key=KvKey.STATUS))
     if not reply.found:
         raise LookupError(
             "the cluster has no autoscaler status: is the monitor running? (start the head with "

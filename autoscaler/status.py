@@ -18,8 +18,6 @@ from autoscaler.model import Plan, Shape
 from autoscaler.observe import GcsView
 from runtime.protocol.states import NodeState
 
-STATUS_NS = "autoscaler_status"  # not "autoscaler": the monitor wakes on writes to that hash
-STATUS_KEY = "status"
 FAILURE_WINDOW_S = 3600.0
 FAILED = (
     InstanceStatus.LAUNCH_FAILED,

@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from autoscaler.monitor import gcs_nodes  # noqa: E402
-from autoscaler.observe import KV_NS, REQUESTS_KEY, read_gcs, redis_nodes  # noqa: E402
+from autoscaler.observe import read_gcs, redis_nodes  # noqa: E402
 from runtime.auth import create_token_file  # noqa: E402
+from runtime.gcs.schema import SCHEMA_VERSION, GcsKeys, KvKey, KvNamespace  # noqa: E402
 from runtime.node import free_port  # noqa: E402
 from runtime.protocol import common_pb2  # noqa: E402
 from runtime.redis_server import start_redis, wait_redis  # noqa: E402
@@ -74,25 +75,26 @@ def node_load(rng: random.Random) -> str:
 def fill(client: redis.Redis, nodes: int, seed: int) -> dict[str, int]:
     rng = random.Random(seed)
     now = time.time()
-    prefix = f"rayctl:{CLUSTER}:"
+    keys = GcsKeys(CLUSTER)
     pipe = client.pipeline(transaction=False)
+    pipe.set(keys.schema_version, str(SCHEMA_VERSION))
     for i in range(nodes):
         info = node_info(i, rng, now)
-        pipe.hset(prefix + "nodes", info.node_id, info.SerializeToString())
-        pipe.hset(prefix + "load", info.node_id, node_load(rng))
+        pipe.hset(keys.nodes, info.node_id, info.SerializeToString())
+        pipe.hset(keys.load, info.node_id, node_load(rng))
     actors = nodes // 2
     for i in range(actors):  # most alive, some pending (demand)
         state = "PENDING" if i % 10 == 0 else "ALIVE"
         actor = common_pb2.ActorInfo(actor_id=f"a{i:031x}", state=state, node_id=f"{i:032x}",
                                      resources={"CPU": 1.0})
-        pipe.hset(prefix + "actors", actor.actor_id, actor.SerializeToString())
+        pipe.hset(keys.actors, actor.actor_id, actor.SerializeToString())
     pgs = nodes // 10
     for i in range(pgs):
         bundles = [common_pb2.Bundle(index=b, resources={"CPU": 1.0}) for b in range(4)]
         pg = common_pb2.PlacementGroupInfo(pg_id=f"p{i:031x}", strategy="SPREAD", bundles=bundles,
                                            state="PENDING" if i % 5 == 0 else "CREATED")
-        pipe.hset(prefix + "placement_groups", pg.pg_id, pg.SerializeToString())
-    pipe.hset(prefix + f"kv:{KV_NS}", REQUESTS_KEY, json.dumps([{"CPU": 1.0}] * 64))
+        pipe.hset(keys.placement_groups, pg.pg_id, pg.SerializeToString())
+    pipe.hset(keys.kv(KvNamespace.AUTOSCALER), KvKey.RESOURCE_REQUESTS, json.dumps([{"CPU": 1.0}] * 64))
     pipe.execute()
     return {"nodes": nodes, "actors": actors, "placement_groups": pgs}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -18,13 +17,14 @@ import redis.asyncio as aioredis
 from runtime import ids
 from runtime.auth import AioTokenServerInterceptor, read_token_file
 from runtime.constants import NODE_DEATH_TIMEOUT_S
+from runtime.gcs import schema
 from runtime.gcs.actors import ActorManager
 from runtime.gcs.placement_groups import PlacementGroupManager
 from runtime.gcs.raylet_links import RayletLinks
-from runtime.gcs.tables import Tables
+from runtime.gcs.schema import KvKey, KvNamespace
+from runtime.gcs.tables import SchemaMismatchError, Tables
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2
 from runtime.protocol.common_pb2 import NodeInfo, PlacementGroupInfo
-from runtime.protocol.states import ShapeKind
 from runtime.resources import fits
 from runtime.session import watch_parent
 from runtime.transport import version_mismatch
@@ -83,13 +83,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             changed = True
         node.idle_since = request.idle_since
         node.last_heartbeat = time.time()
-        load = None
-        if request.load_changed:
-            load = [
-                {"shape": dict(s.shape), "count": s.count, "infeasible": s.infeasible,
-                 "kind": ShapeKind.from_wire(s.kind).value}
-                for s in request.load
-            ]
+        load = schema.encode_load(request.load) if request.load_changed else None
         if changed:  # the autoscaler reads resources and idle time from Redis
             await self.t.put_node_and_load(node, load)
         elif load is not None:
@@ -147,8 +141,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     # -- KV ------------------------------------------------------------------------------------
     async def KvPut(self, request: Any, context: Any) -> Any:
-        key = self.t.key(f"kv:{request.ns}")
-        if request.ns == "autoscaler":  # e.g. request_resources: new demand for the monitor
+        key = self.t.keys.kv(request.ns)
+        if request.ns == KvNamespace.AUTOSCALER:  # e.g. request_resources: new demand for the monitor
             self._demand_dirty.set()
         if request.overwrite:
             await self.t.r.hset(key, request.key, request.value)
@@ -157,17 +151,17 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         return gcs_pb2.KvReply(written=bool(written))
 
     async def KvGet(self, request: Any, context: Any) -> Any:
-        value = await self.t.r.hget(self.t.key(f"kv:{request.ns}"), request.key)
+        value = await self.t.r.hget(self.t.keys.kv(request.ns), request.key)
         if isinstance(value, str):
             value = value.encode()
         return gcs_pb2.KvReply(found=value is not None, value=value or b"")
 
     async def KvDel(self, request: Any, context: Any) -> Any:
-        n = await self.t.r.hdel(self.t.key(f"kv:{request.ns}"), request.key)
+        n = await self.t.r.hdel(self.t.keys.kv(request.ns), request.key)
         return gcs_pb2.KvReply(found=bool(n))
 
     async def KvKeys(self, request: Any, context: Any) -> Any:
-        keys = await self.t.r.hkeys(self.t.key(f"kv:{request.ns}"))
+        keys = await self.t.r.hkeys(self.t.keys.kv(request.ns))
         names = [k.decode() if isinstance(k, bytes) else k for k in keys]
         return gcs_pb2.KvReply(keys=[k for k in names if k.startswith(request.key)])
 
@@ -268,8 +262,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         alive = [n for n in self.t.nodes.values() if n.state == NodeInfo.ALIVE]
         fits_now = any(fits(shape, dict(n.available)) for n in alive)
         fits_node = any(fits(shape, dict(n.total)) for n in alive)
-        raw = await self.t.r.hget(self.t.key("kv:autoscaler"), "launchable_node_types")
-        launchable = json.loads(raw) if raw else {}
+        raw = await self.t.r.hget(self.t.keys.kv(KvNamespace.AUTOSCALER), KvKey.LAUNCHABLE_NODE_TYPES)
+        launchable = schema.decode_launchable(raw)
         fits_type = any(fits(shape, res) for res in launchable.values())
         return gcs_pb2.FeasibleReply(
             fits_now=fits_now, fits_a_node=fits_node, fits_launchable=fits_type
@@ -286,7 +280,11 @@ async def serve(args: argparse.Namespace) -> None:
         except Exception:  # noqa: BLE001 - redis may still be starting
             await asyncio.sleep(0.01)
     tables = Tables(client, args.cluster_id)
-    await tables.load()
+    try:
+        await tables.load()
+    except SchemaMismatchError as exc:
+        await client.aclose()
+        raise SystemExit(f"the GCS cannot start: {exc}") from None
     servicer = GcsServicer(tables, token, args.cluster_id, args.session_dir, args.death_timeout_s)
     server = grpc.aio.server(
         interceptors=[AioTokenServerInterceptor(token)], options=[("grpc.so_reuseport", 0)]

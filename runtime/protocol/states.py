@@ -13,22 +13,18 @@ from runtime.protocol import common_pb2
 class _WireEnum(enum.StrEnum):
     """A StrEnum with a proto enum twin: member NAME <-> wire value NAME."""
 
-    @classmethod
-    def _wire_type(cls) -> Any:
-        return _WIRE_TYPES[cls]
-
     @property
     def wire(self) -> Any:
         """The proto enum value (an int, typed as the message field's enum by the stubs)."""
-        return self._wire_type().Value(self.name)
+        return _WIRE_TYPES[type(self)].Value(self.name)
 
     @classmethod
     def from_wire(cls, value: int) -> Self:
         """The member for a wire value; a value this version does not know is a ValueError that
         names it (the sender speaks another protocol version, or left the field unset)."""
         try:
-            return cls[cls._wire_type().Name(value)]
-        except (KeyError, ValueError):
+            return _BY_WIRE[cls][value]  # type: ignore[return-value]
+        except KeyError:
             raise ValueError(
                 f"{value} is not a {cls.__name__} of this protocol version: is the sender a "
                 "rayctl of another version, or did it leave the field unset?"
@@ -74,4 +70,8 @@ _WIRE_TYPES: dict[type[_WireEnum], Any] = {
     PlacementGroupState: common_pb2.PlacementGroupInfo.State,
     PlacementStrategy: common_pb2.PlacementGroupInfo.Strategy,
     ShapeKind: common_pb2.ShapeCount.Kind,
+}
+# wire value -> member, per enum: read for every record the autoscaler decodes
+_BY_WIRE: dict[type[_WireEnum], dict[int, _WireEnum]] = {
+    cls: {wire.Value(member.name): member for member in cls} for cls, wire in _WIRE_TYPES.items()
 }
