@@ -1,5 +1,5 @@
 """Draining through the GCS before a node is terminated. The autoscaler's side of the drain
-protocol (the GCS side: runtime/gcs/, the raylet's: runtime/raylet/):
+protocol (the GCS side: runtime/gcs/drain.py, the raylet's: runtime/raylet/drain.py):
 
   1. request_drain(node) answers at once: accepted, or rejected with a reason (an idle-only
      drain of a node that is busy again; a node holding the only copy of objects in use).
@@ -18,7 +18,7 @@ import grpc
 import structlog
 
 from runtime.auth import call_metadata
-from runtime.protocol import gcs_pb2, gcs_pb2_grpc
+from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 
 log = structlog.get_logger(__name__)
 
@@ -88,15 +88,25 @@ class GcsDrainer:
     def request_drain(
         self, node_id: str, *, reason: str, idle_only: bool, deadline_s: float = 0.0
     ) -> DrainAnswer:
-        # TODO(runtime drain protocol): the GCS's DrainNode still waits for the drain; it is
-        # being changed to answer at once.
-        request = gcs_pb2.DrainNodeRequest(node_id=node_id, deadline_s=deadline_s or 30.0,
-                                           reason=reason)
+        request = gcs_pb2.DrainNodeRequest(
+            node_id=node_id, reason=reason, idle_only=idle_only, deadline_s=deadline_s
+        )
         try:
-            reply = self._stub.DrainNode(request, metadata=self._md,
-                                         timeout=(deadline_s or 30.0) + DRAIN_CALL_TIMEOUT_S)
+            reply = self._stub.DrainNode(request, metadata=self._md, timeout=DRAIN_CALL_TIMEOUT_S)
         except grpc.RpcError as exc:
             log.warning("drain call failed; keeping the node", node_id=node_id,
                         error=exc.details())
             return DrainAnswer(False, f"the GCS did not answer: {exc.details()}")
-        return DrainAnswer(bool(reply.drained), reply.reason)
+        return DrainAnswer(bool(reply.accepted), reply.reason)
+
+
+def drain_from_proto(drain: common_pb2.NodeDrain) -> NodeDrain:
+    """A node row's drain progress (NodeInfo.drain) as the autoscaler's value."""
+    return NodeDrain(
+        reason=drain.reason,
+        started_at=drain.started_at,
+        drained=drain.drained,
+        leases=drain.leases,
+        actors=drain.actors,
+        objects=drain.objects,
+    )

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from autoscaler.config import ClusterConfig
-from autoscaler.drain import NodeDrain
+from autoscaler.drain import NodeDrain, drain_from_proto
 from autoscaler.lifecycle import InstanceRecord, InstanceStatus
 from autoscaler.lifecycle_store import OfferingMark
 from autoscaler.model import (
@@ -76,6 +76,7 @@ class GcsView:
 
 
 def node_from_proto(info: NodeInfo) -> GcsNode:
+    state = GcsNodeState.from_wire(info.state)
     return GcsNode(
         node_id=info.node_id,
         node_type=info.node_type,
@@ -83,8 +84,9 @@ def node_from_proto(info: NodeInfo) -> GcsNode:
         total=dict(info.total),
         available=dict(info.available),
         idle_since=float(info.idle_since),
-        state=GcsNodeState.from_wire(info.state),
+        state=state,
         is_head=bool(info.is_head),
+        drain=drain_from_proto(info.drain) if state is GcsNodeState.DRAINING else None,
     )
 
 

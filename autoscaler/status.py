@@ -12,10 +12,11 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from autoscaler.drain import NodeDrain
 from autoscaler.lifecycle import PENDING, InstanceRecord, InstanceStatus
 from autoscaler.lifecycle_store import OfferingMark
 from autoscaler.model import Plan, Shape
-from autoscaler.observe import GcsView
+from autoscaler.observe import GcsNode, GcsView
 from runtime.protocol.states import NodeState
 
 FAILURE_WINDOW_S = 3600.0
@@ -24,6 +25,16 @@ FAILED = (
     InstanceStatus.INSTALL_FAILED,
     InstanceStatus.TERMINATE_FAILED,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class DrainRow:
+    """A draining node's progress, as the GCS reports it."""
+
+    reason: str
+    for_s: float  # since the drain started
+    drained: bool
+    holders: str  # what still holds it: NodeDrain.holders()
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +47,7 @@ class NodeRow:
     total: dict[str, float]
     used: dict[str, float]
     is_head: bool = False
+    drain: DrainRow | None = None  # while DRAINING
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +143,7 @@ def compose(
 ) -> ClusterStatus:
     """Pure: what one round saw and decided, as the status rows."""
     nodes = [
-        NodeRow(
-            n.node_id,
-            n.node_type,
-            n.instance_id,
-            n.state,
-            round(now - n.idle_since, 1) if n.idle_since else None,
-            dict(n.total),
-            {k: max(0.0, v - n.available.get(k, 0.0)) for k, v in n.total.items()},
-            n.is_head,
-        )
+        _node_row(n, now)
         for n in sorted(gcs.nodes, key=lambda n: (not n.is_head, n.node_type, n.node_id))
         if n.state != NodeState.DEAD
     ]
@@ -172,6 +175,24 @@ def compose(
             for r in records
         ],
     )
+
+
+def _node_row(n: GcsNode, now: float) -> NodeRow:
+    return NodeRow(
+        n.node_id,
+        n.node_type,
+        n.instance_id,
+        n.state,
+        round(now - n.idle_since, 1) if n.idle_since else None,
+        dict(n.total),
+        {k: max(0.0, v - n.available.get(k, 0.0)) for k, v in n.total.items()},
+        n.is_head,
+        _drain_row(n.drain, now) if n.drain is not None else None,
+    )
+
+
+def _drain_row(drain: NodeDrain, now: float) -> DrainRow:
+    return DrainRow(drain.reason, round(now - drain.started_at, 1), drain.drained, drain.holders())
 
 
 def _count(shapes: Sequence[Shape]) -> list[tuple[Shape, int]]:
@@ -225,6 +246,7 @@ def render(status: ClusterStatus, *, verbose: bool = False, now: float | None = 
         for d in status.decisions[:10]
     ] or [" (none)"]
     if verbose:
+        lines += ["", "Draining nodes"] + _drain_lines(status)
         lines += ["", "Instance history"]
         for inst in status.instances:
             lines.append(f" {inst.instance_id} {inst.node_type} {inst.cloud_instance_id or '-'}")
@@ -251,6 +273,23 @@ def _node_lines(status: ClusterStatus) -> list[str]:
         for f in status.failures
     ] or [" (no failures)"]
     return lines
+
+
+def _drain_lines(status: ClusterStatus) -> list[str]:
+    """For each draining node, what holds it (or that nothing does)."""
+    lines = []
+    for n in status.nodes:
+        if n.drain is None:
+            continue
+        if not n.drain.drained:
+            held = f"held by {n.drain.holders}"
+        elif n.drain.holders == "nothing":
+            held = "drained"
+        else:  # over by its deadline
+            held = f"drained at its deadline, with {n.drain.holders} left"
+        why = f" ({n.drain.reason})" if n.drain.reason else ""
+        lines.append(f" {n.node_type or '-'} {n.node_id} for {n.drain.for_s:.0f}s{why}: {held}")
+    return lines or [" (no draining nodes)"]
 
 
 def _demand_line(d: DemandRow) -> str:

@@ -252,7 +252,9 @@ class Worker:
         if data.size <= INLINE_OBJECT_MAX_BYTES:
             return (object_id, data.inline(), None, data.size, contains)
         size = shm.write_object(self.cw.shm_dir, object_id, data.meta, data.buffers)
-        self.cw.request(self.cw.raylet, "seal", {"object_id": object_id, "size": size})
+        # the caller owns it: a drain of this node waits for it only while the caller lives
+        self.cw.request(self.cw.raylet, "seal", {"object_id": object_id, "size": size,
+                                                 "owner": spec["owner"]})
         return (object_id, None, (self.cw.node_id, self.cw.shm_dir), size, contains)
 
     def _register_borrower(self, object_id: str, owner: str, borrower: str) -> None:

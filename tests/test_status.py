@@ -3,6 +3,7 @@ rendered as text a person reads, and round-tripped as JSON for `--json` and get_
 
 from __future__ import annotations
 
+from autoscaler.drain import NodeDrain
 from autoscaler.lifecycle import InstanceStatus, new_instance, transition
 from autoscaler.lifecycle_store import OfferingMark
 from autoscaler.model import DemandKind, Infeasible, Plan, ResourceDemand, Shape
@@ -108,3 +109,33 @@ def test_empty_cluster_says_so() -> None:
         "(none)",
     ]:
         assert expected in text
+
+
+def draining_example() -> ClusterStatus:
+    held = GcsNode(
+        "n-2", "cpu", "fake-2", {"CPU": 4.0}, {"CPU": 2.0}, 0.0, NodeState.DRAINING,
+        drain=NodeDrain("outdated", NOW - 40, False, leases=2, actors=1, objects=3),
+    )
+    done = GcsNode(
+        "n-3", "cpu", "fake-3", {"CPU": 4.0}, {"CPU": 4.0}, NOW - 5, NodeState.DRAINING,
+        drain=NodeDrain("idle for 300 s", NOW - 12, True),
+    )
+    alive = GcsNode("n-4", "cpu", "fake-4", {"CPU": 4.0}, {"CPU": 4.0}, NOW - 5, NodeState.ALIVE)
+    return compose(GcsView(nodes=(held, done, alive)), [], Plan(), [], [], NOW)
+
+
+def test_verbose_names_what_holds_each_draining_node() -> None:
+    status = draining_example()
+    assert [n.drain is not None for n in status.nodes] == [True, True, False]
+    text = render(status, verbose=True, now=NOW)
+    assert (
+        "Draining nodes\n"
+        " cpu n-2 for 40s (outdated): held by 2 running tasks, 1 actor, 3 objects with live owners\n"
+        " cpu n-3 for 12s (idle for 300 s): drained\n"
+    ) in text
+    assert "Draining nodes" not in render(status, now=NOW)
+    assert ClusterStatus.from_json(status.to_json()) == status
+
+
+def test_verbose_without_draining_nodes_says_so() -> None:
+    assert "Draining nodes\n (no draining nodes)" in render(example(), verbose=True, now=NOW)

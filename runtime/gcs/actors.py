@@ -176,7 +176,7 @@ class ActorManager:
         node = self.t.nodes.get(actor.node_id)
         if no_restart:
             await self._bury(actor, "killed by rt.kill()")
-        if node is not None and node.state == NodeInfo.ALIVE:
+        if node is not None and node.state != NodeInfo.DEAD:  # a draining node still runs it
             try:
                 await self.raylet(node).KillActorWorker(
                     raylet_pb2.KillActorWorkerRequest(actor_id=actor_id, force=True),

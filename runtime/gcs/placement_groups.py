@@ -170,7 +170,7 @@ class PlacementGroupManager:
     async def _release(self, pg: common_pb2.PlacementGroupInfo) -> None:
         for node_id in set(pg.bundle_node_ids):
             node = self.t.nodes.get(node_id)
-            if node is not None and node.state == NodeInfo.ALIVE:
+            if node is not None and node.state != NodeInfo.DEAD:  # draining ones too
                 await self._call(node, "cancel_bundles", pg.pg_id, [])
                 _view_release(node, pg.pg_id,
                               [b for b, n in zip(pg.bundles, pg.bundle_node_ids, strict=True) if n == node_id])
@@ -184,7 +184,7 @@ class PlacementGroupManager:
         meanwhile (a driver may create one at once) is left alone."""
         created = {p.pg_id: set(p.bundle_node_ids) for p in self.t.pgs.values()
                    if p.state == PlacementGroupInfo.CREATED}
-        nodes = [n for n in self.t.nodes.values() if n.state == NodeInfo.ALIVE]
+        nodes = [n for n in self.t.nodes.values() if n.state != NodeInfo.DEAD]
         held = await asyncio.gather(*(self._held(n) for n in nodes))
         lost: set[str] = set()
         for node, groups in zip(nodes, held, strict=True):

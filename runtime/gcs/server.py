@@ -17,13 +17,14 @@ import redis.asyncio as aioredis
 from runtime import ids
 from runtime.auth import AioTokenServerInterceptor, read_token_file
 from runtime.constants import NODE_DEATH_TIMEOUT_S
+from runtime.gcs import drain as gcs_drain
 from runtime.gcs import schema
 from runtime.gcs.actors import ActorManager
 from runtime.gcs.placement_groups import PlacementGroupManager
 from runtime.gcs.raylet_links import RayletLinks
 from runtime.gcs.schema import KvKey, KvNamespace
 from runtime.gcs.tables import SchemaMismatchError, Tables
-from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2
+from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo, PlacementGroupInfo
 from runtime.resources import fits
 from runtime.session import watch_parent
@@ -56,7 +57,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         problem = _versions_problem(node.versions, "the GCS")
         if problem:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
-        node.state = NodeInfo.ALIVE
+        # a node that registers again (the GCS lost it) may be draining already
+        node.state = NodeInfo.DRAINING if node.HasField("drain") else NodeInfo.ALIVE
         node.last_heartbeat = time.time()
         await self.t.put_node(node)
         self._last_seen[node.node_id] = time.monotonic()
@@ -83,11 +85,17 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             changed = True
         node.idle_since = request.idle_since
         node.last_heartbeat = time.time()
+        draining = request.HasField("drain")
+        starts_draining = draining and node.state != NodeInfo.DRAINING
+        if draining and gcs_drain.take_progress(node, request.drain):
+            changed = True
         load = schema.encode_load(request.load) if request.load_changed else None
-        if changed:  # the autoscaler reads resources and idle time from Redis
+        if changed:  # the autoscaler reads resources, idle time and drains from Redis
             await self.t.put_node_and_load(node, load)
         elif load is not None:
             await self.t.put_load(request.node_id, load)
+        if starts_draining:  # (normally DrainNode's reply got there first)
+            await gcs_drain.announce(self.t, node)
         if load is not None:
             self._demand_dirty.set()
             self.actors.wake()
@@ -237,24 +245,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
     # -- draining ------------------------------------------------------------------------------
     async def DrainNode(self, request: Any, context: Any) -> Any:
-        """Ask a node to take no new work and finish what runs; it is DRAINING meanwhile."""
-        node = self.t.nodes.get(request.node_id)
-        if node is None or node.state == NodeInfo.DEAD:
-            return gcs_pb2.DrainNodeReply(drained=True, reason="node is not alive")
-        node.state = NodeInfo.DRAINING
-        await self.t.put_node(node)
-        await self.t.publish_node(node)
-        await self.t.event("node_draining", f"node {node.node_id}: {request.reason or 'drain requested'}")
-        try:
-            reply = await self.actors.raylet(node).DrainNode(
-                raylet_pb2.DrainRequest(deadline_s=request.deadline_s, force=request.force, reason=request.reason),
-                metadata=self.actors.md, timeout=(request.deadline_s or 3600) + 10)
-        except grpc.aio.AioRpcError as exc:
-            return gcs_pb2.DrainNodeReply(drained=False, reason=f"raylet unreachable: {exc.details()}")
-        if not reply.drained and node.state == NodeInfo.DRAINING:
-            node.state = NodeInfo.ALIVE  # refused or timed out: it keeps serving
-            await self.t.put_node(node)
-        return gcs_pb2.DrainNodeReply(drained=reply.drained, reason=reply.reason)
+        """Accepted or rejected at once; an accepted node drains in the background."""
+        return await gcs_drain.drain_node(self.t, request, self.actors.raylet, self.actors.md)
 
     # -- feasibility ---------------------------------------------------------------------------
     async def CheckFeasible(self, request: Any, context: Any) -> Any:

@@ -57,8 +57,28 @@ class ShapeCount(_message.Message):
     kind: ShapeCount.Kind
     def __init__(self, shape: _Optional[_Mapping[str, float]] = ..., count: _Optional[int] = ..., infeasible: _Optional[bool] = ..., kind: _Optional[_Union[ShapeCount.Kind, str]] = ...) -> None: ...
 
+class NodeDrain(_message.Message):
+    __slots__ = ("reason", "started_at", "deadline", "force", "drained", "leases", "actors", "objects")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    started_at: float
+    deadline: float
+    force: bool
+    drained: bool
+    leases: int
+    actors: int
+    objects: int
+    def __init__(self, reason: _Optional[str] = ..., started_at: _Optional[float] = ..., deadline: _Optional[float] = ..., force: _Optional[bool] = ..., drained: _Optional[bool] = ..., leases: _Optional[int] = ..., actors: _Optional[int] = ..., objects: _Optional[int] = ...) -> None: ...
+
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "address", "raylet_port", "local_port", "data_port", "shm_dir", "total", "available", "instance_id", "node_type", "idle_since", "last_heartbeat", "is_head", "death_reason", "versions", "labels", "state")
+    __slots__ = ("node_id", "address", "raylet_port", "local_port", "data_port", "shm_dir", "total", "available", "instance_id", "node_type", "idle_since", "last_heartbeat", "is_head", "death_reason", "versions", "labels", "state", "drain")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[NodeInfo.State]
@@ -107,6 +127,7 @@ class NodeInfo(_message.Message):
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     raylet_port: int
@@ -124,7 +145,8 @@ class NodeInfo(_message.Message):
     versions: Versions
     labels: _containers.ScalarMap[str, str]
     state: NodeInfo.State
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., raylet_port: _Optional[int] = ..., local_port: _Optional[int] = ..., data_port: _Optional[int] = ..., shm_dir: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., instance_id: _Optional[str] = ..., node_type: _Optional[str] = ..., idle_since: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., is_head: _Optional[bool] = ..., death_reason: _Optional[str] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[NodeInfo.State, str]] = ...) -> None: ...
+    drain: NodeDrain
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., raylet_port: _Optional[int] = ..., local_port: _Optional[int] = ..., data_port: _Optional[int] = ..., shm_dir: _Optional[str] = ..., total: _Optional[_Mapping[str, float]] = ..., available: _Optional[_Mapping[str, float]] = ..., instance_id: _Optional[str] = ..., node_type: _Optional[str] = ..., idle_since: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., is_head: _Optional[bool] = ..., death_reason: _Optional[str] = ..., versions: _Optional[_Union[Versions, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[NodeInfo.State, str]] = ..., drain: _Optional[_Union[NodeDrain, _Mapping]] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
     __slots__ = ("actor_id", "name", "namespace", "address", "node_id", "num_restarts", "max_restarts", "detached", "death_cause", "version", "creation_spec", "resources", "job_id", "class_name", "owner_address", "pid", "affinity_node_id", "affinity_soft", "spread", "runtime_env_json", "state")

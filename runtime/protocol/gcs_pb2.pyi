@@ -26,7 +26,7 @@ class RegisterNodeReply(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ..., session_dir: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "load", "idle_since", "load_changed", "total")
+    __slots__ = ("node_id", "available", "load", "idle_since", "load_changed", "total", "drain")
     class AvailableEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,13 +47,15 @@ class HeartbeatRequest(_message.Message):
     IDLE_SINCE_FIELD_NUMBER: _ClassVar[int]
     LOAD_CHANGED_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     available: _containers.ScalarMap[str, float]
     load: _containers.RepeatedCompositeFieldContainer[_common_pb2.ShapeCount]
     idle_since: float
     load_changed: bool
     total: _containers.ScalarMap[str, float]
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., idle_since: _Optional[float] = ..., load_changed: _Optional[bool] = ..., total: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    drain: _common_pb2.NodeDrain
+    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., idle_since: _Optional[float] = ..., load_changed: _Optional[bool] = ..., total: _Optional[_Mapping[str, float]] = ..., drain: _Optional[_Union[_common_pb2.NodeDrain, _Mapping]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("unknown_node", "nodes")
@@ -253,21 +255,23 @@ class PlacementGroupIdRequest(_message.Message):
     def __init__(self, pg_id: _Optional[str] = ...) -> None: ...
 
 class DrainNodeRequest(_message.Message):
-    __slots__ = ("node_id", "deadline_s", "force", "reason")
+    __slots__ = ("node_id", "deadline_s", "force", "reason", "idle_only")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    IDLE_ONLY_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     deadline_s: float
     force: bool
     reason: str
-    def __init__(self, node_id: _Optional[str] = ..., deadline_s: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    idle_only: bool
+    def __init__(self, node_id: _Optional[str] = ..., deadline_s: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ..., idle_only: _Optional[bool] = ...) -> None: ...
 
 class DrainNodeReply(_message.Message):
-    __slots__ = ("drained", "reason")
-    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("accepted", "reason")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    drained: bool
+    accepted: bool
     reason: str
-    def __init__(self, drained: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...

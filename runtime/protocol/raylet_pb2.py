@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from runtime.protocol import common_pb2 as runtime_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1druntime/protocol/raylet.proto\x12\x06rayctl\x1a\x1druntime/protocol/common.proto\"\r\n\x0bRayletEmpty\"5\n\x11StartActorRequest\x12 \n\x05\x61\x63tor\x18\x01 \x01(\x0b\x32\x11.rayctl.ActorInfo\"O\n\x0fStartActorReply\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07no_room\x18\x04 \x01(\x08\"9\n\x16KillActorWorkerRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x90\x02\n\x0eNodeStatsReply\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.rayctl.NodeInfo\x12\x13\n\x0bnum_workers\x18\x02 \x01(\x05\x12\x18\n\x10num_idle_workers\x18\x03 \x01(\x05\x12\x19\n\x11object_store_used\x18\x04 \x01(\x03\x12\x1d\n\x15object_store_capacity\x18\x05 \x01(\x03\x12 \n\x04load\x18\x06 \x03(\x0b\x32\x12.rayctl.ShapeCount\x12\x1f\n\x17transfer_bytes_received\x18\x07 \x01(\x03\x12\x1b\n\x13transfer_bytes_sent\x18\x08 \x01(\x03\x12\x15\n\rqueued_leases\x18\t \x01(\x05\"A\n\x0c\x44rainRequest\x12\x12\n\ndeadline_s\x18\x01 \x01(\x01\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"-\n\nDrainReply\x12\x0f\n\x07\x64rained\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0b\x46reeRequest\x12\x12\n\nobject_ids\x18\x01 \x03(\t2\xf5\x02\n\x06Raylet\x12\x37\n\x0b\x46reeObjects\x12\x13.rayctl.FreeRequest\x1a\x13.rayctl.RayletEmpty\x12\x35\n\tDrainNode\x12\x14.rayctl.DrainRequest\x1a\x12.rayctl.DrainReply\x12@\n\nStartActor\x12\x19.rayctl.StartActorRequest\x1a\x17.rayctl.StartActorReply\x12\x46\n\x0fKillActorWorker\x12\x1e.rayctl.KillActorWorkerRequest\x1a\x13.rayctl.RayletEmpty\x12;\n\x0cGetNodeStats\x12\x13.rayctl.RayletEmpty\x1a\x16.rayctl.NodeStatsReply\x12\x34\n\x08Shutdown\x12\x13.rayctl.RayletEmpty\x1a\x13.rayctl.RayletEmptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1druntime/protocol/raylet.proto\x12\x06rayctl\x1a\x1druntime/protocol/common.proto\"\r\n\x0bRayletEmpty\"5\n\x11StartActorRequest\x12 \n\x05\x61\x63tor\x18\x01 \x01(\x0b\x32\x11.rayctl.ActorInfo\"O\n\x0fStartActorReply\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\x05\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07no_room\x18\x04 \x01(\x08\"9\n\x16KillActorWorkerRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x90\x02\n\x0eNodeStatsReply\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.rayctl.NodeInfo\x12\x13\n\x0bnum_workers\x18\x02 \x01(\x05\x12\x18\n\x10num_idle_workers\x18\x03 \x01(\x05\x12\x19\n\x11object_store_used\x18\x04 \x01(\x03\x12\x1d\n\x15object_store_capacity\x18\x05 \x01(\x03\x12 \n\x04load\x18\x06 \x03(\x0b\x32\x12.rayctl.ShapeCount\x12\x1f\n\x17transfer_bytes_received\x18\x07 \x01(\x03\x12\x1b\n\x13transfer_bytes_sent\x18\x08 \x01(\x03\x12\x15\n\rqueued_leases\x18\t \x01(\x05\"T\n\x0c\x44rainRequest\x12\x12\n\ndeadline_s\x18\x01 \x01(\x01\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\tidle_only\x18\x04 \x01(\x08\"V\n\nDrainReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12 \n\x05\x64rain\x18\x04 \x01(\x0b\x32\x11.rayctl.NodeDrainJ\x04\x08\x01\x10\x02\"!\n\x0b\x46reeRequest\x12\x12\n\nobject_ids\x18\x01 \x03(\t2\xf5\x02\n\x06Raylet\x12\x37\n\x0b\x46reeObjects\x12\x13.rayctl.FreeRequest\x1a\x13.rayctl.RayletEmpty\x12\x35\n\tDrainNode\x12\x14.rayctl.DrainRequest\x1a\x12.rayctl.DrainReply\x12@\n\nStartActor\x12\x19.rayctl.StartActorRequest\x1a\x17.rayctl.StartActorReply\x12\x46\n\x0fKillActorWorker\x12\x1e.rayctl.KillActorWorkerRequest\x1a\x13.rayctl.RayletEmpty\x12;\n\x0cGetNodeStats\x12\x13.rayctl.RayletEmpty\x1a\x16.rayctl.NodeStatsReply\x12\x34\n\x08Shutdown\x12\x13.rayctl.RayletEmpty\x1a\x13.rayctl.RayletEmptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,11 +43,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODESTATSREPLY']._serialized_start=283
   _globals['_NODESTATSREPLY']._serialized_end=555
   _globals['_DRAINREQUEST']._serialized_start=557
-  _globals['_DRAINREQUEST']._serialized_end=622
-  _globals['_DRAINREPLY']._serialized_start=624
-  _globals['_DRAINREPLY']._serialized_end=669
-  _globals['_FREEREQUEST']._serialized_start=671
-  _globals['_FREEREQUEST']._serialized_end=704
-  _globals['_RAYLET']._serialized_start=707
-  _globals['_RAYLET']._serialized_end=1080
+  _globals['_DRAINREQUEST']._serialized_end=641
+  _globals['_DRAINREPLY']._serialized_start=643
+  _globals['_DRAINREPLY']._serialized_end=729
+  _globals['_FREEREQUEST']._serialized_start=731
+  _globals['_FREEREQUEST']._serialized_end=764
+  _globals['_RAYLET']._serialized_start=767
+  _globals['_RAYLET']._serialized_end=1140
 # @@protoc_insertion_point(module_scope)

@@ -60,22 +60,26 @@ class NodeStatsReply(_message.Message):
     def __init__(self, node: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., num_workers: _Optional[int] = ..., num_idle_workers: _Optional[int] = ..., object_store_used: _Optional[int] = ..., object_store_capacity: _Optional[int] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., transfer_bytes_received: _Optional[int] = ..., transfer_bytes_sent: _Optional[int] = ..., queued_leases: _Optional[int] = ...) -> None: ...
 
 class DrainRequest(_message.Message):
-    __slots__ = ("deadline_s", "force", "reason")
+    __slots__ = ("deadline_s", "force", "reason", "idle_only")
     DEADLINE_S_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    IDLE_ONLY_FIELD_NUMBER: _ClassVar[int]
     deadline_s: float
     force: bool
     reason: str
-    def __init__(self, deadline_s: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    idle_only: bool
+    def __init__(self, deadline_s: _Optional[float] = ..., force: _Optional[bool] = ..., reason: _Optional[str] = ..., idle_only: _Optional[bool] = ...) -> None: ...
 
 class DrainReply(_message.Message):
-    __slots__ = ("drained", "reason")
-    DRAINED_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("accepted", "reason", "drain")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    drained: bool
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
     reason: str
-    def __init__(self, drained: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    drain: _common_pb2.NodeDrain
+    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ..., drain: _Optional[_Union[_common_pb2.NodeDrain, _Mapping]] = ...) -> None: ...
 
 class FreeRequest(_message.Message):
     __slots__ = ("object_ids",)

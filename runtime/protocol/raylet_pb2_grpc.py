@@ -77,7 +77,7 @@ class RayletServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DrainNode(self, request, context):
-        """Take no new leases, let running work finish (or the deadline pass), then say drained.
+        """Accept or reject at once; accepted: take no new work, report progress in heartbeats.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

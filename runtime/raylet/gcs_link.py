@@ -1,5 +1,6 @@
 """What a raylet tells the GCS: its registration, and the heartbeat that carries its resources,
-idle time and load (the autoscaler's demand) and brings back the cluster view it spills by."""
+idle time, load (the autoscaler's demand) and drain progress, and brings back the cluster view it
+spills by."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import grpc
 
 from runtime.constants import HEARTBEAT_INTERVAL_S, PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
 from runtime.protocol import common_pb2, gcs_pb2
+from runtime.raylet import drain
 
 if TYPE_CHECKING:
     from runtime.raylet.server import Raylet
@@ -21,7 +23,8 @@ log = logging.getLogger("rayctl.raylet")
 
 
 def node_info(r: Raylet) -> common_pb2.NodeInfo:
-    """This node as the GCS records it."""
+    """This node as the GCS records it (also when it registers again, draining)."""
+    progress = drain.progress(r)
     return common_pb2.NodeInfo(
         node_id=r.node_id,
         address=r.host,
@@ -31,7 +34,8 @@ def node_info(r: Raylet) -> common_pb2.NodeInfo:
         shm_dir=r.shm_dir,
         total=r.total,
         available=r.available,
-        state=common_pb2.NodeInfo.ALIVE,
+        state=common_pb2.NodeInfo.ALIVE if progress is None else common_pb2.NodeInfo.DRAINING,
+        drain=progress,
         instance_id=os.environ.get("RAYCTL_INSTANCE_ID", ""),
         node_type=os.environ.get("RAYCTL_NODE_TYPE", ""),
         is_head=r.args.head,
@@ -77,6 +81,7 @@ async def heartbeat_loop(r: Raylet) -> None:
             load=r.load() if changed else [],
             idle_since=r.idle_since,
             load_changed=changed,
+            drain=drain.progress(r),
         )
         try:
             reply = await r.gcs.Heartbeat(req, metadata=r.md, timeout=2)

@@ -54,8 +54,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
         return raylet_pb2.RayletEmpty()
 
     async def DrainNode(self, request: Any, context: Any) -> Any:
-        drained, reason = await self.r.drain(request.deadline_s, request.force)
-        return raylet_pb2.DrainReply(drained=drained, reason=reason)
+        return await self.r.request_drain(request)
 
     async def Shutdown(self, request: Any, context: Any) -> Any:
         self.r.stopping.set()

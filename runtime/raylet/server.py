@@ -11,7 +11,6 @@ import itertools
 import json
 import logging
 import os
-import shlex
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,8 +24,9 @@ from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo, ShapeCount
-from runtime.raylet import scheduling
+from runtime.raylet import drain, scheduling
 from runtime.raylet.bundles import Bundles
+from runtime.raylet.env_setup import EnvSetup
 from runtime.raylet.gpus import GpuSlots, gpu_amount
 from runtime.raylet.transfer import ObjectTransfer
 from runtime.raylet.worker_pool import Worker, WorkerPool
@@ -81,11 +81,20 @@ class Raylet:
         self.gcs: gcs_pb2_grpc.GcsStub | None = None
         self.md = call_metadata(token)
         self.stopping = asyncio.Event()
-        self.draining = False
+        self.drain: drain.Drain | None = None  # set once a drain is accepted (runtime/raylet/drain.py)
+        self.owners = drain.ObjectOwners()
         self.load_changed = True
         self._beat_now = asyncio.Event()
-        self._node_env_cache: Any = None
+        self.envs = EnvSetup(args.session_dir, self._gcs_call)
         self._turns = itertools.count()
+
+    @property
+    def draining(self) -> bool:
+        """Takes no new leases, actors or bundles."""
+        return self.drain is not None
+
+    async def request_drain(self, request: raylet_pb2.DrainRequest) -> raylet_pb2.DrainReply:
+        return await drain.request_drain(self, request)
 
     # -- placement group bundles (called by the GCS) ----------------------------------------
     def bundle_call(self, method: str, payload: dict[str, Any]) -> Any:
@@ -98,6 +107,8 @@ class Raylet:
             self.bundles.cancel(pg_id)
             error = ""
         elif method == "prepare_bundles":
+            if self.draining:  # placed before the GCS saw the drain
+                return f"node {self.node_id} is draining"
             error = self.bundles.prepare(pg_id, payload["bundles"])
             if error or not payload.get("commit"):
                 return error
@@ -189,7 +200,7 @@ class Raylet:
     async def _grant(self, req: LeaseRequest, devices: tuple[str, ...]) -> None:
         assert self.pool is not None
         try:
-            worker = await self.pool.acquire(*self._env_setup(req.runtime_env))
+            worker = await self.pool.acquire(*self.envs.setup(req.runtime_env))
         except Exception as exc:  # noqa: BLE001
             add(self.available, req.shape)
             self.gpus.release(devices, gpu_amount(req.shape))
@@ -207,6 +218,7 @@ class Raylet:
         worker.owner = req.owner
         worker.gpu_ids, worker.gpus = devices, gpu_amount(req.shape)
         self.leases[lease_id] = (worker, req.shape)
+        self._update_idle()  # dispatch() ran before the grant: it saw neither the request nor this
         req.future.set_result(
             {
                 "lease_id": lease_id,
@@ -235,42 +247,9 @@ class Raylet:
         self.gpus.release(worker.gpu_ids, worker.gpus)
         worker.gpu_ids, worker.gpus = (), 0.0
 
-    def _env_setup(self, env: dict[str, Any] | None) -> tuple[str, Any]:
-        """(pool key, async setup) for a runtime_env: the default pool needs no setup."""
-        if not env:
-            return "", None
-        from runtime.runtime_env import RuntimeEnv
-
-        parsed = RuntimeEnv.from_dict(env)
-        if parsed.is_empty():
-            return "", None
-
-        async def setup() -> Any:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, self._env_cache().prepare, parsed)
-
-        return parsed.key(), setup
-
-    def _env_cache(self) -> Any:
-        """Materializes runtime_envs on this node (packages fetched from the GCS KV)."""
-        if self._node_env_cache is None:
-            from runtime.runtime_env import KvPackageStore, NodeEnvCache
-
-            loop = asyncio.get_running_loop()
-
-            def gcs_call(method: str, request: Any) -> Any:  # from the executor thread
-                async def call() -> Any:
-                    assert self.gcs is not None
-                    return await getattr(self.gcs, method)(request, metadata=self.md, timeout=60)
-
-                return asyncio.run_coroutine_threadsafe(call(), loop).result(70)
-
-            store = KvPackageStore.over_gcs(gcs_call)
-            cache_dir = os.path.join(self.args.session_dir, "runtime_env")
-            # e.g. "--no-index --find-links DIR" for clusters without access to an index
-            extra = tuple(shlex.split(os.environ.get("RAYCTL_PIP_EXTRA_ARGS", "")))
-            self._node_env_cache = NodeEnvCache(cache_dir, store.download, extra_pip_args=extra)
-        return self._node_env_cache
+    async def _gcs_call(self, method: str, request: Any) -> Any:
+        assert self.gcs is not None
+        return await getattr(self.gcs, method)(request, metadata=self.md, timeout=60)
 
     def set_blocked(self, conn: Connection, blocked: bool) -> None:
         """A leased worker waits in get(): lend its CPUs to other leases until it resumes (as Ray
@@ -325,6 +304,7 @@ class Raylet:
         remote = remote if remote is not None else defaultdict(list)
         for object_id in object_ids:
             self.store.delete(object_id)
+            self.owners.deleted(object_id)
             for node_id in self.transfer.copies.pop(object_id, ()):
                 remote.setdefault(node_id, []).append(object_id)
         for node_id, freed in remote.items():
@@ -432,8 +412,9 @@ class Raylet:
             self.backlogs[conn][shape_key(payload["shape"])] = payload["count"]
             self.mark_load_changed()
             return None
-        if method == "seal":
+        if method == "seal":  # a task's return names its caller as owner; a put's owner is `conn`
             self.store.add(payload["object_id"], payload["size"], primary=True)
+            self.owners.sealed(payload["object_id"], payload.get("owner") or conn)
             return None
         if method == "get_path":
             return self.store.get_path(payload)
@@ -461,7 +442,9 @@ class Raylet:
     # -- actors (called by the GCS over gRPC) --------------------------------------------------
     async def start_actor(self, actor: common_pb2.ActorInfo) -> raylet_pb2.StartActorReply:
         need = dict(actor.resources)
-        devices = self.gpus.assign(gpu_amount(need)) if fits(need, self.available) else None
+        devices = None
+        if fits(need, self.available) and not self.draining:  # placed before the GCS saw the drain
+            devices = self.gpus.assign(gpu_amount(need))
         if devices is None:
             return raylet_pb2.StartActorReply(no_room=True)
         subtract(self.available, need)
@@ -469,7 +452,7 @@ class Raylet:
         assert self.pool is not None
         env = json.loads(actor.runtime_env_json) if actor.runtime_env_json else None
         try:
-            worker = await self.pool.acquire(*self._env_setup(env))
+            worker = await self.pool.acquire(*self.envs.setup(env))
         except Exception as exc:  # noqa: BLE001 - e.g. a pip requirement that cannot install
             self._give_back(need)
             self.gpus.release(devices, gpu_amount(need))
@@ -499,23 +482,6 @@ class Raylet:
         entry = self.actor_workers.get(actor_id)
         if entry is not None and self.pool is not None:
             self.pool.kill(entry[0])
-
-    # -- draining --------------------------------------------------------------------------------
-    async def drain(self, deadline_s: float, force: bool) -> tuple[bool, str]:
-        """Take no new leases; wait for running work (or the deadline). Refused while this node
-        holds the only copy of objects still referenced, unless forced."""
-        primaries = self.store.primary_count()
-        if primaries and not force:
-            return False, (f"node holds the primary copy of {primaries} object(s) still referenced; "
-                           "drain with force=True to drop them")
-        self.draining = True
-        self.dispatch()
-        deadline = time.monotonic() + deadline_s if deadline_s > 0 else None
-        while self.leases or self.actor_workers:
-            if deadline is not None and time.monotonic() >= deadline:
-                return False, f"deadline passed with {len(self.leases)} lease(s) and {len(self.actor_workers)} actor(s) running"
-            await asyncio.sleep(0.05)
-        return True, "drained"
 
 
 def _without_cpu(shape: dict[str, float]) -> dict[str, float]:
