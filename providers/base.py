@@ -85,6 +85,14 @@ class CommandResult:
 class CommandRunner(Protocol):
     """Runs commands on one node. Returned by `NodeProvider.command_runner`."""
 
+    @property
+    def on_this_machine(self) -> bool:
+        """True when the node's commands run on the machine that holds this runner (a local
+        slot, a simulated instance): the node already has this rayctl installed, and its
+        services must bind 127.0.0.1, since any address its provider reports is not one of
+        this machine's. False for a node reached over the network (SSH)."""
+        ...
+
     def run(
         self,
         command: str,

@@ -25,6 +25,7 @@ import yaml
 from autoscaler.config import BOOTSTRAP_CONFIG_NAME, ClusterConfig
 from autoscaler.launcher.head import LaunchError, is_local
 from autoscaler.launcher.updater import UpdatePlan
+from providers.base import CommandRunner
 
 KEY_REMOTE = "~/rayctl_bootstrap_key.pem"
 WHEEL_DIR_REMOTE = "~/rayctl_wheels"
@@ -58,13 +59,6 @@ def config_targets(config: ClusterConfig) -> list[str]:
     return found or [BOOTSTRAP_CONFIG_NAME]
 
 
-def simulates_nodes_locally(config: ClusterConfig) -> bool:
-    """A cloud provider's test-only seam (`provider.command_runner: local`, see
-    providers/aws/local_nodes.py) runs its nodes' commands on this machine, where this rayctl
-    is already installed: no wheel to build or install."""
-    return config.provider.get("command_runner") == "local"
-
-
 def wheel_install_command(remote_wheel: str) -> str:
     """pip into the login user's site; Debian/Ubuntu's PEP 668 guard needs its override."""
     base = "python3 -m pip install --user --upgrade --no-warn-script-location -q"
@@ -93,18 +87,18 @@ def head_config_dict(
 # --- acting ----------------------------------------------------------------------------------------
 
 
-def prepare_shipment(config: ClusterConfig, local_dir: Path) -> Shipment:
+def prepare_shipment(config: ClusterConfig, local_dir: Path, runner: CommandRunner) -> Shipment:
+    """The files for the head that `runner` (the provider's runner of the head) reaches."""
     local_dir.mkdir(parents=True, exist_ok=True)
     mounts: list[tuple[str, str]] = []
     setup: list[str] = []
     key_remote = wheel_remote = None
-    if not is_local(config):
-        key = _ssh_key(config)
-        if key is not None:
-            key_remote = KEY_REMOTE
-            mounts.append((KEY_REMOTE, str(key)))
-            setup.append(f"chmod 600 {KEY_REMOTE}")
-    if not is_local(config) and not simulates_nodes_locally(config):
+    key = _ssh_key(config) if not is_local(config) else None
+    if key is not None:
+        key_remote = KEY_REMOTE
+        mounts.append((KEY_REMOTE, str(key)))
+        setup.append(f"chmod 600 {KEY_REMOTE}")
+    if not runner.on_this_machine:  # else this rayctl is installed there already
         wheel = build_wheel(local_dir / "wheel")
         wheel_remote = f"{WHEEL_DIR_REMOTE}/{wheel.name}"
         mounts.append((wheel_remote, str(wheel)))
