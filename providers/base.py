@@ -154,8 +154,11 @@ class ConfigError(ProviderError):
 class NodeProvider(Protocol):
     """Allocates and releases machines for one cluster.
 
-    Constructed as `Provider(cluster_name, provider_config: dict, node_types: dict)` where
-    `node_types` maps a node type name to its `available_node_types` entry (with `node_config`).
+    Constructed as `Provider(cluster_name, provider_config: dict, node_types: dict, *, auth=...)`
+    (see providers/registry.py) where `node_types` maps a node type name to its
+    `available_node_types` entry (with `node_config`) and `auth` is the cluster's `auth:`
+    section. Further keyword parameters are seams for tests and plug-ins (a command-runner
+    factory, an API endpoint); their defaults are what production uses.
     """
 
     #: validates this provider's `provider:` section; `node_config_model` each type's node_config

@@ -55,9 +55,8 @@ def make(fake: FakeCompute, cluster: str = "demo", node_types: dict[str, Any] | 
          **provider: Any) -> GCPProvider:
     config = {"type": "gcp", "project_id": "proj", "region": "us-central1",
               "availability_zone": f"{ZONE_A},{ZONE_B}", "ssh_cidr": "203.0.113.0/24",
-              "ssh_public_key": "ssh-ed25519 AAAAC3Nza test@laptop",
-              "_api_endpoint": fake.endpoint, **provider}
-    return GCPProvider(cluster, config, node_types or NODE_TYPES)
+              "ssh_public_key": "ssh-ed25519 AAAAC3Nza test@laptop", **provider}
+    return GCPProvider(cluster, config, node_types or NODE_TYPES, **fake.client_args())
 
 
 def inserts(fake: FakeCompute) -> list[dict[str, Any]]:
@@ -315,6 +314,8 @@ def test_resource_autofill_from_machine_type_and_accelerators(fake):
     ({"availability_zone": "europe-west4-a"}, None, "not in region"),
     ({"cache_stopped_nodes": True}, None, "cache_stopped_nodes"),
     ({"sssh_cidr": "1.2.3.4/32"}, None, "sssh_cidr"),
+    ({"command_runner": "local"}, None, "command_runner"),  # the tests' plug-in has its own
+    ({"_api_endpoint": "http://127.0.0.1:1"}, None, "_api_endpoint"),  # a constructor argument
     ({}, {"machineType": "n1-standard-4",
           "scheduling": {"provisioningModel": "SPOT", "instanceTerminationAction": "STOP"}},
      "STOP"),
@@ -330,10 +331,9 @@ def test_example_cluster_configs_validate_and_launch(fake, name):
     from autoscaler.config import load_config
 
     config = load_config(CONFIGS / name)
-    provider_config = {**config.provider, "_api_endpoint": fake.endpoint,
-                       "ssh_public_key": "ssh-ed25519 AAAAC3Nza example"}
+    provider_config = {**config.provider, "ssh_public_key": "ssh-ed25519 AAAAC3Nza example"}
     provider = GCPProvider(config.cluster_name, provider_config,
-                           config.node_types_for_provider())
+                           config.node_types_for_provider(), **fake.client_args())
     provider.bootstrap()
     for node_type in config.available_node_types:
         offering = provider.offerings(node_type)[0]

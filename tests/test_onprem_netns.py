@@ -365,6 +365,8 @@ def test_up_demand_runs_tasks_inside_worker_namespaces_and_down_releases_all(
 
 
 def _runners(tmp_path: Path) -> dict[str, CommandRunner]:
+    from plugins.local_nodes import LocalNodes
+
     from autoscaler.launcher.head import EnvRunner
     from providers.fake import FakeProvider
     from providers.local.runner import LocalCommandRunner
@@ -377,6 +379,7 @@ def _runners(tmp_path: Path) -> dict[str, CommandRunner]:
         "fake": FakeProvider("c", {}, {}).command_runner(simulated),  # a machine elsewhere
         "local": local,  # a local provider slot
         "local-for-a-head": EnvRunner(local, {}),  # as `up` wraps the head's runner
+        "plugin": LocalNodes(tmp_path / "nodes", "c").runner(simulated),  # a simulated VM
     }
 
 
@@ -385,6 +388,7 @@ def _runners(tmp_path: Path) -> dict[str, CommandRunner]:
     ("fake", "10.251.7.3"),
     ("local", ""),  # its commands run here, where 10.251.7.3 is nobody's address
     ("local-for-a-head", ""),
+    ("plugin", ""),
 ])
 def test_nodes_bind_their_internal_ip_unless_their_commands_run_on_this_machine(
     runner: str, expected: str, tmp_path: Path

@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -38,9 +38,6 @@ from providers.base import (
     ProviderState,
 )
 
-if TYPE_CHECKING:
-    from providers.aws.local_nodes import LocalNodes
-
 log = structlog.get_logger("providers.aws")
 M = TypeVar("M", bound=BaseModel)
 
@@ -60,19 +57,14 @@ def _validate(model: type[M], data: Mapping[str, Any], where: str) -> M:
         raise ConfigError(f"invalid AWS config: {problems}") from exc
 
 
-def _local_nodes(config: AWSProviderConfig) -> LocalNodes | None:
-    """The test-only local simulation of instances (`command_runner: local`), else None."""
-    if config.command_runner != "local" or not config.local_runner_dir:
-        return None
-    from providers.aws.local_nodes import LocalNodes
-
-    return LocalNodes(config.local_runner_dir)
-
-
 class AWSProvider:
-    """Allocates EC2 instances for one cluster (see providers.base.NodeProvider)."""
+    """Allocates EC2 instances for one cluster (see providers.base.NodeProvider).
 
-    config_model = AWSProviderConfig
+    `command_runner_factory` replaces the SSH runner of each instance (a test's simulated
+    instances); `sleep`, `clock` and `rng` drive retries and listing grace on virtual time.
+    A subclass may extend `config_model`: the section is validated with the class's model."""
+
+    config_model: type[AWSProviderConfig] = AWSProviderConfig
     node_config_model = AWSNodeConfig
 
     def __init__(
@@ -88,10 +80,11 @@ class AWSProvider:
         key_dir: str | Path | None = None,
         batch_size: int = instances.MAX_IDS_PER_CALL,
         retry_attempts: int = 5,
+        command_runner_factory: Callable[[Instance], CommandRunner] | None = None,
     ) -> None:
         self.cluster_name = cluster_name
         self._raw_config = dict(provider_config)
-        self.config = _validate(AWSProviderConfig, provider_config, "provider")
+        self.config = _validate(self.config_model, provider_config, "provider")
         self._node_types = {name: dict(spec) for name, spec in node_types.items()}
         self._node_configs = {
             name: _validate(
@@ -109,7 +102,7 @@ class AWSProvider:
         self._resolved: ResolvedResources | None = self.config.resolved
         self._autofill: dict[str, dict[str, float]] = {}
         self._recent: dict[str, tuple[Instance, float]] = {}  # id -> (instance, launched at)
-        self._local_nodes = _local_nodes(self.config)
+        self._runner_factory = command_runner_factory or self._ssh_runner
 
     # --- bootstrap / purge ----------------------------------------------------------------
 
@@ -308,17 +301,17 @@ class AWSProvider:
         to_terminate = [i for i in instance_ids if i not in cached]
         instances.stop(self.clients.ec2, self._call, to_stop, self._batch_size)
         instances.terminate(self.clients.ec2, self._call, to_terminate, self._batch_size)
-        if self._local_nodes is not None:
-            self._local_nodes.stop([*to_stop, *to_terminate])
         log.info(
             "aws.terminate", cluster=self.cluster_name, stopped=to_stop, terminated=to_terminate
         )
 
     def command_runner(self, instance: Instance) -> CommandRunner:
-        if self._local_nodes is not None:
-            return self._local_nodes.runner(instance)  # test-only: see providers/aws/local_nodes.py
-        host = instance.internal_ip if self.config.use_internal_ips else instance.external_ip
-        key = self._resolved.ssh_private_key if self._resolved else ""
+        return self._runner_factory(instance)
+
+    def _ssh_runner(self, instance: Instance) -> CommandRunner:
         from providers.ssh import runner_for
 
-        return runner_for(host or instance.internal_ip, {"ssh_user": self.config.ssh_user, "ssh_private_key": key})
+        host = instance.internal_ip if self.config.use_internal_ips else instance.external_ip
+        key = self._resolved.ssh_private_key if self._resolved else ""
+        return runner_for(host or instance.internal_ip,
+                          {"ssh_user": self.config.ssh_user, "ssh_private_key": key})
