@@ -1,9 +1,11 @@
 """What `up` ships to the head beyond the user's file mounts: the resolved config as YAML (where
-the head start commands' `--autoscaling-config` points), and for clouds the SSH key the head's
-monitor needs to reach workers and a wheel of this rayctl, which setup installs (DESIGN.md 6).
+the head start commands' `--autoscaling-config` points), the SSH key the head's provider needs
+to reach workers (the one this machine's provider reaches the head with), and, unless the head's
+commands run on this machine, a wheel of this rayctl, which setup installs (DESIGN.md 6).
 
 The config the head gets is rewritten for the head's point of view: its file mounts name the
-head's copies and its key is the shipped one, so the monitor can set workers up from there.
+head's copies and `auth.ssh_private_key` the shipped key, which cloud providers read first, so
+the monitor can set workers up from there.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def prepare_shipment(config: ClusterConfig, local_dir: Path, runner: CommandRunn
     mounts: list[tuple[str, str]] = []
     setup: list[str] = []
     key_remote = wheel_remote = None
-    key = _ssh_key(config) if not is_local(config) else None
+    key = shipped_key(runner)
     if key is not None:
         key_remote = KEY_REMOTE
         mounts.append((KEY_REMOTE, str(key)))
@@ -110,13 +112,23 @@ def prepare_shipment(config: ClusterConfig, local_dir: Path, runner: CommandRunn
     return Shipment(tuple(mounts), tuple(setup))
 
 
-def _ssh_key(config: ClusterConfig) -> Path | None:
-    configured = config.auth.ssh_private_key or config.provider.get("ssh_private_key")
-    if not configured:
-        return None  # the agent's keys: the head cannot use them, say so in the docs
-    path = Path(str(configured)).expanduser()
+def shipped_key(runner: CommandRunner) -> Path | None:
+    """The private key the provider reaches the head with (the user's `auth.ssh_private_key`,
+    or the key its bootstrap created), which the head's provider needs for the workers.
+    None for a runner that is not one of providers.ssh's, or that uses the agent's keys (the
+    head cannot use those: the docs say so)."""
+    if runner.on_this_machine:
+        return None
+    from providers.ssh import AsyncSSHRunner, OpenSSHRunner  # loaded with the runner already
+
+    if not isinstance(runner, AsyncSSHRunner | OpenSSHRunner) or not runner.target.key_path:
+        return None
+    configured = runner.target.key_path
+    path = Path(configured).expanduser()
     if not path.is_file():
-        raise LaunchError(f"auth.ssh_private_key {configured} does not exist; fix the path")
+        raise LaunchError(
+            f"the SSH key {configured} does not exist on this machine; fix auth.ssh_private_key"
+        )
     return path
 
 

@@ -57,7 +57,9 @@ class AWSProviderConfig(BaseModel):
     # rayctl additions ----------------------------------------------------------------------
     ssh_cidr: str | None = None  # SSH ingress source; unset = no SSH ingress is opened
     spot_fallback_to_on_demand: bool = False
-    ssh_user: str = "ubuntu"  # the AMI's login (the launcher copies `auth.ssh_user` here)
+    # The AMI's login. Ray's place for it is auth.ssh_user, which the provider reads first;
+    # this older spelling is kept for configs that use it and must not contradict auth.
+    ssh_user: str | None = None
     vpc_id: str | None = None  # default: the region's default VPC
     key_dir: str | None = None  # where a created key is saved; default ~/.rayctl/keys
     image_name: str = DEFAULT_IMAGE_NAME

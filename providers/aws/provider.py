@@ -37,6 +37,7 @@ from providers.base import (
     ProviderError,
     ProviderState,
 )
+from providers.login import cloud_login
 
 log = structlog.get_logger("providers.aws")
 M = TypeVar("M", bound=BaseModel)
@@ -85,6 +86,7 @@ class AWSProvider:
         self.cluster_name = cluster_name
         self._raw_config = dict(provider_config)
         self.config = _validate(self.config_model, provider_config, "provider")
+        self._auth = dict(auth or {})
         self._node_types = {name: dict(spec) for name, spec in node_types.items()}
         self._node_configs = {
             name: _validate(
@@ -103,6 +105,7 @@ class AWSProvider:
         self._autofill: dict[str, dict[str, float]] = {}
         self._recent: dict[str, tuple[Instance, float]] = {}  # id -> (instance, launched at)
         self._runner_factory = command_runner_factory or self._ssh_runner
+        self._login()  # a contradicting ssh_user is a config error now, not at the first node
 
     # --- bootstrap / purge ----------------------------------------------------------------
 
@@ -118,10 +121,24 @@ class AWSProvider:
         )
 
     def bootstrap(self) -> dict[str, Any]:
+        self._check_key_pair()
         resolved, warnings = bootstrap_mod.bootstrap(self._context())
         self._resolved = resolved
         log.info("aws.bootstrap", cluster=self.cluster_name, **resolved.model_dump())
         return {**self._raw_config, "resolved": resolved.model_dump(), "warnings": warnings}
+
+    def _check_key_pair(self) -> None:
+        """A key of the user's (auth.ssh_private_key) opens only instances launched with its
+        EC2 key pair: without KeyName, bootstrap would launch them with a key of its own."""
+        if not self._auth.get("ssh_private_key"):
+            return
+        missing = sorted(name for name, c in self._node_configs.items() if not c.KeyName)
+        if missing:
+            raise ConfigError(
+                f"auth.ssh_private_key is set but available_node_types.{missing[0]}.node_config "
+                "has no KeyName: set KeyName (on every node type) to the EC2 key pair of that "
+                "key, or remove auth.ssh_private_key to let rayctl create a key pair"
+            )
 
     def purge(self) -> None:
         live = self._describe_cluster()
@@ -312,6 +329,9 @@ class AWSProvider:
         from providers.ssh import runner_for
 
         host = instance.internal_ip if self.config.use_internal_ips else instance.external_ip
-        key = self._resolved.ssh_private_key if self._resolved else ""
-        return runner_for(host or instance.internal_ip,
-                          {"ssh_user": self.config.ssh_user, "ssh_private_key": key})
+        return runner_for(host or instance.internal_ip, self._login())
+
+    def _login(self) -> dict[str, str]:
+        """auth: first; else the key bootstrap created (a path on the machine that ran it)."""
+        created = self._resolved.ssh_private_key if self._resolved else ""
+        return cloud_login(self._auth, provider_user=self.config.ssh_user, provider_key=created)

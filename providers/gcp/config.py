@@ -48,9 +48,13 @@ class GCPProviderConfig(BaseModel):
     availability_zone: list[str]
     ssh_cidr: str | None = None
     allow_ssh_from_anywhere: bool = False
-    ssh_user: str = "ubuntu"
+    # The login the nodes' `ssh-keys` metadata is for. Ray's place for it is auth.ssh_user,
+    # which the provider reads first; this one must not contradict it.
+    ssh_user: str | None = None
     ssh_public_key: str | None = None  # the key itself or a path to a .pub file
-    ssh_private_key: str | None = None  # defaults to ssh_public_key without ".pub" when that is a path
+    # The private half, when auth.ssh_private_key does not name it; else ssh_public_key
+    # without ".pub" when that is a path.
+    ssh_private_key: str | None = None
     network: str = "default"
     subnetwork: str | None = None
     use_internal_ips: bool = False

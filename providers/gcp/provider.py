@@ -29,6 +29,7 @@ from providers.gcp.errors import gcp_errors
 from providers.gcp.instances import InstanceRegistry
 from providers.gcp.launch import LaunchContext, Launcher
 from providers.gcp.resources import resources_from
+from providers.login import cloud_login
 
 
 def validate(model: type[BaseModel], data: Mapping[str, Any], where: str) -> Any:
@@ -71,6 +72,7 @@ class GCPProvider:
         }
         self._api_endpoint, self._credentials = api_endpoint, credentials
         self._runner_factory = command_runner_factory or self._ssh_runner
+        self.login = self._login(auth)
         self._lock = threading.Lock()
         self._parts: tuple[ComputeClients, OperationWaiter, InstanceRegistry, Launcher] | None = None
         self._resources: dict[str, dict[str, float]] = {}
@@ -128,12 +130,17 @@ class GCPProvider:
     def _ssh_runner(self, instance: Instance) -> CommandRunner:
         from providers.ssh import runner_for
 
+        internal = self.config.use_internal_ips
+        host = instance.internal_ip if internal else (instance.external_ip or instance.internal_ip)
+        return runner_for(host, self.login)
+
+    def _login(self, auth: Mapping[str, Any] | None) -> dict[str, str]:
+        """auth: first; then provider.ssh_private_key, or the private half of a .pub path."""
         cfg = self.config
         key = cfg.ssh_private_key
         if not key and cfg.ssh_public_key and cfg.ssh_public_key.endswith(".pub"):
             key = cfg.ssh_public_key[: -len(".pub")]
-        host = instance.internal_ip if cfg.use_internal_ips else (instance.external_ip or instance.internal_ip)
-        return runner_for(host, {"ssh_user": cfg.ssh_user, "ssh_private_key": key or ""})
+        return cloud_login(auth, provider_user=cfg.ssh_user, provider_key=key)
 
     # --- wiring ---------------------------------------------------------------------------
 
@@ -153,7 +160,9 @@ class GCPProvider:
                 project = self.config.project_id
                 waiter = OperationWaiter(clients, project, self.config.operation_timeout_s)
                 registry = InstanceRegistry(self.cluster_name, project, clients, waiter)
-                ctx = LaunchContext(self.cluster_name, self.config,
+                # the `ssh-keys` metadata is for the login the runners use
+                as_login = self.config.model_copy(update={"ssh_user": self.login["ssh_user"]})
+                ctx = LaunchContext(self.cluster_name, as_login,
                                     read_public_key(self.config.ssh_public_key))
                 self._parts = (clients, waiter, registry, Launcher(ctx, clients, waiter, registry))
             return self._parts
