@@ -58,8 +58,6 @@ class StartCommandUpdater:
     # offer exactly its type's shape (Ray: RAY_OVERRIDE_RESOURCES)
     resources: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     timeout_s: float = DEFAULT_COMMAND_TIMEOUT_S
-    # the cluster config's `provider:` section: whether nodes bind their internal IP
-    provider_config: Mapping[str, Any] = field(default_factory=dict)
 
     def update(self, instance: Instance) -> UpdateResult:
         from autoscaler.launcher.updater import node_ip_address
@@ -72,7 +70,7 @@ class StartCommandUpdater:
             "RAYCTL_INSTANCE_ID": instance.id,
             "RAYCTL_NODE_RESOURCES": json.dumps(dict(self.resources.get(instance.node_type, {}))),
         }
-        if node_ip := node_ip_address(self.provider_config, instance):
+        if node_ip := node_ip_address(runner, instance):
             env["RAYCTL_NODE_IP_ADDRESS"] = node_ip
         try:
             runner.wait_ready(self.timeout_s)
@@ -107,14 +105,14 @@ class ConfigNodeUpdater:
         from autoscaler.launcher.updater import NodeUpdater as FullUpdater
         from autoscaler.launcher.updater import node_ip_address, plan_update
 
-        plan = plan_update(self.config, instance.id, instance.node_type, is_head=False,
-                           head_address=self.head_address, token_file=self.token_file,
-                           node_ip=node_ip_address(self.config.provider, instance))
-        plan = replace(plan, resources=tuple(sorted(self.resources.get(instance.node_type, {}).items())))
         try:
             runner = self.provider.command_runner(instance)
         except ProviderError as exc:
             return UpdateResult(False, f"cannot run commands on {instance.id}: {exc}")
+        plan = plan_update(self.config, instance.id, instance.node_type, is_head=False,
+                           head_address=self.head_address, token_file=self.token_file,
+                           node_ip=node_ip_address(runner, instance))
+        plan = replace(plan, resources=tuple(sorted(self.resources.get(instance.node_type, {}).items())))
         # no retries here: a node that fails to install is replaced by the reconciler
         result = FullUpdater(runner, plan, log_dir=Path(self.log_dir), setup_retries=0).update()
         if result.ok:

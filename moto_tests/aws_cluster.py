@@ -1,8 +1,9 @@
 """A whole rayctl cluster on "AWS" for the end-to-end test: moto served over HTTP on 127.0.0.1 (the
 CLI, the head's monitor and the test all talk to it), a test config derived from
-cluster-configs/aws.yaml whose instances run locally (the AWS provider's test-only
-`command_runner: local` seam), the environment every process gets, and a cleanup that stops
-every process the cluster started.
+cluster-configs/aws.yaml whose provider is the plug-in tests/plugins/local_clouds.py
+`LocalAWSProvider` (the shipped AWS provider, instances run locally), the environment every
+process gets (PYTHONPATH lets each of them import the plug-in), and a cleanup that stops every
+process the cluster started.
 """
 
 from __future__ import annotations
@@ -20,36 +21,37 @@ import psutil
 import yaml
 from aws_fakes import AMI, REGION
 
-from providers.aws.local_nodes import LocalNodes
 from providers.base import TAG_CLUSTER
 
 REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
 AWS_YAML = REPO / "cluster-configs" / "aws.yaml"
 HEAD_TYPE = "ray.head.default"
 WORKER_TYPE = "ray.worker.default"
 WORKER_INSTANCE_TYPE = "m5.xlarge"  # the first type the worker lists: moto never runs out
 LIVE = ["pending", "running", "stopping", "stopped"]
 
-# tests/ holds the shared test modules (polling, provider_contract); pytest puts it on the path
-# only when it collects tests/ too.
-if str(REPO / "tests") not in sys.path:
-    sys.path.append(str(REPO / "tests"))
+# tests/ holds the shared test modules (polling, provider_contract, plugins); pytest puts it on
+# the path only when it collects tests/ too.
+if str(TESTS) not in sys.path:
+    sys.path.append(str(TESTS))
+
+from plugins.local_clouds import LocalAWSProvider, external_section  # noqa: E402
+from plugins.local_nodes import LocalNodes  # noqa: E402
 
 
 def cluster_config(
     root: Path, cluster_name: str, max_workers: int, idle_timeout_s: float
 ) -> dict[str, Any]:
     """cluster-configs/aws.yaml, shrunk for a test: a CPU-less head, one-CPU workers, trivial
-    setup, moto's AMI, keys under `root`, and every instance simulated in `root/nodes/`."""
+    setup, moto's AMI, keys under `root`, and every instance simulated in `root/nodes/` by the
+    LocalAWSProvider plug-in."""
     config: dict[str, Any] = yaml.safe_load(AWS_YAML.read_text())
     config["cluster_name"] = cluster_name
     config["max_workers"] = max_workers
-    config["provider"].update(
-        region=REGION,
-        key_dir=str(root / "keys"),
-        command_runner="local",
-        local_runner_dir=str(root / "nodes"),
-    )
+    section = {k: v for k, v in config["provider"].items() if k != "type"}
+    section.update(region=REGION, key_dir=str(root / "keys"), nodes_dir=str(root / "nodes"))
+    config["provider"] = external_section(LocalAWSProvider, **section)
     types = config["available_node_types"]
     assert set(types) == {HEAD_TYPE, WORKER_TYPE}, "aws.yaml's node types changed: update me"
     types[HEAD_TYPE]["resources"] = {"CPU": 0}  # tasks must need workers
@@ -78,7 +80,7 @@ def process_env(root: Path, endpoint: str) -> dict[str, str]:
         HOME=str(root / "home"),
         RAYCTL_TEMP_DIR=str(root / "rayctl-tmp"),
         PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=os.pathsep.join([str(REPO), str(TESTS)]),  # the plug-in, in every process
     )
     return env
 
@@ -156,13 +158,13 @@ class AwsCluster:
 
     def stop_everything(self) -> None:
         """Cleanup, also after a failure: every node's sessions, then whatever its commands
-        left (the seam's own stopper), then any straggler found by its environment."""
+        left (the plug-in's own stopper), then any straggler found by its environment."""
         from runtime.session import all_sessions, stop_session
 
         for node in self.node_dirs():
             for session in all_sessions(str(node / "tmp")):
                 stop_session(session, grace_s=2)
-        LocalNodes(self.root / "nodes").stop(p.name for p in self.node_dirs())
+        LocalNodes(self.root / "nodes", self.name).stop(p.name for p in self.node_dirs())
         for pid in self.pids():
             try:
                 psutil.Process(pid).kill()

@@ -59,10 +59,11 @@ def make_provider(
         provider: dict[str, Any] | None = None,
         node_types: dict[str, dict[str, Any]] | None = None,
         cluster: str = CLUSTER,
+        cls: type[AWSProvider] = AWSProvider,
         **kwargs: Any,
     ) -> AWSProvider:
         kwargs.setdefault("key_dir", tmp_path / "keys")
-        return AWSProvider(
+        return cls(
             cluster,
             provider if provider is not None else provider_section(),
             node_types if node_types is not None else node_types_section(),
@@ -70,6 +71,21 @@ def make_provider(
             clock=clock,
             **kwargs,
         )
+
+    return make
+
+
+@pytest.fixture
+def make_local_provider(
+    make_provider: Callable[..., AWSProvider], tmp_path: Path
+) -> Callable[..., Any]:
+    """Like make_provider, for the test plug-in whose instances run in `tmp_path/nodes/`."""
+    import aws_cluster  # noqa: F401 - puts tests/ (the plug-ins) on the path
+    from plugins.local_clouds import LocalAWSProvider
+
+    def make(cluster: str = CLUSTER, **section: Any) -> Any:
+        config = provider_section(**{"nodes_dir": str(tmp_path / "nodes"), **section})
+        return make_provider(config, cluster=cluster, cls=LocalAWSProvider)
 
     return make
 

@@ -1,6 +1,7 @@
 """The shared provider contract (tests/provider_contract.py) run against the AWS provider on moto.
-Commands run through the provider's test-only local runner seam, since moto's instances never
-boot; capacity limits have no moto model (failover is tested in test_aws_launch.py).
+Commands run on the instances of the test plug-in LocalAWSProvider (the shipped provider with
+instances simulated here), since moto's instances never boot; capacity limits have no moto
+model (failover is tested in test_aws_launch.py).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aws_cluster  # noqa: F401 - puts tests/ (provider_contract) on the path
+import aws_cluster  # noqa: F401 - puts tests/ (provider_contract, plugins) on the path
 import pytest
 from aws_fakes import AMI, provider_section
+from plugins.local_clouds import LocalAWSProvider
 from provider_contract import LimitedFactory, ProviderContract, ProviderFactory
 
 from providers.aws import AWSProvider
@@ -36,13 +38,16 @@ class TestAWSContract(ProviderContract):
         # Every provider object sees the same mocked account, as after a monitor restart, and
         # is built from the config its cluster's first bootstrap resolved, as on the head
         # (moto's bootstrap takes a second or two: once per cluster is enough).
-        section = provider_section(command_runner="local", local_runner_dir=str(tmp_path / "n"))
+        section = provider_section(nodes_dir=str(tmp_path / "n"))
         resolved: dict[str, dict[str, Any]] = {}
 
         def factory(name: str) -> AWSProvider:
+            def make(config: dict[str, Any]) -> AWSProvider:
+                return make_provider(config, CONTRACT_TYPES, cluster=name, cls=LocalAWSProvider)
+
             if name not in resolved:
-                resolved[name] = make_provider(section, CONTRACT_TYPES, cluster=name).bootstrap()
-            return make_provider(resolved[name], CONTRACT_TYPES, cluster=name)
+                resolved[name] = make(section).bootstrap()
+            return make(resolved[name])
 
         return factory
 

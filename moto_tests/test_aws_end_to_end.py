@@ -1,7 +1,8 @@
 """`rayctl up` / demand / `rayctl down --purge` on "AWS" end to end: moto over HTTP stands in for
-EC2 and IAM, and each instance runs as local processes in its own directory (the provider's
-test-only `command_runner: local`, since moto's instances never boot). The CLI, the head's
-monitor and a driver are separate processes, as on a real cluster.
+EC2 and IAM, and each instance runs as local processes in its own directory (the config's
+provider is the test plug-in `LocalAWSProvider`, since moto's instances never boot). The CLI,
+the head's monitor (which loads the plug-in too) and a driver are separate processes, as on a
+real cluster.
 """
 
 from __future__ import annotations

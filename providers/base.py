@@ -85,6 +85,14 @@ class CommandResult:
 class CommandRunner(Protocol):
     """Runs commands on one node. Returned by `NodeProvider.command_runner`."""
 
+    @property
+    def on_this_machine(self) -> bool:
+        """True when the node's commands run on the machine that holds this runner (a local
+        slot, a simulated instance): the node already has this rayctl installed, and its
+        services must bind 127.0.0.1, since any address its provider reports is not one of
+        this machine's. False for a node reached over the network (SSH)."""
+        ...
+
     def run(
         self,
         command: str,
@@ -146,8 +154,11 @@ class ConfigError(ProviderError):
 class NodeProvider(Protocol):
     """Allocates and releases machines for one cluster.
 
-    Constructed as `Provider(cluster_name, provider_config: dict, node_types: dict)` where
-    `node_types` maps a node type name to its `available_node_types` entry (with `node_config`).
+    Constructed as `Provider(cluster_name, provider_config: dict, node_types: dict, *, auth=...)`
+    (see providers/registry.py) where `node_types` maps a node type name to its
+    `available_node_types` entry (with `node_config`) and `auth` is the cluster's `auth:`
+    section. Further keyword parameters are seams for tests and plug-ins (a command-runner
+    factory, an API endpoint); their defaults are what production uses.
     """
 
     #: validates this provider's `provider:` section; `node_config_model` each type's node_config

@@ -166,6 +166,49 @@ def test_provider_sections_are_validated_by_the_provider() -> None:
     ])
 
 
+@pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml"])
+def test_cloud_sections_have_no_test_only_keys(name: str) -> None:
+    """The tests' local simulation is a plug-in of its own (tests/plugins/local_clouds.py):
+    the shipped providers refuse its keys like any unknown key."""
+    raw = yaml.safe_load((REPO / "cluster-configs" / name).read_text())
+    raw["provider"].update(command_runner="local", local_runner_dir="/tmp/nodes")
+    assert [e.split(";")[0] for e in errors_of(raw)] == [
+        "provider.command_runner: unknown key", "provider.local_runner_dir: unknown key"]
+
+
+def test_external_providers_are_validated_by_their_own_models(tmp_path: Path) -> None:
+    from plugins.local_clouds import LocalAWSProvider, external_section
+
+    raw = yaml.safe_load((REPO / "cluster-configs" / "aws.yaml").read_text())
+    raw["provider"] = external_section(LocalAWSProvider, region="us-west-2",
+                                       nodes_dir=str(tmp_path))
+    config = validate_config(raw)
+    assert config.provider["module"] == "plugins.local_clouds.LocalAWSProvider"
+    raw["provider"] = external_section(LocalAWSProvider, region="us-west-2",
+                                       nodes_dri=str(tmp_path))
+    raw["available_node_types"]["ray.head.default"]["node_config"].pop("InstanceType")
+    assert sorted(errors_of(raw)) == [
+        "available_node_types.ray.head.default.node_config.InstanceType: is required",
+        "provider.nodes_dir: is required",
+        "provider.nodes_dri: unknown key; did you mean `nodes_dir`?",
+    ]
+
+
+@pytest.mark.parametrize(("section", "error"), [
+    ({"type": "external"}, "provider.module: `type: external` needs `module: "
+                           "package.module.ClassName`, the provider class to load"),
+    ({"type": "external", "module": "no_such_package.Provider"},
+     "provider.module: cannot import 'no_such_package' (No module named 'no_such_package'); "
+     "install it on this machine and the head, or fix the name"),
+    ({"type": "external", "module": "providers.aws.NoSuchProvider"},
+     "provider.module: 'providers.aws' has no class 'NoSuchProvider'"),
+])
+def test_an_external_provider_that_cannot_load_is_named(
+    section: dict[str, str], error: str
+) -> None:
+    assert errors_of(minimal(provider=section)) == [error]
+
+
 def test_packaged_default_loads_and_matches_the_example(tmp_path: Path) -> None:
     packaged = default_config_path()
     assert packaged.read_text() == (REPO / "cluster-configs" / "local.yaml").read_text()

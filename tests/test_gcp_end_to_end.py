@@ -2,10 +2,12 @@
 REST server, a driver's tasks scaling spot workers up, a preempted worker replaced while demand
 remains, and `rayctl down` leaving nothing in the fake.
 
-Fake instances never boot, so the config sets the provider's test-only `command_runner: local`:
-each instance's commands run on this machine in `<root>/nodes/<instance name>/` (own
-RAYCTL_TEMP_DIR), the head's monitor included. The fake runs in this process on 127.0.0.1 and is
-reached by the CLI (in-process) and the monitor (a subprocess) through `_api_endpoint`.
+Fake instances never boot, so the config's provider is the test plug-in `LocalGCPProvider`
+(tests/plugins/local_clouds.py: the shipped GCP provider, each instance's commands run on this
+machine in `<root>/nodes/<instance name>/` with its own RAYCTL_TEMP_DIR), the head's monitor
+included, which loads the plug-in through PYTHONPATH. The fake runs in this process on
+127.0.0.1 and is reached by the CLI (in-process) and the monitor (a subprocess) through the
+plug-in's `api_endpoint`. A preempted or deleted instance's processes end with it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import psutil
 import pytest
 import yaml
 from gcp_fake import FakeCompute
+from plugins.local_clouds import LocalGCPProvider, external_section
 from polling import wait_for
 from typer.testing import CliRunner, Result
 
@@ -38,27 +41,29 @@ from providers.base import (
     TAG_NODE_TYPE,
     ConfigError,
 )
-from providers.gcp import GCPProvider
 from providers.gcp.labels import label_key, label_value
 
 NAME = "gcp-e2e"
 HEAD_TYPE, WORKER_TYPE = "head", "cpu_worker"
-GCP_YAML = Path(__file__).resolve().parent.parent / "cluster-configs" / "gcp.yaml"
+TESTS = Path(__file__).resolve().parent
+GCP_YAML = TESTS.parent / "cluster-configs" / "gcp.yaml"
 TASKS = 3  # one more than max_workers: a task stays queued, so demand remains
 
 
 def make_config(root: Path, endpoint: str) -> dict[str, Any]:
-    """cluster-configs/gcp.yaml, made small and fast, pointed at the fake and the local runner."""
+    """cluster-configs/gcp.yaml, made small and fast, its provider the plug-in pointed at the
+    fake, with instances in `root/nodes/`."""
     raw: dict[str, Any] = yaml.safe_load(GCP_YAML.read_text())
     raw.pop("auth")  # no SSH: the nodes are local processes (and the key file does not exist)
     raw.update(cluster_name=NAME, max_workers=2, setup_commands=["true"])
-    raw["provider"].update(
+    section = {k: v for k, v in raw["provider"].items() if k != "type"}
+    section.update(
         project_id="rayctl-e2e",
         ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2e test@laptop",
-        _api_endpoint=endpoint,
-        command_runner="local",  # test-only: see providers/gcp/provider.py
-        local_runner_dir=str(root / "nodes"),
+        api_endpoint=endpoint,
+        nodes_dir=str(root / "nodes"),
     )
+    raw["provider"] = external_section(LocalGCPProvider, **section)
     worker = raw["available_node_types"][WORKER_TYPE]
     worker.update(resources={"CPU": 1}, min_workers=0, max_workers=2, idle_timeout_s=3)
     worker["node_config"]["scheduling"] = {"provisioningModel": "SPOT"}  # preemptible
@@ -100,23 +105,34 @@ class Cluster:
         return data
 
 
+def node_processes(where: Path) -> list[psutil.Process]:
+    """Live processes started with a RAYCTL_TEMP_DIR under `where` (a node's commands, its
+    raylet and the workers the raylet forked)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("RAYCTL_TEMP_DIR", "").startswith(str(where)) and \
+                    proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
 def stop_local_nodes(root: Path) -> None:
-    """Every session of every simulated instance, then any process still started with a
-    RAYCTL_TEMP_DIR under `root`. The GCP provider's terminate only deletes fake instances:
-    the processes of a preempted or terminated instance keep running until here, which is
-    expected in this simulation (a real VM's end would take them along)."""
+    """The cleanup after a failure: every session of every simulated instance, then any
+    process still started with a RAYCTL_TEMP_DIR under `root`. (A passing test leaves none:
+    the plug-in stops an instance's processes when it is deleted or preempted.)"""
     from runtime.session import all_sessions, stop_session
 
     for tmp in root.glob("nodes/*/tmp"):
         for session in all_sessions(str(tmp)):
             stop_session(session, grace_s=2)
-    left = []
-    for proc in psutil.process_iter():
+    left = node_processes(root)
+    for proc in left:
         try:
-            if str(root) in proc.environ().get("RAYCTL_TEMP_DIR", ""):
-                proc.kill()
-                left.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            proc.kill()
+        except psutil.NoSuchProcess:
             continue
     psutil.wait_procs(left, timeout=5)
 
@@ -132,6 +148,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         env.setenv("RAYCTL_TEMP_DIR", str(root / "rayctl-tmp"))
         # A GCP node runs `rayctl` from PATH; here that must be this venv's.
         env.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+        # The head's monitor, a process of its own, loads the plug-in from tests/.
+        env.setenv("PYTHONPATH", os.pathsep.join(
+            p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p))
         env.delenv("RAYCTL_ADDRESS", raising=False)
         env.delenv("RAYCTL_TOKEN_FILE", raising=False)
         try:
@@ -144,20 +163,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def start_driver(cluster: Cluster, release: Path) -> subprocess.Popen[str]:
-    """TASKS one-CPU tasks that each hold their worker until `release` exists (each says where
-    it started with a `release.started-on-<node>` file)."""
+    """TASKS one-CPU tasks that each hold their worker until `release` exists (each says on
+    which instance it started with a `release.started-on-<instance>` file); the driver prints
+    the instances they finished on, as JSON."""
     record = cluster.head_record()
     script = (
-        "import os, time, runtime as rt\n"
+        "import json, os, time, runtime as rt\n"
         f"rt.init(address={record['address']!r})\n"
         "@rt.remote(num_cpus=1)\n"
         "def hold(path):\n"
-        "    node = rt.get_runtime_context().get_node_id()\n"
-        "    open(f'{path}.started-on-{node}', 'w').close()\n"
+        "    instance = os.environ['RAYCTL_INSTANCE_ID']\n"
+        "    open(f'{path}.started-on-{instance}', 'w').close()\n"
         "    while not os.path.exists(path): time.sleep(0.1)\n"
-        "    return node\n"
+        "    return instance\n"
         f"refs = [hold.remote({str(release)!r}) for _ in range({TASKS})]\n"
-        "print(len(rt.get(refs, timeout=120)), len(set(rt.get(refs))))\n"
+        "print(json.dumps(rt.get(refs, timeout=120)))\n"
     )
     env = {**os.environ, "RAYCTL_TOKEN_FILE": record["token_file"]}
     return subprocess.Popen([sys.executable, "-c", script], env=env, text=True,
@@ -208,11 +228,13 @@ def test_up_scale_preempt_replace_down(cluster: Cluster) -> None:
                          60, "two RUNNING workers")
         assert set(first) == cluster.workers()
 
-        # Preemption: the provider stops listing it; with a task still queued, it is replaced.
-        # Only the fake instance goes: its local raylet (and the task it holds) runs on until
-        # stop_local_nodes, as expected in this simulation.
+        # Preemption: the provider stops listing it, and the VM's end takes its processes
+        # along (the raylet and the task it held: the driver retries that task). With tasks
+        # still queued, the worker is replaced.
         victim = first[0]
         cluster.fake.state.preempt(victim)
+        wait_for(lambda: driving(driver) and not node_processes(cluster.root / "nodes" / victim),
+                 30, "the preempted worker's processes to end")
         replacement = wait_for(lambda: driving(driver) and cluster.workers() - set(first), 30,
                                "a replacement worker in the fake")
         history = wait_for(lambda: _terminated(history_of(cluster.status(), victim)), 30,
@@ -222,16 +244,17 @@ def test_up_scale_preempt_replace_down(cluster: Cluster) -> None:
         wait_for(lambda: driving(driver) and set(running_workers(cluster.status())) >= replacement,
                  60, "the replacement to run")
 
-        # The queued task starts on the replacement (released before that, it could run on a
-        # worker that a finished task handed back), then all finish.
-        wait_for(lambda: driving(driver) and len(list(cluster.root.glob("release.started-on-*")))
-                 == TASKS, 30, "the queued task to start on the replacement")
+        # A waiting task (the queued one or the retried one) starts on the replacement
+        # (released before that, it could run on a worker that a finished task handed back),
+        # then all finish, none on the preempted worker.
+        wait_for(lambda: driving(driver) and replacement & started_on(cluster.root), 30,
+                 "a task to start on the replacement")
         release.write_text("go")
         out, _ = driver.communicate(timeout=60)
         assert driver.returncode == 0, out
-        result = [line for line in out.strip().splitlines() if line.replace(" ", "").isdigit()]
-        done, nodes = map(int, result[-1].split())  # the driver's result line, whatever else it printed
-        assert done == TASKS and nodes == TASKS  # one node each: first two, then the replacement
+        finished_on = json.loads(out.strip().splitlines()[-1])  # the driver's last line
+        assert len(finished_on) == TASKS
+        assert victim not in finished_on and replacement & set(finished_on)
     finally:
         if driver.poll() is None:
             driver.kill()
@@ -239,10 +262,15 @@ def test_up_scale_preempt_replace_down(cluster: Cluster) -> None:
 
     down = invoke("down", str(cluster.config_file), "-y")
     assert down.exit_code == 0, down.output
+    assert node_processes(cluster.root / "nodes") == []  # deleted VMs took their processes
     # Only the preempted VM is left, TERMINATED: GCE deletes it by itself (spot DELETE action).
     assert list(cluster.labelled()) == [victim]
     with cluster.fake.state.lock:
         assert [i.status for i in cluster.fake.state.instances.values()] == ["TERMINATED"]
+
+
+def started_on(root: Path) -> set[str]:
+    return {p.name.removeprefix("release.started-on-") for p in root.glob("release.started-on-*")}
 
 
 def _two(names: list[str]) -> list[str] | None:
@@ -253,10 +281,10 @@ def _terminated(history: list[list[Any]]) -> list[list[Any]] | None:
     return history if history and history[-1][0] == "TERMINATED" else None
 
 
-def test_local_runner_needs_an_absolute_dir() -> None:
-    config = {"type": "gcp", "project_id": "p", "region": "us-central1",
-              "availability_zone": "us-central1-a", "command_runner": "local"}
-    with pytest.raises(ConfigError, match="local_runner_dir"):
-        GCPProvider("c", config, {})
+def test_the_plugin_needs_an_absolute_nodes_dir() -> None:
+    config = {"project_id": "p", "region": "us-central1", "availability_zone": "us-central1-a",
+              "api_endpoint": "http://127.0.0.1:1"}
+    with pytest.raises(ConfigError, match="nodes_dir"):
+        LocalGCPProvider("c", config, {})
     with pytest.raises(ConfigError, match="absolute"):
-        GCPProvider("c", {**config, "local_runner_dir": "relative/dir"}, {})
+        LocalGCPProvider("c", {**config, "nodes_dir": "relative/dir"}, {})

@@ -55,9 +55,8 @@ def make(fake: FakeCompute, cluster: str = "demo", node_types: dict[str, Any] | 
          **provider: Any) -> GCPProvider:
     config = {"type": "gcp", "project_id": "proj", "region": "us-central1",
               "availability_zone": f"{ZONE_A},{ZONE_B}", "ssh_cidr": "203.0.113.0/24",
-              "ssh_public_key": "ssh-ed25519 AAAAC3Nza test@laptop",
-              "_api_endpoint": fake.endpoint, **provider}
-    return GCPProvider(cluster, config, node_types or NODE_TYPES)
+              "ssh_public_key": "ssh-ed25519 AAAAC3Nza test@laptop", **provider}
+    return GCPProvider(cluster, config, node_types or NODE_TYPES, **fake.client_args())
 
 
 def inserts(fake: FakeCompute) -> list[dict[str, Any]]:
@@ -315,6 +314,8 @@ def test_resource_autofill_from_machine_type_and_accelerators(fake):
     ({"availability_zone": "europe-west4-a"}, None, "not in region"),
     ({"cache_stopped_nodes": True}, None, "cache_stopped_nodes"),
     ({"sssh_cidr": "1.2.3.4/32"}, None, "sssh_cidr"),
+    ({"command_runner": "local"}, None, "command_runner"),  # the tests' plug-in has its own
+    ({"_api_endpoint": "http://127.0.0.1:1"}, None, "_api_endpoint"),  # a constructor argument
     ({}, {"machineType": "n1-standard-4",
           "scheduling": {"provisioningModel": "SPOT", "instanceTerminationAction": "STOP"}},
      "STOP"),
@@ -330,10 +331,9 @@ def test_example_cluster_configs_validate_and_launch(fake, name):
     from autoscaler.config import load_config
 
     config = load_config(CONFIGS / name)
-    provider_config = {**config.provider, "_api_endpoint": fake.endpoint,
-                       "ssh_public_key": "ssh-ed25519 AAAAC3Nza example"}
+    provider_config = {**config.provider, "ssh_public_key": "ssh-ed25519 AAAAC3Nza example"}
     provider = GCPProvider(config.cluster_name, provider_config,
-                           config.node_types_for_provider())
+                           config.node_types_for_provider(), **fake.client_args())
     provider.bootstrap()
     for node_type in config.available_node_types:
         offering = provider.offerings(node_type)[0]
@@ -341,6 +341,67 @@ def test_example_cluster_configs_validate_and_launch(fake, name):
             assert provider.launch(node_type, offering, 1, f"yaml-{node_type}")
     assert all(i.tags["rayctl-cluster-name"] == config.cluster_name
                for i in provider.list_instances())
+
+
+# --- the SSH login: auth first, and the key `rayctl up` ships -----------------------------------
+
+
+def ssh_target(runner: Any) -> Any:
+    from providers.ssh import AsyncSSHRunner, OpenSSHRunner
+
+    assert isinstance(runner, AsyncSSHRunner | OpenSSHRunner)
+    return runner.target
+
+
+def test_nodes_are_set_up_for_and_reached_as_the_auth_login(fake):
+    provider = GCPProvider("demo", {"project_id": "proj", "region": "us-central1",
+                                    "availability_zone": ZONE_A,
+                                    "ssh_public_key": "ssh-ed25519 AAAAC3Nza me@laptop"},
+                           NODE_TYPES, auth={"ssh_user": "alice", "ssh_private_key": "~/.ssh/g"},
+                           **fake.client_args())
+    [instance] = provider.launch("head", provider.offerings("head")[0], 1, "req-login")
+    metadata = {i["key"]: i["value"] for i in inserts(fake)[0]["metadata"]["items"]}
+    assert metadata["ssh-keys"] == "alice:ssh-ed25519 AAAAC3Nza me@laptop"
+    target = ssh_target(provider.command_runner(instance))
+    assert (target.user, target.key_path) == ("alice", "~/.ssh/g")
+    with pytest.raises(ConfigError, match="auth.ssh_user"):  # one login, or the VM refuses it
+        GCPProvider("demo", {"project_id": "p", "region": "us-central1",
+                             "availability_zone": ZONE_A, "ssh_user": "ubuntu"}, {},
+                    auth={"ssh_user": "alice"})
+
+
+def test_the_heads_provider_reaches_workers_with_the_key_up_ships(fake, tmp_path, monkeypatch):
+    import yaml
+    from launcher_stubs import fake_wheel
+
+    from autoscaler.config import load_config, open_provider, validate_config
+    from autoscaler.launcher import ship
+    from providers.registry import provider_section
+
+    monkeypatch.setattr(ship, "build_wheel", fake_wheel)
+    key = tmp_path / "id_gcp"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    (tmp_path / "id_gcp.pub").write_text("ssh-ed25519 AAAAC3Nza me@laptop\n")
+    raw = yaml.safe_load((CONFIGS / "gcp.yaml").read_text())
+    raw["auth"] = {"ssh_user": "alice", "ssh_private_key": str(key)}
+    raw["provider"].pop("ssh_user")  # Ray's place is auth.ssh_user
+    raw["provider"].update(project_id="proj", ssh_public_key=f"{key}.pub")
+    config = validate_config(raw)
+    laptop = GCPProvider(config.cluster_name, provider_section(config.provider),
+                         config.node_types_for_provider(), auth=config.auth.model_dump(),
+                         **fake.client_args())
+    resolved = validate_config({**config.to_dict(),
+                                "provider": {**laptop.bootstrap(), "type": "gcp"}})
+    [head] = laptop.launch("head", laptop.offerings("head")[0], 1, "req-head")
+    shipment = ship.prepare_shipment(resolved, tmp_path / "ship", laptop.command_runner(head))
+    assert (ship.KEY_REMOTE, str(key)) in shipment.mounts
+
+    # The head's monitor builds its provider from the config `up` shipped.
+    head_provider = open_provider(load_config(tmp_path / "ship" / "head_config.yaml"))
+    [worker] = laptop.launch("cpu_worker", laptop.offerings("cpu_worker")[0], 1, "req-w")
+    target = ssh_target(head_provider.command_runner(worker))
+    assert (target.user, target.key_path) == ("alice", ship.KEY_REMOTE)
+    assert target.host == worker.external_ip
 
 
 # --- the provider contract shared with the fake, local and AWS providers -----------------------
@@ -374,4 +435,4 @@ class TestGCPContract(ProviderContract):
         runner = provider.command_runner(instance)
         target = runner.target  # type: ignore[attr-defined]
         assert target.host in (instance.external_ip, instance.internal_ip) and target.host
-        assert target.user == provider.config.ssh_user
+        assert target.user == provider.login["ssh_user"]

@@ -374,6 +374,35 @@ def test_cloud_head_config_points_at_the_heads_copies() -> None:
     assert "~/w/r.whl" in shipped["setup_commands"][0]
 
 
+def test_what_up_ships_depends_on_where_the_heads_commands_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head reached over SSH gets the key its runner uses and a rayctl wheel to install; a
+    head whose commands run on this machine (a simulated instance) needs neither."""
+    from launcher_stubs import fake_wheel
+    from plugins.local_nodes import LocalNodes
+
+    from autoscaler.launcher import ship
+    from providers.ssh import runner_for
+
+    monkeypatch.setattr(ship, "build_wheel", fake_wheel)
+    key = tmp_path / "id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    config = validate_config({**make_config(tmp_path), "provider": {"type": "fake"}})
+    head = Instance("h-1", "head", Offering("x"), ProviderState.RUNNING, internal_ip="10.0.0.5")
+    over_ssh = ship.prepare_shipment(config, tmp_path / "a", runner_for(
+        "10.0.0.5", {"ssh_user": "ops", "ssh_private_key": str(key)}))
+    remotes = [remote for remote, _ in over_ssh.mounts]
+    assert (ship.KEY_REMOTE, str(key)) in over_ssh.mounts
+    assert any(r.startswith(ship.WHEEL_DIR_REMOTE) for r in remotes)
+    assert any("pip install" in command for command in over_ssh.setup_prefix)
+
+    here = ship.prepare_shipment(config, tmp_path / "b",
+                                 LocalNodes(tmp_path / "nodes", NAME).runner(head))
+    assert [remote for remote, _ in here.mounts] == ship.config_targets(config)  # the config only
+    assert here.setup_prefix == ()
+
+
 def test_overrides_from_the_command_line() -> None:
     config = validate_config(make_config(Path("/x")))
     changed = apply_overrides(config, cluster_name="other", min_workers=1, max_workers=1)

@@ -36,7 +36,7 @@ from ssh_server import USER
 from autoscaler.launcher import ship as launcher_ship
 from autoscaler.launcher.head import load_record
 from autoscaler.launcher.updater import node_ip_address
-from providers.base import Instance, Offering, ProviderState
+from providers.base import CommandRunner, Instance, Offering, ProviderState
 from providers.onprem import TAG_HOST, OnPremProvider
 
 NAME = "netrack"
@@ -364,20 +364,38 @@ def test_up_demand_runs_tasks_inside_worker_namespaces_and_down_releases_all(
     assert load_record(NAME) is None
 
 
-@pytest.mark.parametrize(("provider", "expected"), [
-    ({"type": "onprem"}, "10.251.7.3"),
-    ({"type": "aws", "command_runner": "ssh"}, "10.251.7.3"),
-    ({"type": "gcp"}, "10.251.7.3"),
-    ({"type": "local"}, ""),  # its nodes are slots on this machine
-    ({"type": "aws", "command_runner": "local"}, ""),  # test seams: a made-up IP, run here
-    ({"type": "gcp", "command_runner": "local"}, ""),
+def _runners(tmp_path: Path) -> dict[str, CommandRunner]:
+    from plugins.local_nodes import LocalNodes
+
+    from autoscaler.launcher.head import EnvRunner
+    from providers.fake import FakeProvider
+    from providers.local.runner import LocalCommandRunner
+    from providers.ssh import runner_for
+
+    simulated = Instance("i-9", "worker", Offering("m5.large"), ProviderState.RUNNING)
+    local = LocalCommandRunner("slot-1", "worker", tmp_path, lambda _process: None)
+    return {
+        "ssh": runner_for("10.251.7.3", {"ssh_user": USER}),  # on-prem and cloud nodes
+        "fake": FakeProvider("c", {}, {}).command_runner(simulated),  # a machine elsewhere
+        "local": local,  # a local provider slot
+        "local-for-a-head": EnvRunner(local, {}),  # as `up` wraps the head's runner
+        "plugin": LocalNodes(tmp_path / "nodes", "c").runner(simulated),  # a simulated VM
+    }
+
+
+@pytest.mark.parametrize(("runner", "expected"), [
+    ("ssh", "10.251.7.3"),
+    ("fake", "10.251.7.3"),
+    ("local", ""),  # its commands run here, where 10.251.7.3 is nobody's address
+    ("local-for-a-head", ""),
+    ("plugin", ""),
 ])
 def test_nodes_bind_their_internal_ip_unless_their_commands_run_on_this_machine(
-    provider: dict[str, str], expected: str
+    runner: str, expected: str, tmp_path: Path
 ) -> None:
     instance = Instance("i-1", "worker", Offering("m5.large"), ProviderState.RUNNING,
                         internal_ip="10.251.7.3", external_ip="203.0.113.9")
-    assert node_ip_address(provider, instance) == expected
+    assert node_ip_address(_runners(tmp_path)[runner], instance) == expected
 
 
 def test_a_node_named_by_host_name_is_recognised_as_this_machine() -> None:

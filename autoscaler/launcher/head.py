@@ -149,6 +149,10 @@ class EnvRunner:
     def __init__(self, runner: CommandRunner, env: Mapping[str, str]) -> None:
         self.inner, self.env = runner, dict(env)
 
+    @property
+    def on_this_machine(self) -> bool:
+        return self.inner.on_this_machine
+
     def run(
         self,
         command: str,

@@ -1,9 +1,11 @@
 """What `up` ships to the head beyond the user's file mounts: the resolved config as YAML (where
-the head start commands' `--autoscaling-config` points), and for clouds the SSH key the head's
-monitor needs to reach workers and a wheel of this rayctl, which setup installs (DESIGN.md 6).
+the head start commands' `--autoscaling-config` points), the SSH key the head's provider needs
+to reach workers (the one this machine's provider reaches the head with), and, unless the head's
+commands run on this machine, a wheel of this rayctl, which setup installs (DESIGN.md 6).
 
 The config the head gets is rewritten for the head's point of view: its file mounts name the
-head's copies and its key is the shipped one, so the monitor can set workers up from there.
+head's copies and `auth.ssh_private_key` the shipped key, which cloud providers read first, so
+the monitor can set workers up from there.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import yaml
 from autoscaler.config import BOOTSTRAP_CONFIG_NAME, ClusterConfig
 from autoscaler.launcher.head import LaunchError, is_local
 from autoscaler.launcher.updater import UpdatePlan
+from providers.base import CommandRunner
 
 KEY_REMOTE = "~/rayctl_bootstrap_key.pem"
 WHEEL_DIR_REMOTE = "~/rayctl_wheels"
@@ -58,13 +61,6 @@ def config_targets(config: ClusterConfig) -> list[str]:
     return found or [BOOTSTRAP_CONFIG_NAME]
 
 
-def simulates_nodes_locally(config: ClusterConfig) -> bool:
-    """A cloud provider's test-only seam (`provider.command_runner: local`, see
-    providers/aws/local_nodes.py) runs its nodes' commands on this machine, where this rayctl
-    is already installed: no wheel to build or install."""
-    return config.provider.get("command_runner") == "local"
-
-
 def wheel_install_command(remote_wheel: str) -> str:
     """pip into the login user's site; Debian/Ubuntu's PEP 668 guard needs its override."""
     base = "python3 -m pip install --user --upgrade --no-warn-script-location -q"
@@ -93,18 +89,18 @@ def head_config_dict(
 # --- acting ----------------------------------------------------------------------------------------
 
 
-def prepare_shipment(config: ClusterConfig, local_dir: Path) -> Shipment:
+def prepare_shipment(config: ClusterConfig, local_dir: Path, runner: CommandRunner) -> Shipment:
+    """The files for the head that `runner` (the provider's runner of the head) reaches."""
     local_dir.mkdir(parents=True, exist_ok=True)
     mounts: list[tuple[str, str]] = []
     setup: list[str] = []
     key_remote = wheel_remote = None
-    if not is_local(config):
-        key = _ssh_key(config)
-        if key is not None:
-            key_remote = KEY_REMOTE
-            mounts.append((KEY_REMOTE, str(key)))
-            setup.append(f"chmod 600 {KEY_REMOTE}")
-    if not is_local(config) and not simulates_nodes_locally(config):
+    key = shipped_key(runner)
+    if key is not None:
+        key_remote = KEY_REMOTE
+        mounts.append((KEY_REMOTE, str(key)))
+        setup.append(f"chmod 600 {KEY_REMOTE}")
+    if not runner.on_this_machine:  # else this rayctl is installed there already
         wheel = build_wheel(local_dir / "wheel")
         wheel_remote = f"{WHEEL_DIR_REMOTE}/{wheel.name}"
         mounts.append((wheel_remote, str(wheel)))
@@ -116,13 +112,23 @@ def prepare_shipment(config: ClusterConfig, local_dir: Path) -> Shipment:
     return Shipment(tuple(mounts), tuple(setup))
 
 
-def _ssh_key(config: ClusterConfig) -> Path | None:
-    configured = config.auth.ssh_private_key or config.provider.get("ssh_private_key")
-    if not configured:
-        return None  # the agent's keys: the head cannot use them, say so in the docs
-    path = Path(str(configured)).expanduser()
+def shipped_key(runner: CommandRunner) -> Path | None:
+    """The private key the provider reaches the head with (the user's `auth.ssh_private_key`,
+    or the key its bootstrap created), which the head's provider needs for the workers.
+    None for a runner that is not one of providers.ssh's, or that uses the agent's keys (the
+    head cannot use those: the docs say so)."""
+    if runner.on_this_machine:
+        return None
+    from providers.ssh import AsyncSSHRunner, OpenSSHRunner  # loaded with the runner already
+
+    if not isinstance(runner, AsyncSSHRunner | OpenSSHRunner) or not runner.target.key_path:
+        return None
+    configured = runner.target.key_path
+    path = Path(configured).expanduser()
     if not path.is_file():
-        raise LaunchError(f"auth.ssh_private_key {configured} does not exist; fix the path")
+        raise LaunchError(
+            f"the SSH key {configured} does not exist on this machine; fix auth.ssh_private_key"
+        )
     return path
 
 

@@ -213,9 +213,9 @@ def up(
     runner = EnvRunner(provider.command_runner(head), _head_env(resolved))
     log_dir = launcher_dir(resolved.cluster_name) / "logs"
     with progress.step(f"Preparing files for head {head.id}"):
-        shipment = prepare_shipment(resolved, launcher_dir(resolved.cluster_name))
+        shipment = prepare_shipment(resolved, launcher_dir(resolved.cluster_name), runner.inner)
         plan = shipment.apply(plan_update(resolved, head.id, resolved.head_node_type, is_head=True,
-                                          node_ip=node_ip_address(resolved.provider, head)))
+                                          node_ip=node_ip_address(runner, head)))
     with progress.step(f"Checking head {head.id}"):
         runner.wait_ready(HEAD_READY_TIMEOUT_S)
         services = read_head_services(runner)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from autoscaler.config import ClusterConfig
 from providers.base import CommandRunner, Instance, ProviderError
@@ -120,14 +120,12 @@ def plan_update(
     )
 
 
-def node_ip_address(provider_config: Mapping[str, Any], instance: Instance) -> str:
+def node_ip_address(runner: CommandRunner, instance: Instance) -> str:
     """The address a node's services bind to and advertise, so other nodes reach its GCS,
     raylet, workers and objects: the instance's internal IP. "" (so `rayctl start` keeps
-    127.0.0.1) where the provider runs the node's commands on this machine: the local provider
-    and the `command_runner: local` test seams, whose instances carry a made-up 10.x address."""
-    if provider_config.get("type") == "local" or provider_config.get("command_runner") == "local":
-        return ""
-    return instance.internal_ip
+    127.0.0.1) when the runner runs the node's commands on this machine (a local slot, a
+    simulated instance), where the instance's address is not one of this machine's."""
+    return "" if runner.on_this_machine else instance.internal_ip
 
 
 def setup_steps(plan: UpdatePlan) -> list[Step]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # The documented default AMI lookup: the newest Canonical Ubuntu 24.04 LTS image (Python 3.12,
 # which rayctl needs >= 3.11) for the instance type's architecture ({arch}: amd64 | arm64).
@@ -57,27 +57,15 @@ class AWSProviderConfig(BaseModel):
     # rayctl additions ----------------------------------------------------------------------
     ssh_cidr: str | None = None  # SSH ingress source; unset = no SSH ingress is opened
     spot_fallback_to_on_demand: bool = False
-    ssh_user: str = "ubuntu"  # the AMI's login (the launcher copies `auth.ssh_user` here)
+    # The AMI's login. Ray's place for it is auth.ssh_user, which the provider reads first;
+    # this older spelling is kept for configs that use it and must not contradict auth.
+    ssh_user: str | None = None
     vpc_id: str | None = None  # default: the region's default VPC
     key_dir: str | None = None  # where a created key is saved; default ~/.rayctl/keys
     image_name: str = DEFAULT_IMAGE_NAME
     image_owner: str = DEFAULT_IMAGE_OWNER
     resolved: ResolvedResources | None = None  # filled by bootstrap
     warnings: list[str] = Field(default_factory=list)  # filled by bootstrap, for `up` to print
-    # TEST-ONLY / local simulation (moto_tests/test_aws_end_to_end.py): `local` runs each
-    # instance's commands on this machine, in `<local_runner_dir>/<instance id>/`, instead of over
-    # SSH, because moto's instances never boot. Never set it for a real cluster.
-    command_runner: Literal["ssh", "local"] = "ssh"
-    local_runner_dir: str | None = None
-
-    @model_validator(mode="after")
-    def _local_runner_needs_a_dir(self) -> AWSProviderConfig:
-        if self.command_runner == "local" and not self.local_runner_dir:
-            raise ValueError(
-                "command_runner: local (a test-only simulation) needs local_runner_dir, "
-                "the directory that holds one subdirectory per simulated instance"
-            )
-        return self
 
     def zones(self) -> list[str]:
         return [z.strip() for z in self.availability_zone.split(",") if z.strip()]

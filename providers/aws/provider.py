@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -37,9 +37,7 @@ from providers.base import (
     ProviderError,
     ProviderState,
 )
-
-if TYPE_CHECKING:
-    from providers.aws.local_nodes import LocalNodes
+from providers.login import cloud_login
 
 log = structlog.get_logger("providers.aws")
 M = TypeVar("M", bound=BaseModel)
@@ -60,19 +58,14 @@ def _validate(model: type[M], data: Mapping[str, Any], where: str) -> M:
         raise ConfigError(f"invalid AWS config: {problems}") from exc
 
 
-def _local_nodes(config: AWSProviderConfig) -> LocalNodes | None:
-    """The test-only local simulation of instances (`command_runner: local`), else None."""
-    if config.command_runner != "local" or not config.local_runner_dir:
-        return None
-    from providers.aws.local_nodes import LocalNodes
-
-    return LocalNodes(config.local_runner_dir)
-
-
 class AWSProvider:
-    """Allocates EC2 instances for one cluster (see providers.base.NodeProvider)."""
+    """Allocates EC2 instances for one cluster (see providers.base.NodeProvider).
 
-    config_model = AWSProviderConfig
+    `command_runner_factory` replaces the SSH runner of each instance (a test's simulated
+    instances); `sleep`, `clock` and `rng` drive retries and listing grace on virtual time.
+    A subclass may extend `config_model`: the section is validated with the class's model."""
+
+    config_model: type[AWSProviderConfig] = AWSProviderConfig
     node_config_model = AWSNodeConfig
 
     def __init__(
@@ -88,10 +81,12 @@ class AWSProvider:
         key_dir: str | Path | None = None,
         batch_size: int = instances.MAX_IDS_PER_CALL,
         retry_attempts: int = 5,
+        command_runner_factory: Callable[[Instance], CommandRunner] | None = None,
     ) -> None:
         self.cluster_name = cluster_name
         self._raw_config = dict(provider_config)
-        self.config = _validate(AWSProviderConfig, provider_config, "provider")
+        self.config = _validate(self.config_model, provider_config, "provider")
+        self._auth = dict(auth or {})
         self._node_types = {name: dict(spec) for name, spec in node_types.items()}
         self._node_configs = {
             name: _validate(
@@ -109,7 +104,8 @@ class AWSProvider:
         self._resolved: ResolvedResources | None = self.config.resolved
         self._autofill: dict[str, dict[str, float]] = {}
         self._recent: dict[str, tuple[Instance, float]] = {}  # id -> (instance, launched at)
-        self._local_nodes = _local_nodes(self.config)
+        self._runner_factory = command_runner_factory or self._ssh_runner
+        self._login()  # a contradicting ssh_user is a config error now, not at the first node
 
     # --- bootstrap / purge ----------------------------------------------------------------
 
@@ -125,10 +121,24 @@ class AWSProvider:
         )
 
     def bootstrap(self) -> dict[str, Any]:
+        self._check_key_pair()
         resolved, warnings = bootstrap_mod.bootstrap(self._context())
         self._resolved = resolved
         log.info("aws.bootstrap", cluster=self.cluster_name, **resolved.model_dump())
         return {**self._raw_config, "resolved": resolved.model_dump(), "warnings": warnings}
+
+    def _check_key_pair(self) -> None:
+        """A key of the user's (auth.ssh_private_key) opens only instances launched with its
+        EC2 key pair: without KeyName, bootstrap would launch them with a key of its own."""
+        if not self._auth.get("ssh_private_key"):
+            return
+        missing = sorted(name for name, c in self._node_configs.items() if not c.KeyName)
+        if missing:
+            raise ConfigError(
+                f"auth.ssh_private_key is set but available_node_types.{missing[0]}.node_config "
+                "has no KeyName: set KeyName (on every node type) to the EC2 key pair of that "
+                "key, or remove auth.ssh_private_key to let rayctl create a key pair"
+            )
 
     def purge(self) -> None:
         live = self._describe_cluster()
@@ -308,17 +318,20 @@ class AWSProvider:
         to_terminate = [i for i in instance_ids if i not in cached]
         instances.stop(self.clients.ec2, self._call, to_stop, self._batch_size)
         instances.terminate(self.clients.ec2, self._call, to_terminate, self._batch_size)
-        if self._local_nodes is not None:
-            self._local_nodes.stop([*to_stop, *to_terminate])
         log.info(
             "aws.terminate", cluster=self.cluster_name, stopped=to_stop, terminated=to_terminate
         )
 
     def command_runner(self, instance: Instance) -> CommandRunner:
-        if self._local_nodes is not None:
-            return self._local_nodes.runner(instance)  # test-only: see providers/aws/local_nodes.py
-        host = instance.internal_ip if self.config.use_internal_ips else instance.external_ip
-        key = self._resolved.ssh_private_key if self._resolved else ""
+        return self._runner_factory(instance)
+
+    def _ssh_runner(self, instance: Instance) -> CommandRunner:
         from providers.ssh import runner_for
 
-        return runner_for(host or instance.internal_ip, {"ssh_user": self.config.ssh_user, "ssh_private_key": key})
+        host = instance.internal_ip if self.config.use_internal_ips else instance.external_ip
+        return runner_for(host or instance.internal_ip, self._login())
+
+    def _login(self) -> dict[str, str]:
+        """auth: first; else the key bootstrap created (a path on the machine that ran it)."""
+        created = self._resolved.ssh_private_key if self._resolved else ""
+        return cloud_login(self._auth, provider_user=self.config.ssh_user, provider_key=created)

@@ -70,6 +70,10 @@ class FakeCommandRunner:
     provider: FakeProvider
     files: list[tuple[str, str]] = field(default_factory=list)
 
+    @property
+    def on_this_machine(self) -> bool:
+        return False  # a fake cloud's machine: elsewhere, at its made-up internal IP
+
     def run(
         self,
         command: str,

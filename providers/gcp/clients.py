@@ -1,7 +1,7 @@
 """The google-cloud-compute REST clients of one provider, and our operation wait loop.
 
 The SDK is imported here, lazily, the first time a GCP cluster needs it. The endpoint and the
-credentials are injectable so the unchanged provider code runs against a local fake server.
+credentials are parameters, so the unchanged provider code also runs against a local fake.
 """
 
 from __future__ import annotations
@@ -32,17 +32,15 @@ class ComputeClients:
 
 
 def make_clients(api_endpoint: str | None, credentials: Any | None) -> ComputeClients:
-    """Build REST clients; with `api_endpoint` (tests) and no credentials, use anonymous ones."""
+    """Build REST clients for `api_endpoint` (None: Google's) with `credentials` (None: the
+    application default credentials)."""
     from google.api_core.client_options import ClientOptions
     from google.cloud import compute_v1
 
     kwargs: dict[str, Any] = {"transport": "rest"}
     if api_endpoint:
-        from google.auth.credentials import AnonymousCredentials
-
         kwargs["client_options"] = ClientOptions(api_endpoint=api_endpoint)
-        kwargs["credentials"] = credentials or AnonymousCredentials()
-    elif credentials is not None:
+    if credentials is not None:
         kwargs["credentials"] = credentials
     return ComputeClients(
         instances=compute_v1.InstancesClient(**kwargs),

@@ -40,7 +40,7 @@ class ServiceAccountConfig(BaseModel):
 class GCPProviderConfig(BaseModel):
     """The `provider:` section of a cluster YAML for `type: gcp`."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     type: Literal["gcp"] = "gcp"
     project_id: str
@@ -48,24 +48,19 @@ class GCPProviderConfig(BaseModel):
     availability_zone: list[str]
     ssh_cidr: str | None = None
     allow_ssh_from_anywhere: bool = False
-    ssh_user: str = "ubuntu"
+    # The login the nodes' `ssh-keys` metadata is for. Ray's place for it is auth.ssh_user,
+    # which the provider reads first; this one must not contradict it.
+    ssh_user: str | None = None
     ssh_public_key: str | None = None  # the key itself or a path to a .pub file
-    ssh_private_key: str | None = None  # defaults to ssh_public_key without ".pub" when that is a path
+    # The private half, when auth.ssh_private_key does not name it; else ssh_public_key
+    # without ".pub" when that is a path.
+    ssh_private_key: str | None = None
     network: str = "default"
     subnetwork: str | None = None
     use_internal_ips: bool = False
     service_account: ServiceAccountConfig | None = None
     cache_stopped_nodes: bool = False  # Ray key; only False is supported
     operation_timeout_s: float = 300.0
-    # Test-only: send Compute API calls to this endpoint (a local fake) with anonymous
-    # credentials. Never set it for a real cluster.
-    api_endpoint: str | None = Field(default=None, alias="_api_endpoint")
-    # Test-only / local simulation: `command_runner: local` runs each instance's commands as
-    # processes on this machine, in `<local_runner_dir>/<instance name>/` (the local provider's
-    # runner), instead of over SSH: instances of a fake Compute API never boot. Unset (SSH) for
-    # a real cluster.
-    command_runner: Literal["ssh", "local"] | None = None
-    local_runner_dir: str | None = None
 
     _split_zones = field_validator("availability_zone", mode="before")(_split_list)
 
@@ -96,16 +91,6 @@ class GCPProviderConfig(BaseModel):
         stray = [z for z in self.availability_zone if not z.startswith(self.region + "-")]
         if stray:
             raise ValueError(f"zones {stray} are not in region {self.region!r}")
-        return self
-
-    @model_validator(mode="after")
-    def _local_runner_dir_set(self) -> GCPProviderConfig:
-        # The head's monitor runs in another working directory: only an absolute path (or ~)
-        # names the same place for it and for `rayctl up`.
-        if self.command_runner == "local" and not (
-                self.local_runner_dir and self.local_runner_dir.startswith(("/", "~"))):
-            raise ValueError("command_runner: local (a test-only simulation) needs "
-                             "local_runner_dir: an absolute directory for the nodes' processes")
         return self
 
 

@@ -4,8 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -30,6 +29,7 @@ from providers.gcp.errors import gcp_errors
 from providers.gcp.instances import InstanceRegistry
 from providers.gcp.launch import LaunchContext, Launcher
 from providers.gcp.resources import resources_from
+from providers.login import cloud_login
 
 
 def validate(model: type[BaseModel], data: Mapping[str, Any], where: str) -> Any:
@@ -45,24 +45,34 @@ def validate(model: type[BaseModel], data: Mapping[str, Any], where: str) -> Any
 
 
 class GCPProvider:
-    """Allocates GCE VMs for one cluster. See providers/base.py for each method's contract."""
+    """Allocates GCE VMs for one cluster. See providers/base.py for each method's contract.
 
-    config_model = GCPProviderConfig
+    `api_endpoint` and `credentials` go to the Compute clients (a private endpoint; a test's
+    fake server with anonymous credentials); None: Google's endpoint and the application
+    default credentials. `command_runner_factory` replaces the SSH runner of each instance.
+    A subclass may extend `config_model`: the section is validated with the class's model."""
+
+    config_model: type[GCPProviderConfig] = GCPProviderConfig
     node_config_model = GCPNodeConfig
 
     def __init__(self, cluster_name: str, provider_config: Mapping[str, Any],
                  node_types: Mapping[str, Mapping[str, Any]], *,
                  auth: Mapping[str, Any] | None = None,
-                 credentials: Any | None = None) -> None:
+                 api_endpoint: str | None = None,
+                 credentials: Any | None = None,
+                 command_runner_factory: Callable[[Instance], CommandRunner] | None = None,
+                 ) -> None:
         self.cluster_name = cluster_name
-        self.config: GCPProviderConfig = validate(GCPProviderConfig, provider_config, "provider")
+        self.config: GCPProviderConfig = validate(self.config_model, provider_config, "provider")
         self._node_types = dict(node_types)
         self._node_configs: dict[str, GCPNodeConfig] = {
             name: validate(GCPNodeConfig, entry.get("node_config") or {},
                            f"available_node_types.{name}.node_config")
             for name, entry in node_types.items()
         }
-        self._credentials = credentials
+        self._api_endpoint, self._credentials = api_endpoint, credentials
+        self._runner_factory = command_runner_factory or self._ssh_runner
+        self.login = self._login(auth)
         self._lock = threading.Lock()
         self._parts: tuple[ComputeClients, OperationWaiter, InstanceRegistry, Launcher] | None = None
         self._resources: dict[str, dict[str, float]] = {}
@@ -111,33 +121,26 @@ class GCPProvider:
         return registry.list_cluster()
 
     def command_runner(self, instance: Instance) -> CommandRunner:
-        if self.config.command_runner == "local":
-            return self._local_runner(instance)
-        from providers.ssh import runner_for
-
-        cfg = self.config
-        key = cfg.ssh_private_key
-        if not key and cfg.ssh_public_key and cfg.ssh_public_key.endswith(".pub"):
-            key = cfg.ssh_public_key[: -len(".pub")]
-        host = instance.internal_ip if cfg.use_internal_ips else (instance.external_ip or instance.internal_ip)
-        return runner_for(host, {"ssh_user": cfg.ssh_user, "ssh_private_key": key or ""})
+        return self._runner_factory(instance)
 
     def purge(self) -> None:
         clients, waiter, _, _ = self._wired()
         Bootstrapper(self.cluster_name, self.config, clients, waiter).purge()
 
-    def _local_runner(self, instance: Instance) -> CommandRunner:
-        """TEST-ONLY (`command_runner: local`): the instance "runs" as local processes in
-        `<local_runner_dir>/<name>/` with its own RAYCTL_TEMP_DIR, as a local-provider slot.
-        Its processes are not recorded, so `terminate` (and a preemption) leaves them running:
-        whoever runs the simulation stops the sessions under each `<name>/tmp` itself."""
-        from providers.local.runner import LocalCommandRunner
+    def _ssh_runner(self, instance: Instance) -> CommandRunner:
+        from providers.ssh import runner_for
 
-        assert self.config.local_runner_dir is not None  # the config validator requires it
-        slot = Path(self.config.local_runner_dir).expanduser() / instance.id
-        (slot / "tmp").mkdir(parents=True, exist_ok=True)
-        return LocalCommandRunner(instance.id, instance.node_type, slot,
-                                  record_process=lambda _process: None)
+        internal = self.config.use_internal_ips
+        host = instance.internal_ip if internal else (instance.external_ip or instance.internal_ip)
+        return runner_for(host, self.login)
+
+    def _login(self, auth: Mapping[str, Any] | None) -> dict[str, str]:
+        """auth: first; then provider.ssh_private_key, or the private half of a .pub path."""
+        cfg = self.config
+        key = cfg.ssh_private_key
+        if not key and cfg.ssh_public_key and cfg.ssh_public_key.endswith(".pub"):
+            key = cfg.ssh_public_key[: -len(".pub")]
+        return cloud_login(auth, provider_user=cfg.ssh_user, provider_key=key)
 
     # --- wiring ---------------------------------------------------------------------------
 
@@ -153,11 +156,13 @@ class GCPProvider:
         with self._lock:
             if self._parts is None:
                 with gcp_errors("create Compute API clients"):
-                    clients = make_clients(self.config.api_endpoint, self._credentials)
+                    clients = make_clients(self._api_endpoint, self._credentials)
                 project = self.config.project_id
                 waiter = OperationWaiter(clients, project, self.config.operation_timeout_s)
                 registry = InstanceRegistry(self.cluster_name, project, clients, waiter)
-                ctx = LaunchContext(self.cluster_name, self.config,
+                # the `ssh-keys` metadata is for the login the runners use
+                as_login = self.config.model_copy(update={"ssh_user": self.login["ssh_user"]})
+                ctx = LaunchContext(self.cluster_name, as_login,
                                     read_public_key(self.config.ssh_public_key))
                 self._parts = (clients, waiter, registry, Launcher(ctx, clients, waiter, registry))
             return self._parts

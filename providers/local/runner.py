@@ -51,6 +51,10 @@ class LocalCommandRunner:
         }
         self._background: list[subprocess.Popen[bytes]] = []
 
+    @property
+    def on_this_machine(self) -> bool:
+        return True  # a slot is a directory here: this rayctl, this machine's loopback
+
     def environment(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         return {**os.environ, **self.node_env, **(env or {})}
 

@@ -45,6 +45,10 @@ class AsyncSSHRunner:
 
     # --- the CommandRunner protocol -------------------------------------------------------
 
+    @property
+    def on_this_machine(self) -> bool:
+        return False  # another host: its own install, its own addresses
+
     def run(
         self,
         command: str,

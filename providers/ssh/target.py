@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from providers.base import AuthError, ConfigError, ProviderError, TransientError
+from providers.login import DEFAULT_SSH_USER
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 KEEPALIVE_INTERVAL_S = 5  # Ray's ServerAliveInterval: a dead link is noticed in ~15 s
@@ -31,7 +32,7 @@ class SSHTarget:
     """One node as SSH sees it. `key_path` "" means the agent / default keys."""
 
     host: str
-    user: str = "ubuntu"
+    user: str = DEFAULT_SSH_USER
     key_path: str = ""
     port: int = 22
     proxy_command: str = ""
@@ -56,7 +57,7 @@ def target_from_auth(
     host, port = split_host_port(host, port)
     return SSHTarget(
         host=host,
-        user=str(fields.get("ssh_user") or "ubuntu"),
+        user=str(fields.get("ssh_user") or DEFAULT_SSH_USER),
         key_path=str(fields.get("ssh_private_key") or ""),
         port=port,
         proxy_command=str(fields.get("ssh_proxy_command") or ""),

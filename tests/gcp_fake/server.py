@@ -124,7 +124,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeCompute:
-    """A running fake; `endpoint` goes into provider config `_api_endpoint`. Use as a context
+    """A running fake; a GCPProvider reaches it with `client_args()`. Use as a context
     manager (or call `stop()`) so the port and thread are released."""
 
     def __init__(self) -> None:
@@ -138,6 +138,12 @@ class FakeCompute:
     def endpoint(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def client_args(self) -> dict[str, Any]:
+        """GCPProvider's keyword arguments for this fake: its endpoint, anonymous credentials."""
+        from google.auth.credentials import AnonymousCredentials
+
+        return {"api_endpoint": self.endpoint, "credentials": AnonymousCredentials()}
 
     def start(self) -> FakeCompute:
         self._thread.start()
