@@ -88,7 +88,9 @@ class TaskCancelledError(RuntimeBaseError):
 
 
 class ObjectStoreFullError(RuntimeBaseError):
-    pass
+    """An object could not be stored on its node: shared memory is at capacity and spilling to
+    disk failed, or the shared-memory filesystem itself is full. Raised by `put`, and at `get` for a
+    task whose return value could not be stored. The message says how full and what to do."""
 
 
 class VersionMismatchError(RuntimeBaseError):
