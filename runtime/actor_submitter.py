@@ -166,7 +166,11 @@ class ActorSubmitter:
     # -- finding the actor ----------------------------------------------------------------------
 
     async def _resolve_actor(self, aq: ActorQueue) -> None:
+        """Learn where the actor runs (long-polling the GCS for changes) and connect, or that it
+        is dead. The first look answers at once, so a broken connection to an actor that still
+        runs is made again without waiting for a change."""
         cw = self.cw
+        aq.version = 0
         try:
             while True:
                 request = gcs_pb2.GetActorRequest(
@@ -192,16 +196,23 @@ class ActorSubmitter:
                     break
                 self._learned(aq, actor)
                 if actor.state == "ALIVE" and actor.address:
-                    try:
-                        aq.conn = await cw.connection(actor.address)
-                        aq.connected_version = actor.version
+                    if await self._connect(aq, actor.address, actor.version):
                         break
-                    except (ConnectionLost, OSError):
-                        aq.version = 0
-                        await asyncio.sleep(0.1)
         finally:
             aq.resolving = False
         self._pump(aq)
+
+    async def _connect(self, aq: ActorQueue, address: str, version: int) -> bool:
+        try:
+            aq.conn = await self.cw.connection(address)
+        except (ConnectionLost, OSError):
+            aq.version = 0  # its worker may be gone before the GCS knows: look again
+            await asyncio.sleep(0.1)
+            return False
+        aq.connected_version = version
+        for lost in list(aq.lost):  # it runs: calls lost with the old connection stay unknown
+            self._settle_lost(aq, lost, None)
+        return True
 
     def mark_dead(self, actor_id: str, error: ActorDiedError) -> None:
         """This caller killed the actor: fail queued and later calls at once."""

@@ -203,6 +203,39 @@ def test_an_actor_without_restarts_is_dead_not_unavailable(cluster, tmp_path: Pa
         rt.get(m.pid.remote(), timeout=20)
 
 
+def test_a_broken_connection_to_a_live_actor_is_unavailable_then_heals(
+    cluster, tmp_path: Path
+) -> None:
+    rt = cluster
+    started = tmp_path / "started"
+
+    @rt.remote
+    class Tally:
+        def __init__(self):
+            self.n = 0
+
+        def pid(self):
+            return os.getpid()
+
+        def incr(self, marker=None, t=0.0):
+            self.n += 1
+            if marker:
+                open(marker, "w").close()
+                time.sleep(t)
+            return self.n
+
+    t = Tally.remote()
+    pid = rt.get(t.pid.remote(), timeout=20)
+    running = t.incr.remote(str(started), 1.0)
+    wait_for(started.exists, 10, "the call to start")
+    assert _break_connections_to(pid) == 1
+    with pytest.raises(rx.ActorUnavailableError, match="may or may not have run"):
+        rt.get(running, timeout=20)
+    assert rt.get(t.incr.remote(), timeout=20) == 2, (
+        "the lost call did run, and the live actor is reached again over a new connection"
+    )
+
+
 def _call_or_none(rt, method):
     try:
         return rt.get(method.remote(), timeout=20)
@@ -258,3 +291,21 @@ def test_runtime_context_inside_actor(cluster) -> None:
     w = Who.remote()
     actor_id, node_id = rt.get(w.ids.remote())
     assert actor_id == w._actor_id and node_id == rt.nodes()[0]["NodeID"]
+
+
+def _break_connections_to(pid: int) -> int:
+    """Shut down this process's connections to `pid`'s listening ports, as a network fault
+    would (both ends see the connection end; `pid` keeps running). Returns how many."""
+    import socket
+
+    import psutil
+
+    ports = {c.laddr.port for c in psutil.Process(pid).net_connections("tcp")
+             if c.status == psutil.CONN_LISTEN}
+    broken = 0
+    for c in psutil.Process().net_connections("tcp"):
+        if c.raddr and c.raddr.port in ports and c.fd != -1:
+            with socket.socket(fileno=os.dup(c.fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+            broken += 1
+    return broken
