@@ -12,6 +12,7 @@ from runtime.remote_function import check_options, encode_args, make_returns
 from runtime.resources import task_shape
 from runtime.serialization import dumps_function, serialize
 from runtime.task_submitter import TaskState
+from runtime.util.scheduling_strategies import SPREAD
 
 ACTOR_OPTIONS = {
     "num_cpus",
@@ -49,6 +50,7 @@ class ActorClass:
         return ActorClass(self._cls, {**self._options, **options})
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Ask the GCS to create the actor (it picks a node and runs the constructor there)."""
         from runtime.api import _core, _namespace, get_actor
 
         cw = _core()
@@ -61,6 +63,16 @@ class ActorClass:
                 return get_actor(opts["name"], namespace)
             except ValueError:
                 pass
+        info = self._actor_info(cw, namespace, self._creation_spec(cw, args, kwargs))
+        reply = cw.gcs_call("CreateActor", gcs_pb2.CreateActorRequest(actor=info))
+        if reply.error:
+            raise ValueError(reply.error)
+        return ActorHandle(
+            info.actor_id, self.__name__, _method_meta(self._cls), int(opts.get("max_task_retries", 0))
+        )
+
+    def _creation_spec(self, cw: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """What the actor's worker runs to construct it; the GCS keeps it for restarts."""
         init = vars(self._cls).get("__init__") or next(
             (vars(base)["__init__"] for base in self._cls.__mro__ if "__init__" in vars(base)), None
         )
@@ -71,22 +83,25 @@ class ActorClass:
         )
         # the creation spec (kept by the GCS for restarts) holds them for good
         cw.refs.add_submitted([object_id for object_id, _ in nested])
-        # constructor arguments travel inside the creation spec, resolved here (the GCS does not wait on owners)
-        enc_args = [_resolved(cw, a) for a in enc_args]
-        enc_kwargs = {k: _resolved(cw, v) for k, v in enc_kwargs.items()}
         is_async = any(
             inspect.iscoroutinefunction(m)
             for _, m in inspect.getmembers(self._cls, inspect.isfunction)
         )
-        max_concurrency = int(opts.get("max_concurrency", 1000 if is_async else 1))
-        spec = {
+        return {
             "cls": self._cls,
-            "args": enc_args,
-            "kwargs": enc_kwargs,
+            # resolved here: the GCS does not wait on the arguments' owners
+            "args": [_resolved(cw, a) for a in enc_args],
+            "kwargs": {k: _resolved(cw, v) for k, v in enc_kwargs.items()},
             "class_name": self.__name__,
             "is_async": is_async,
-            "max_concurrency": max_concurrency,
+            "max_concurrency": int(self._options.get("max_concurrency", 1000 if is_async else 1)),
         }
+
+    def _actor_info(self, cw: Any, namespace: str, spec: dict[str, Any]) -> common_pb2.ActorInfo:
+        """The actor as the GCS records it: its options, resources and placement."""
+        from runtime.remote_function import apply_strategy
+
+        opts = self._options
         shape = task_shape(
             opts.get("num_cpus"),
             opts.get("num_gpus"),
@@ -94,13 +109,10 @@ class ActorClass:
             opts.get("resources"),
             default_cpus=0,
         )
-        from runtime.remote_function import apply_strategy
-
         shape, wire = apply_strategy(shape, opts.get("scheduling_strategy"))
         affinity = wire if isinstance(wire, dict) else {}
-        actor_id = ids.random_id(8)
-        info = common_pb2.ActorInfo(
-            actor_id=actor_id,
+        return common_pb2.ActorInfo(
+            actor_id=ids.random_id(8),
             name=opts.get("name") or "",
             namespace=namespace,
             max_restarts=int(opts.get("max_restarts", 0)),
@@ -112,14 +124,8 @@ class ActorClass:
             owner_address=cw.address,
             affinity_node_id=affinity.get("node_id", ""),
             affinity_soft=bool(affinity.get("soft")),
-            spread=wire == "SPREAD",
+            spread=wire == SPREAD,
             runtime_env_json=_env_json(cw, opts.get("runtime_env")),
-        )
-        reply = cw.gcs_call("CreateActor", gcs_pb2.CreateActorRequest(actor=info))
-        if reply.error:
-            raise ValueError(reply.error)
-        return ActorHandle(
-            actor_id, self.__name__, _method_meta(self._cls), int(opts.get("max_task_retries", 0))
         )
 
 

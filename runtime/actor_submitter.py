@@ -1,6 +1,8 @@
 """Submitting actor calls: each caller keeps one ordered queue per actor and sends calls straight
-to the actor's worker over one connection (so they run in submission order). When the actor dies
-the queue asks the GCS where it restarted, or fails the calls with ActorDiedError."""
+to the actor's worker over one connection (so they run in submission order). When the connection
+breaks the queue asks the GCS what became of the actor and, as Ray does, fails calls that may not
+be resent with ActorDiedError if it is gone for good, else with ActorUnavailableError (it is
+restarting, or its fate is unknown); calls with max_task_retries left wait for the restart."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from runtime.exceptions import ActorDiedError
+from runtime.exceptions import ActorDiedError, ActorUnavailableError
 from runtime.protocol import common_pb2, gcs_pb2
 from runtime.task_submitter import TaskState, _ref_slots
 from runtime.transport import Connection, ConnectionLost
@@ -19,15 +21,35 @@ from runtime.transport import Connection, ConnectionLost
 if TYPE_CHECKING:
     from runtime.core_worker import CoreWorker
 
+# How long a call lost with its connection waits for the GCS to say whether the actor died (then
+# ActorDiedError) before it fails with ActorUnavailableError. The GCS hears of a worker's death
+# from its raylet within milliseconds here; the margin is for a loaded machine. The wait ends as
+# soon as the GCS reports anything new, so only a connection that broke while the actor lives (or
+# a node not yet declared dead) waits this long. (Ray: timeout_ms_task_wait_for_death_info, 1 s.)
+FATE_GRACE_S = 5.0
+
+
+@dataclass(eq=False)
+class LostCall:
+    """A call whose connection broke before its reply: it may or may not have run."""
+
+    state: TaskState
+    seen_version: int  # the actor record's version when that connection was made
+    cause: str
+    timer: asyncio.TimerHandle | None = None
+
 
 @dataclass(eq=False)
 class ActorQueue:
     actor_id: str
     conn: Connection | None = None
-    version: int = 0
+    version: int = 0  # of the last actor record the GCS sent
+    connected_version: int = 0  # of the record `conn` was made from
     resolving: bool = False
+    restarting: bool = False  # the GCS says RESTARTING: calls that may not retry fail at once
     dead_error: ActorDiedError | None = None
     pending: deque[TaskState] = field(default_factory=deque)
+    lost: list[LostCall] = field(default_factory=list)
     inflight: int = 0
 
 
@@ -51,11 +73,12 @@ class ActorSubmitter:
 
     def _pump(self, aq: ActorQueue) -> None:
         if aq.dead_error is not None:
-            while aq.pending:
-                self.cw.tasks._finish(aq.pending.popleft(), error=aq.dead_error)
+            self._fail_all(aq, aq.dead_error)
             return
         if aq.conn is None or not aq.conn.is_open:
             aq.conn = None
+            if aq.restarting:
+                self._fail_unretriable(aq)
             if not aq.resolving and not self.cw.closed:  # (a connection closed by shutdown)
                 aq.resolving = True
                 asyncio.ensure_future(self._resolve_actor(aq))
@@ -88,17 +111,65 @@ class ActorSubmitter:
             state.retries_left -= 1
             aq.pending.appendleft(state)
         else:
-            self.cw.tasks._finish(
-                state,
-                error=ActorDiedError(
-                    f"actor {aq.actor_id} died while running {state.spec['name']} ({exc}); "
-                    "set max_task_retries to retry calls on a restarted actor"
-                ),
-            )
+            self._await_fate(aq, state, str(exc))
         self._pump(aq)
 
+    # -- failing calls the way Ray does ---------------------------------------------------------
+
+    def _await_fate(self, aq: ActorQueue, state: TaskState, cause: str) -> None:
+        """Hold a lost call that may not be resent until the GCS says whether the actor died."""
+        lost = LostCall(state, aq.connected_version, cause)
+        lost.timer = self.cw.loop.call_later(FATE_GRACE_S, self._settle_lost, aq, lost, None)
+        aq.lost.append(lost)
+
+    def _settle_lost(self, aq: ActorQueue, lost: LostCall, error: BaseException | None) -> None:
+        """Fail a lost call with `error`, or (None) as unavailable: the actor may still be there."""
+        if lost not in aq.lost:
+            return
+        aq.lost.remove(lost)
+        if lost.timer is not None:
+            lost.timer.cancel()
+        self.cw.tasks._finish(lost.state, error=error or ActorUnavailableError(
+            f"actor {aq.actor_id} is unavailable: the connection to it broke while running "
+            f"{lost.state.spec['name']} ({lost.cause}), which may or may not have run; the actor "
+            "may be restarting: call again later, or set max_task_retries to resend calls"
+        ))
+
+    def _fail_unretriable(self, aq: ActorQueue) -> None:
+        """The actor is restarting: calls that may not be resent fail now instead of waiting."""
+        waiting = [state for state in aq.pending if state.retries_left == 0]
+        if not waiting:
+            return
+        aq.pending = deque(state for state in aq.pending if state.retries_left != 0)
+        for state in waiting:
+            self.cw.tasks._finish(state, error=ActorUnavailableError(
+                f"actor {aq.actor_id} is unavailable: it is restarting, so {state.spec['name']} "
+                "was not sent; call again once it is back, or set max_task_retries to wait for it"
+            ))
+
+    def _fail_all(self, aq: ActorQueue, error: ActorDiedError) -> None:
+        while aq.pending:
+            self.cw.tasks._finish(aq.pending.popleft(), error=error)
+        for lost in list(aq.lost):
+            self._settle_lost(aq, lost, error)
+
+    def _learned(self, aq: ActorQueue, actor: Any) -> None:
+        """The GCS sent a record newer than a lost call's connection: the actor is not dead (that
+        is dead_error's case), so those calls are unavailable, not died."""
+        aq.restarting = actor.state == common_pb2.ActorInfo.RESTARTING
+        for lost in [lost for lost in aq.lost if actor.version > lost.seen_version]:
+            self._settle_lost(aq, lost, None)
+        if aq.restarting:
+            self._fail_unretriable(aq)
+
+    # -- finding the actor ----------------------------------------------------------------------
+
     async def _resolve_actor(self, aq: ActorQueue) -> None:
+        """Learn where the actor runs (long-polling the GCS for changes) and connect, or that it
+        is dead. The first look answers at once, so a broken connection to an actor that still
+        runs is made again without waiting for a change."""
         cw = self.cw
+        aq.version = 0
         try:
             while True:
                 request = gcs_pb2.GetActorRequest(
@@ -122,16 +193,25 @@ class ActorSubmitter:
                         f"{actor.death_cause or 'unknown cause'}"
                     )
                     break
+                self._learned(aq, actor)
                 if actor.state == common_pb2.ActorInfo.ALIVE and actor.address:
-                    try:
-                        aq.conn = await cw.connection(actor.address)
+                    if await self._connect(aq, actor.address, actor.version):
                         break
-                    except (ConnectionLost, OSError):
-                        aq.version = 0
-                        await asyncio.sleep(0.1)
         finally:
             aq.resolving = False
         self._pump(aq)
+
+    async def _connect(self, aq: ActorQueue, address: str, version: int) -> bool:
+        try:
+            aq.conn = await self.cw.connection(address)
+        except (ConnectionLost, OSError):
+            aq.version = 0  # its worker may be gone before the GCS knows: look again
+            await asyncio.sleep(0.1)
+            return False
+        aq.connected_version = version
+        for lost in list(aq.lost):  # it runs: calls lost with the old connection stay unknown
+            self._settle_lost(aq, lost, None)
+        return True
 
     def mark_dead(self, actor_id: str, error: ActorDiedError) -> None:
         """This caller killed the actor: fail queued and later calls at once."""

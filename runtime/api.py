@@ -85,66 +85,60 @@ def init(
                 "or pass ignore_reinit_error=True"
             )
         address = address or os.environ.get("RAYCTL_ADDRESS") or None
-        node = None
         if address is None:
-            from runtime import node as node_mod
-
-            node = node_mod.start_head(
+            access = _start_private_cluster(
                 num_cpus=num_cpus,
                 num_gpus=num_gpus,
                 resources=resources,
                 object_store_memory=object_store_memory,
                 temp_dir=_temp_dir,
-                parent_pid=os.getpid(),
             )
-            gcs_address, token, raylet_port = (
-                node.gcs_address,
-                read_token_file(node.token_file),
-                node.raylet_local_port,
-            )
-            host = gcs_address.rpartition(":")[0]
         else:
             if num_cpus is not None or num_gpus is not None or resources:
                 raise ValueError(
                     "num_cpus/num_gpus/resources describe a new cluster; they cannot be "
                     "given when connecting to an existing one (address=...)"
                 )
-            gcs_address, token, host, raylet_port = _locate(address, _temp_dir, _token)
+            access = _locate(address, _temp_dir, _token)
         cw = CoreWorker(
-            gcs_address=gcs_address,
-            token=token,
-            raylet_port=raylet_port,
-            host=host,
+            gcs_address=access.gcs_address,
+            token=access.token,
+            raylet_port=access.raylet_port,
+            host=access.host,
             mode="driver",
             namespace=namespace or "",
         )
-        reply = cw.gcs_call(
-            "RegisterJob",
-            gcs_pb2.RegisterJobRequest(
-                versions=common_pb2.Versions(
-                    python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=PROTOCOL_VERSION
-                ),
-                driver_address=cw.address,
-                driver_pid=os.getpid(),
-                namespace=namespace or "",
-            ),
-        )
-        cw.job_id = reply.job_id
-        cw.namespace = namespace or f"anonymous-{reply.job_id}"
-        from runtime.job_env import JobEnv
-
-        cw.job_env = JobEnv(cw.gcs_call, runtime_env)
-        cw.request(cw.raylet, "register_driver", {"job_id": reply.job_id})
-        _session = _Session(cw, cw.namespace, node)
+        _register_job(cw, namespace, runtime_env)
+        _session = _Session(cw, cw.namespace, access.node)
     atexit.register(shutdown)
     return _context_info()
 
 
-def _locate(
-    address: str, temp_dir: str | None, token: str | None
-) -> tuple[str, str, str, int]:
-    """GCS address, token, and the local raylet's address (the driver binds it) and port,
-    for joining an existing cluster."""
+@dataclass(frozen=True)
+class _ClusterAccess:
+    """What a driver needs to join a cluster: the GCS, the token, and its machine's raylet (the
+    driver binds the raylet's address)."""
+
+    gcs_address: str
+    token: str
+    host: str
+    raylet_port: int
+    node: Any = None  # NodeHandle of a private cluster this driver started
+
+
+def _start_private_cluster(**node_options: Any) -> _ClusterAccess:
+    """A cluster of this machine for this driver alone: it stops when the driver exits."""
+    from runtime import node as node_mod
+
+    node = node_mod.start_head(parent_pid=os.getpid(), **node_options)
+    host = node.gcs_address.rpartition(":")[0]
+    return _ClusterAccess(
+        node.gcs_address, read_token_file(node.token_file), host, node.raylet_local_port, node
+    )
+
+
+def _locate(address: str, temp_dir: str | None, token: str | None) -> _ClusterAccess:
+    """Joining an existing cluster: its GCS address, its token, and the local raylet."""
     from runtime import node as node_mod
 
     info = node_mod.read_address_file(temp_dir)
@@ -162,7 +156,30 @@ def _locate(
         )
     from runtime.cluster_client import local_raylet
 
-    return (address, token, *local_raylet(address, token))
+    host, raylet_port = local_raylet(address, token)
+    return _ClusterAccess(address, token, host, raylet_port)
+
+
+def _register_job(cw: CoreWorker, namespace: str | None, runtime_env: dict[str, Any] | None) -> None:
+    """Start this driver's job: the GCS checks our versions and names the job; the raylet then
+    knows which of its workers and actors end with this driver."""
+    reply = cw.gcs_call(
+        "RegisterJob",
+        gcs_pb2.RegisterJobRequest(
+            versions=common_pb2.Versions(
+                python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=PROTOCOL_VERSION
+            ),
+            driver_address=cw.address,
+            driver_pid=os.getpid(),
+            namespace=namespace or "",
+        ),
+    )
+    cw.job_id = reply.job_id
+    cw.namespace = namespace or f"anonymous-{reply.job_id}"
+    from runtime.job_env import JobEnv
+
+    cw.job_env = JobEnv(cw.gcs_call, runtime_env)
+    cw.request(cw.raylet, "register_driver", {"job_id": reply.job_id})
 
 
 def _context_info() -> dict[str, Any]:

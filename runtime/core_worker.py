@@ -57,29 +57,11 @@ class CoreWorker:
         self._thread = threading.Thread(target=self._run_loop, name="rayctl-io", daemon=True)
         self._thread.start()
         self._conns: dict[str, asyncio.Future[Connection]] = {}
-        self.handlers: dict[str, Callable[[Connection, Any], Any]] = {
-            "get_object": self._serve_get_object,
-            "release": self._serve_release,
-            "add_borrower": self._serve_add_borrower,
-            "ready": self._serve_ready,
-            "log": self._serve_log,
-            "stream_item": lambda _conn, payload: self.tasks.on_stream_item(*payload),
-        }
-        server = self.run(serve(host, 0, token, self._handle))
-        self.address = f"{host}:{server.sockets[0].getsockname()[1]}"
-        self._server = server
+        self.handlers = self._peer_handlers()
+        self._server = self.run(serve(host, 0, token, self._handle))
+        self.address = f"{host}:{self._server.sockets[0].getsockname()[1]}"
         self.refs = ReferenceTable(self.address, self._free_object, self._release_borrowed)
-        self.raylet: Connection = self.run(
-            connect(
-                f"{host}:{raylet_port}",
-                token,
-                self._handle,
-                {"role": mode, "address": self.address},
-            )
-        )
-        hello = self.request(self.raylet, "hello")
-        self.node_id: str = hello["node_id"]
-        self.shm_dir: str = hello["shm_dir"]
+        self.raylet, self.node_id, self.shm_dir = self._join_raylet(f"{host}:{raylet_port}")
         self._channel = grpc.insecure_channel(gcs_address, options=GRPC_CHANNEL_OPTIONS)
         self.gcs = gcs_pb2_grpc.GcsStub(self._channel)
         self._free_batch: list[tuple[str, str]] = []
@@ -87,18 +69,38 @@ class CoreWorker:
         self._warned_shapes: set[tuple[tuple[str, float], ...]] = set()
         self.log_sink: Callable[[str, str], None] = _print_log
         from runtime.actor_submitter import ActorSubmitter
+        from runtime.job_env import JobEnv
         from runtime.task_submitter import TaskSubmitter
 
         self.tasks = TaskSubmitter(self)
         self.actors = ActorSubmitter(self)
-        self.current_task_id = ""
-        from runtime.job_env import JobEnv
-
         self.job_env = JobEnv(self.gcs_call, None)  # init(runtime_env=...) replaces it
+        self.current_task_id = ""
         self.current_actor_id = ""
         self.gpu_ids: list[Any] = []  # the devices of the running task or actor (get_gpu_ids)
         object_ref.set_reference_counter(self)
         self.closed = False
+
+    def _peer_handlers(self) -> dict[str, Callable[[Connection, Any], Any]]:
+        """What other processes may ask this one (mostly about the objects it owns)."""
+        return {
+            "get_object": self._serve_get_object,
+            "release": self._serve_release,
+            "add_borrower": self._serve_add_borrower,
+            "ready": self._serve_ready,
+            "log": self._serve_log,
+            "stream_item": lambda _conn, payload: self.tasks.on_stream_item(*payload),
+        }
+
+    def _join_raylet(self, raylet_address: str) -> tuple[Connection, str, str]:
+        """Connect to this node's raylet (it may call us back on the same connection); returns
+        the connection, the node's id and its shared-memory directory."""
+        raylet: Connection = self.run(
+            connect(raylet_address, self.token, self._handle,
+                    {"role": self.mode, "address": self.address})
+        )
+        hello = self.request(raylet, "hello")
+        return raylet, hello["node_id"], hello["shm_dir"]
 
     # -- the I/O thread ------------------------------------------------------------------------
     def _run_loop(self) -> None:

@@ -1,4 +1,19 @@
-"""The errors a user of `runtime` sees, mirroring Ray's names."""
+"""The errors a user of `runtime` sees, mirroring Ray's names (Ray's in brackets where ours differ):
+
+    RuntimeBaseError [RayError]
+    ├── TaskError [RayTaskError]     (at get: also an instance of the task's exception class)
+    ├── WorkerCrashedError
+    ├── ActorError [RayActorError]
+    │   ├── ActorDiedError           (gone for good)
+    │   └── ActorUnavailableError    (restarting, or its connection broke: may come back)
+    ├── ObjectLostError
+    │   └── OwnerDiedError
+    ├── ObjectStoreFullError
+    ├── GetTimeoutError              (also a TimeoutError)
+    ├── TaskCancelledError
+    ├── VersionMismatchError         (rayctl's: a peer runs another version)
+    └── AuthenticationError          (rayctl's: a peer lacks the cluster token)
+"""
 
 from __future__ import annotations
 
@@ -60,15 +75,18 @@ class WorkerCrashedError(RuntimeBaseError):
 
 
 class ActorError(RuntimeBaseError):
-    pass
+    """A call to an actor failed because of the actor, not the method (Ray's RayActorError)."""
 
 
 class ActorDiedError(ActorError):
-    """The actor is dead (killed, crashed past max_restarts, or its node died)."""
+    """The actor is dead for good: killed, its constructor failed, or it died (worker or node)
+    with no restarts left."""
 
 
 class ActorUnavailableError(ActorError):
-    """The actor is restarting; the call may be retried."""
+    """The actor may come back, as in Ray: it is restarting (the call was not sent), or the
+    connection to it broke mid-call and it was not reported dead (the call may or may not have
+    run). Raised for a call with no retries left (max_task_retries, default 0); call again later."""
 
 
 class ObjectLostError(RuntimeBaseError):
@@ -88,7 +106,9 @@ class TaskCancelledError(RuntimeBaseError):
 
 
 class ObjectStoreFullError(RuntimeBaseError):
-    pass
+    """An object could not be stored on its node: shared memory is at capacity and spilling to
+    disk failed, or the shared-memory filesystem itself is full. Raised by `put`, and at `get` for a
+    task whose return value could not be stored. The message says how full and what to do."""
 
 
 class VersionMismatchError(RuntimeBaseError):

@@ -98,69 +98,22 @@ def start_head(
     With `supervised_services` (name, argv) the GCS and those services run under
     `runtime.supervisor`, which restarts them when they crash. Their argv may use {gcs_address},
     {token_file}, {redis_address}, {cluster_id} and {session_dir}."""
-    temp_dir = temp_dir or TEMP_DIR
     cluster_id = ids.random_id(4)
-    session = session_dir_for(temp_dir, cluster_id)
+    session = session_dir_for(temp_dir or TEMP_DIR, cluster_id)
     token_file = os.path.join(session, "token")
     create_token_file(token_file)
     redis_port = free_port(host)
-    gcs_port = port or free_port(host)
-    procs = []
-    with open(token_file) as f:
-        password = f.read().strip()
-    redis_proc = start_redis(
-        host,
-        redis_port,
-        password,
-        os.path.join(session, "redis"),
-        os.path.join(session, "logs", "redis.log"),
-    )
-    record_pid(session, "redis", redis_proc.pid)
-    procs.append(redis_proc)
+    fields = {"gcs_address": f"{host}:{port or free_port(host)}", "token_file": token_file,
+              "redis_address": f"{host}:{redis_port}", "cluster_id": cluster_id,
+              "session_dir": session}
+    redis_proc = _start_redis(session, host, redis_port, token_file)
     gcs_ready = os.path.join(session, "gcs.ready")
-    gcs_args = [
-        sys.executable,
-        "-m",
-        "runtime.gcs.server",
-        "--host",
-        host,
-        "--port",
-        str(gcs_port),
-        "--redis-host",
-        host,
-        "--redis-port",
-        str(redis_port),
-        "--token-file",
-        token_file,
-        "--cluster-id",
-        cluster_id,
-        "--session-dir",
-        session,
-        "--ready-file",
-        gcs_ready,
-    ]
-    if death_timeout_s is not None:
-        gcs_args += ["--death-timeout-s", str(death_timeout_s)]
+    gcs_args = _gcs_args(fields, gcs_ready, death_timeout_s)
     if parent_pid:
         gcs_args += ["--parent-pid", str(parent_pid), "--owned-redis-pid", str(redis_proc.pid)]
-    gcs_address = f"{host}:{gcs_port}"
-    fields = {"gcs_address": gcs_address, "token_file": token_file, "redis_address": f"{host}:{redis_port}",
-              "cluster_id": cluster_id, "session_dir": session}
-    if supervised_services is None:
-        procs.append(_spawn(gcs_args, os.path.join(session, "logs", "gcs.log"), session, "gcs"))
-    else:
-        services = [("gcs", gcs_args)] + [(name, [a.format(**fields) for a in argv])
-                                          for name, argv in supervised_services]
-        spec = {"session_dir": session, "services": [
-            {"name": name, "argv": argv, "log": os.path.join(session, "logs", f"{name}.log")}
-            for name, argv in services]}
-        spec_path = os.path.join(session, "supervisor.json")
-        with open(spec_path, "w") as f:
-            json.dump(spec, f)
-        procs.append(_spawn([sys.executable, "-m", "runtime.supervisor", spec_path],
-                            os.path.join(session, "logs", "supervisor.log"), session, "supervisor"))
+    procs = [redis_proc, _start_gcs(gcs_args, supervised_services, fields)]
     handle = start_raylet(
-        gcs_address=gcs_address,
+        gcs_address=fields["gcs_address"],
         token_file=token_file,
         session_dir=session,
         host=host,
@@ -177,6 +130,69 @@ def start_head(
     handle.redis_address = fields["redis_address"]
     wait_for_file(gcs_ready, 30, handle.procs)
     return handle
+
+
+def _start_redis(session: str, host: str, port: int, token_file: str) -> subprocess.Popen[bytes]:
+    """The head's Redis, its password the cluster token, its files in the session dir."""
+    with open(token_file) as f:
+        password = f.read().strip()
+    proc = start_redis(
+        host,
+        port,
+        password,
+        os.path.join(session, "redis"),
+        os.path.join(session, "logs", "redis.log"),
+    )
+    record_pid(session, "redis", proc.pid)
+    return proc
+
+
+def _gcs_args(fields: dict[str, str], ready_file: str, death_timeout_s: float | None) -> list[str]:
+    host, _, port = fields["gcs_address"].rpartition(":")
+    redis_host, _, redis_port = fields["redis_address"].rpartition(":")
+    args = [
+        sys.executable,
+        "-m",
+        "runtime.gcs.server",
+        "--host",
+        host,
+        "--port",
+        port,
+        "--redis-host",
+        redis_host,
+        "--redis-port",
+        redis_port,
+        "--token-file",
+        fields["token_file"],
+        "--cluster-id",
+        fields["cluster_id"],
+        "--session-dir",
+        fields["session_dir"],
+        "--ready-file",
+        ready_file,
+    ]
+    if death_timeout_s is not None:
+        args += ["--death-timeout-s", str(death_timeout_s)]
+    return args
+
+
+def _start_gcs(gcs_args: list[str], supervised_services: list[tuple[str, list[str]]] | None,
+               fields: dict[str, str]) -> subprocess.Popen[bytes]:
+    """The GCS on its own, or with `supervised_services` under runtime.supervisor (which
+    restarts any of them that crashes); returns the process started."""
+    session = fields["session_dir"]
+    if supervised_services is None:
+        return _spawn(gcs_args, os.path.join(session, "logs", "gcs.log"), session, "gcs")
+    services = [("gcs", gcs_args)] + [(name, [a.format(**fields) for a in argv])
+                                      for name, argv in supervised_services]
+    spec = {"session_dir": session, "services": [
+        {"name": name, "argv": argv, "log": os.path.join(session, "logs", f"{name}.log")}
+        for name, argv in services]}
+    spec_path = os.path.join(session, "supervisor.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    return _spawn([sys.executable, "-m", "runtime.supervisor", spec_path],
+                  os.path.join(session, "logs", "supervisor.log"), session, "supervisor")
 
 
 def start_raylet(
@@ -196,38 +212,25 @@ def start_raylet(
     env: dict[str, str] | None = None,
     gcs_lost_timeout_s: float | None = None,
 ) -> NodeHandle:
+    """Start a raylet and wait until it has joined the GCS (its ready file)."""
     node_id = ids.random_id(8)
     total = default_resources(num_cpus, num_gpus, resources)
     ready = os.path.join(session_dir, f"raylet-{node_id}.ready")
-    store_bytes = object_store_memory or default_object_store_bytes()
     shm_base = shm_root()
     record_shm_dir(session_dir, os.path.join(shm_base, f"rayctl-{node_id}"))
     n_prestart = int(total.get("CPU", 0)) if prestart is None else prestart
-    args = [
-        sys.executable,
-        "-m",
-        "runtime.raylet.main",
-        "--node-id",
-        node_id,
-        "--host",
-        host,
-        "--gcs-address",
-        gcs_address,
-        "--token-file",
-        token_file,
-        "--resources",
-        json.dumps(total),
-        "--object-store-memory",
-        str(store_bytes),
-        "--session-dir",
-        session_dir,
-        "--shm-root",
-        shm_base,
-        "--prestart",
-        str(min(n_prestart, 8)),
-        "--ready-file",
-        ready,
-    ]
+    args = _raylet_args(
+        node_id=node_id,
+        host=host,
+        gcs_address=gcs_address,
+        token_file=token_file,
+        total=total,
+        store_bytes=object_store_memory or default_object_store_bytes(),
+        session_dir=session_dir,
+        shm_base=shm_base,
+        prestart=min(n_prestart, 8),
+        ready_file=ready,
+    )
     if head:
         args.append("--head")
     if parent_pid:
@@ -251,6 +254,36 @@ def start_raylet(
         shm_dir=info["shm_dir"],
         procs=[proc],
     )
+
+
+def _raylet_args(*, node_id: str, host: str, gcs_address: str, token_file: str,
+                 total: dict[str, float], store_bytes: int, session_dir: str, shm_base: str,
+                 prestart: int, ready_file: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "runtime.raylet.main",
+        "--node-id",
+        node_id,
+        "--host",
+        host,
+        "--gcs-address",
+        gcs_address,
+        "--token-file",
+        token_file,
+        "--resources",
+        json.dumps(total),
+        "--object-store-memory",
+        str(store_bytes),
+        "--session-dir",
+        session_dir,
+        "--shm-root",
+        shm_base,
+        "--prestart",
+        str(prestart),
+        "--ready-file",
+        ready_file,
+    ]
 
 
 def write_address_file(temp_dir: str, handle: NodeHandle) -> str:

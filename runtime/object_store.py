@@ -14,24 +14,19 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from runtime.exceptions import ObjectStoreFullError
 from runtime.shm import TMP_SUFFIX, ObjectNotFoundError, object_path, tmp_path, unlink_if_exists
 
-__all__ = ["ObjectNotFoundError", "ObjectStore", "ObjectStoreFullError", "StoreStats"]
+__all__ = ["ObjectNotFoundError", "ObjectStore", "StoreStats"]
 
 
-class ObjectStoreFullError(Exception):
-    """The store could not hold an object, not even by spilling it to disk."""
+class _SpillFailed(Exception):
+    """Copying an object to the spill directory failed (the disk is full or gone)."""
 
-    def __init__(self, object_id: str, size: int, capacity_bytes: int, detail: str) -> None:
-        super().__init__(
-            f"object store full: object {object_id} ({size} bytes) does not fit in the store "
-            f"(capacity {capacity_bytes} bytes): {detail}. Raise object_store_memory "
-            "(runtime.init(object_store_memory=...) or rayctl start --object-store-memory), "
-            "free references to objects you no longer need, or give the spill directory more disk"
-        )
+    def __init__(self, object_id: str, cause: OSError) -> None:
+        super().__init__(f"spilling {object_id} failed: {cause}")
         self.object_id = object_id
-        self.size = size
-        self.capacity_bytes = capacity_bytes
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +96,16 @@ class ObjectStore:
     def add(self, object_id: str, size: int, *, primary: bool = True) -> None:
         """Record an object a process of this node has just sealed into shm_dir, then enforce the
         capacity (the new object is spilled last, and at once if it can never fit).
-        Adding a known id again marks its shm copy present; ``primary`` is kept if either says so."""
+        Adding a known id again marks its shm copy present; ``primary`` is kept if either says so.
+        Raises ObjectStoreFullError when no room can be made (spilling failed); a new object is then
+        forgotten and its file removed, since the writer's put fails and nobody will free it."""
         if not os.path.exists(object_path(self.shm_dir, object_id)):
             raise ObjectNotFoundError(
                 f"object {object_id} was added but is not sealed in {self.shm_dir}: "
                 "write it with runtime.shm.write_object before recording it"
             )
         entry = self._entries.get(object_id)
+        known = entry is not None
         if entry is None:
             entry = _Entry(size=size, primary=primary, in_shm=False, spilled=False)
             self._entries[object_id] = entry
@@ -116,10 +114,17 @@ class ObjectStore:
             entry.in_shm = True
             self._used_bytes += entry.size
         self._entries.move_to_end(object_id)
-        if not self._make_room(0, keep=object_id):
-            # Larger than the capacity, or the rest is pinned: the newcomer goes to disk at once
-            # (nothing else is moved for it) and stays readable there.
-            self._spill(object_id, entry)
+        try:
+            if not self._make_room(0, keep=object_id):
+                # Larger than the capacity, or the rest is pinned: the newcomer goes to disk at
+                # once (nothing else is moved for it) and stays readable there.
+                self._spill(object_id, entry)
+        except _SpillFailed as failed:
+            error = self._full_error(object_id, entry.size, failed)
+            if not known:  # (its own spill failed or never ran: its only copy is in shm)
+                del self._entries[object_id]
+                self._drop_shm_copy(object_id, entry)
+            raise error from failed.cause
 
     def get_path(self, object_id: str) -> str:
         """Path of a sealed, readable copy, restoring a spilled object into shm_dir first when room
@@ -127,7 +132,7 @@ class ObjectStore:
         The path is in spill_dir only when the object cannot fit in shared memory now."""
         entry = self._entry(object_id)
         self._entries.move_to_end(object_id)
-        if not entry.in_shm and self._make_room(entry.size, keep=object_id):
+        if not entry.in_shm and self._room_to_restore(object_id, entry):
             self._restore(object_id, entry)
         directory = self.shm_dir if entry.in_shm else self.spill_dir
         return object_path(directory, object_id)
@@ -254,6 +259,23 @@ class ObjectStore:
                     (self._spill if want_primary else self._evict)(object_id, entry)
         return self._used_bytes + incoming <= self.capacity_bytes
 
+    def _room_to_restore(self, object_id: str, entry: _Entry) -> bool:
+        try:
+            return self._make_room(entry.size, keep=object_id)
+        except _SpillFailed:
+            return False  # the object stays readable from its spill file
+
+    def _full_error(self, object_id: str, size: int, failed: _SpillFailed) -> ObjectStoreFullError:
+        """(Called while the newcomer still counts as used.)"""
+        return ObjectStoreFullError(
+            f"object store full: {object_id} ({size} bytes) needs room in this node's shared "
+            f"memory ({self._used_bytes - size} of {self.capacity_bytes} bytes in use) and spilling "
+            f"{failed.object_id} to {self.spill_dir} failed ({failed.cause.strerror or failed.cause}); "
+            "free references to objects you no longer need, raise object_store_memory "
+            "(runtime.init(object_store_memory=...) or rayctl start --object-store-memory), "
+            "or give the spill directory more disk"
+        )
+
     def _movable_bytes(self, keep: str) -> int:
         return sum(e.size for oid, e in self._entries.items() if _movable(oid, e, keep))
 
@@ -269,12 +291,7 @@ class ObjectStore:
             try:
                 _copy_atomically(self.shm_dir, self.spill_dir, object_id)
             except OSError as exc:
-                raise ObjectStoreFullError(
-                    object_id,
-                    entry.size,
-                    self.capacity_bytes,
-                    f"spilling to {self.spill_dir} failed: {exc}",
-                ) from exc
+                raise _SpillFailed(object_id, exc) from exc
             entry.spilled = True
         self._drop_shm_copy(object_id, entry)
 

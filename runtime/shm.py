@@ -30,6 +30,8 @@ import struct
 import tempfile
 from collections.abc import Sequence
 
+from runtime.exceptions import ObjectStoreFullError
+
 MAGIC = b"RTOBJ\x00\x00\x01"
 VERSION = 1
 ALIGNMENT = 64
@@ -142,7 +144,7 @@ def write_object(directory: str, object_id: str, meta: bytes, buffers: Sequence[
     1.3 GB/s; posix_fallocate + mmap 1.2-1.6 GB/s; pwrite 2.2-2.9 GB/s (tmpfs skips zeroing pages
     a write fills whole, and builds no page tables). pwrite also reports a full tmpfs as
     OSError(ENOSPC), where a store through a mapping kills the writer with SIGBUS.
-    So: pwrite, and no MAP_POPULATE.
+    So: pwrite, and no MAP_POPULATE. A full tmpfs raises ObjectStoreFullError.
     """
     raws = [_raw(b) for b in buffers]
     meta_offset, offsets, size = _layout(len(meta), [r.nbytes for r in raws])
@@ -165,10 +167,10 @@ def write_object(directory: str, object_id: str, meta: bytes, buffers: Sequence[
     except BaseException as exc:
         unlink_if_exists(tmp)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise OSError(
-                errno.ENOSPC,
-                f"no space left in {directory} for object {object_id} ({size} bytes): "
-                "free objects, lower object_store_memory, or enlarge the tmpfs (/dev/shm)",
+            raise ObjectStoreFullError(
+                f"object store full: no space left in {directory} for object {object_id} "
+                f"({size} bytes); free references to objects you no longer need, lower "
+                "object_store_memory, or enlarge the tmpfs (/dev/shm)"
             ) from exc
         raise
     return size

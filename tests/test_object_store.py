@@ -1,5 +1,6 @@
 """Tests for the shared-memory object files (runtime.shm) and the node's store manager
-(runtime.object_store): zero-copy round trips, cross-process reads, crash safety, capacity."""
+(runtime.object_store): zero-copy round trips, cross-process reads, crash safety, capacity, and
+a full store as a user of a real cluster meets it (ObjectStoreFullError)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from polling import wait_for
 
-from runtime.object_store import ObjectStore, ObjectStoreFullError
+from runtime.exceptions import ObjectStoreFullError, RuntimeBaseError
+from runtime.object_store import ObjectStore
 from runtime.shm import (
     ObjectFormatError,
     ObjectNotFoundError,
@@ -370,8 +373,16 @@ def test_failed_spill_raises_object_store_full_with_the_fix(store: ObjectStore) 
     with pytest.raises(ObjectStoreFullError) as info:
         _put(store, "p4")
     message = str(info.value)
-    assert "p1" in message and str(_size_of(1000)) in message
+    assert "p4" in message and "p1" in message and str(_size_of(1000)) in message
     assert str(store.capacity_bytes) in message and "object_store_memory" in message
+    assert isinstance(info.value, RuntimeBaseError), "one ObjectStoreFullError, in the runtime's tree"
+    # the refused object is forgotten (its writer's put failed: nobody would ever free it)
+    assert not store.contains("p4") and _where(store, "p4") == set()
+    assert store.stats().used_bytes == 3 * _size_of(1000)
+    # it travels intact from the raylet to the process that put it
+    assert str(pickle.loads(pickle.dumps(info.value))) == message
+    # the objects already there stay readable
+    assert _content(store.get_path("p1")) == b"meta" + _payload("p1")
 
 
 def test_close_leaves_nothing(tmp_path: Path) -> None:
@@ -448,3 +459,50 @@ def test_spares_give_way_to_objects_and_stay_within_half(spare_store: ObjectStor
         _put(spare_store, oid, 80 * MiB)  # 240 MiB + the spares' 140 > 300: the spares go
     assert _spares(spare_store) == []
     assert spare_store.stats().num_spilled == 0
+
+
+# -- a full store, as a user meets it ---------------------------------------------------------------
+
+
+@pytest.fixture
+def small_store_cluster(temp_dir: str) -> Iterator[tuple[object, str]]:
+    """A private one-node cluster with a 4 MiB store; yields (runtime, its spill directory)."""
+    import runtime as rt
+
+    rt.init(num_cpus=1, object_store_memory=4 * MiB, _temp_dir=temp_dir)
+    try:
+        (spill_dir,) = Path(temp_dir).glob("session_*/spill/*")
+        yield rt, str(spill_dir)
+    finally:
+        rt.shutdown()
+
+
+def test_a_put_or_a_return_that_cannot_fit_raises_object_store_full(
+    small_store_cluster: tuple[object, str],
+) -> None:
+    rt, spill_dir = small_store_cluster
+    held = [rt.put(np.full(MiB // 8, i, dtype=np.int64)) for i in range(3)]  # 3 of the 4 MiB
+    shutil.rmtree(spill_dir)  # the disk side is gone: nothing can make room now
+
+    with pytest.raises(ObjectStoreFullError, match="object_store_memory") as info:
+        rt.put(np.zeros(2 * MiB, dtype=np.uint8))
+    assert str(4 * MiB) in str(info.value), "the message says how full the store is"
+
+    @rt.remote
+    def big() -> np.ndarray:
+        return np.zeros(2 * MiB, dtype=np.uint8)
+
+    with pytest.raises(ObjectStoreFullError, match="object_store_memory"):
+        rt.get(big.remote(), timeout=30)
+    assert [int(a[0]) for a in rt.get(held)] == [0, 1, 2], "what was stored stays readable"
+
+    del held  # once references are freed, the same put fits
+    ref = wait_for(lambda: _put_or_none(rt, 2 * MiB), 10, "a put to fit after the frees")
+    assert rt.get(ref).nbytes == 2 * MiB
+
+
+def _put_or_none(rt: object, nbytes: int) -> object:
+    try:
+        return rt.put(np.zeros(nbytes, dtype=np.uint8))  # type: ignore[attr-defined]
+    except ObjectStoreFullError:
+        return None

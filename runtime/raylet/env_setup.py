@@ -1,5 +1,5 @@
 """Worker-pool keys and set-up for runtime_envs on one raylet: an env is materialized once per
-node (runtime/runtime_env.py NodeEnvCache: packages fetched from the GCS KV, a venv per
+node (runtime/runtime_env/ NodeEnvCache: packages fetched from the GCS KV, a venv per
 requirement set); the default env needs no set-up."""
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -21,6 +22,13 @@ from runtime.raylet.server import Raylet, log
 from runtime.raylet.worker_pool import WorkerPool
 from runtime.session import record_pid, watch_parent
 from runtime.transport import serve
+
+
+@dataclass(frozen=True, slots=True)
+class _Servers:
+    local: asyncio.AbstractServer
+    grpc: grpc.aio.Server
+    data: asyncio.AbstractServer
 
 
 class RayletServicer(raylet_pb2_grpc.RayletServicer):
@@ -62,44 +70,17 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
 
 
 async def run(args: argparse.Namespace) -> None:
+    """Start the node's services, join the cluster, serve until told to stop, then leave it."""
     token = read_token_file(args.token_file)
     raylet = Raylet(args, token)
-    local_server = await serve(args.host, args.local_port, token, raylet.handle)
-    args.local_port_bound = local_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)])
-    raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
-    args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
-    data_server = await raylet.transfer.serve(args.host, 0)
-    args.data_port_bound = data_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    await server.start()
-    raylet.pool = WorkerPool(
-        node_id=raylet.node_id,
-        local_port=args.local_port_bound,
-        host=args.host,
-        token_file=args.token_file,
-        log_dir=os.path.join(args.session_dir, "logs"),
-        shm_dir=raylet.shm_dir,
-        gcs_address=args.gcs_address,
-        session_dir=args.session_dir,
-        on_death=raylet.on_worker_death,
-        record_pid=lambda name, pid: record_pid(args.session_dir, f"{name}", pid),
-    )
+    servers = await _start_servers(raylet, args, token)
+    raylet.pool = _worker_pool(raylet, args)
     for _ in range(args.prestart):
         await raylet.pool.start_worker()
     raylet.gcs = gcs_pb2_grpc.GcsStub(grpc.aio.insecure_channel(args.gcs_address, options=GRPC_CHANNEL_OPTIONS))
     await register(raylet)
     if args.ready_file:
-        with open(args.ready_file + ".tmp", "w") as f:
-            json.dump(
-                {
-                    "node_id": raylet.node_id,
-                    "local_port": args.local_port_bound,
-                    "grpc_port": args.grpc_port_bound,
-                    "shm_dir": raylet.shm_dir,
-                },
-                f,
-            )
-        os.rename(args.ready_file + ".tmp", args.ready_file)
+        _write_ready_file(raylet, args)
     log.info(
         "raylet %s up: local %d, grpc %d, resources %s",
         raylet.node_id,
@@ -114,9 +95,59 @@ async def run(args: argparse.Namespace) -> None:
     if args.parent_pid:
         asyncio.ensure_future(watch_parent(args.parent_pid, raylet.stopping.set))
     await raylet.stopping.wait()
+    await _leave(raylet, servers, hb)
+
+
+async def _start_servers(raylet: Raylet, args: argparse.Namespace, token: str) -> _Servers:
+    """The node-local transport (drivers, workers, the GCS's bundle calls), the gRPC service and
+    the data plane; their bound ports go on `args` (`*_port_bound`)."""
+    local_server = await serve(args.host, args.local_port, token, raylet.handle)
+    args.local_port_bound = local_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)])
+    raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
+    args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
+    data_server = await raylet.transfer.serve(args.host, 0)
+    args.data_port_bound = data_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    await server.start()
+    return _Servers(local_server, server, data_server)
+
+
+def _worker_pool(raylet: Raylet, args: argparse.Namespace) -> WorkerPool:
+    return WorkerPool(
+        node_id=raylet.node_id,
+        local_port=args.local_port_bound,
+        host=args.host,
+        token_file=args.token_file,
+        log_dir=os.path.join(args.session_dir, "logs"),
+        shm_dir=raylet.shm_dir,
+        gcs_address=args.gcs_address,
+        session_dir=args.session_dir,
+        on_death=raylet.on_worker_death,
+        record_pid=lambda name, pid: record_pid(args.session_dir, f"{name}", pid),
+    )
+
+
+def _write_ready_file(raylet: Raylet, args: argparse.Namespace) -> None:
+    """Tell whoever started us (runtime.node) where we listen, atomically (write, rename)."""
+    with open(args.ready_file + ".tmp", "w") as f:
+        json.dump(
+            {
+                "node_id": raylet.node_id,
+                "local_port": args.local_port_bound,
+                "grpc_port": args.grpc_port_bound,
+                "shm_dir": raylet.shm_dir,
+            },
+            f,
+        )
+    os.rename(args.ready_file + ".tmp", args.ready_file)
+
+
+async def _leave(raylet: Raylet, servers: _Servers, heartbeats: asyncio.Future[None]) -> None:
+    """Refuse queued work, leave the GCS, stop the workers and servers, remove the store."""
+    assert raylet.pool is not None and raylet.gcs is not None
     raylet.reject_queued(f"node {raylet.node_id} is stopping")
     await asyncio.sleep(0)  # let those replies go out
-    hb.cancel()
+    heartbeats.cancel()
     try:
         await raylet.gcs.UnregisterNode(
             gcs_pb2.NodeIdRequest(node_id=raylet.node_id, reason="node stopped"),
@@ -126,9 +157,9 @@ async def run(args: argparse.Namespace) -> None:
     except grpc.aio.AioRpcError:
         pass
     await raylet.pool.shutdown()
-    local_server.close()
-    data_server.close()
-    await server.stop(0.2)
+    servers.local.close()
+    servers.data.close()
+    await servers.grpc.stop(0.2)
     raylet.store.close()
 
 

@@ -15,7 +15,7 @@ import sys
 import sysconfig
 import time
 
-from runtime.runtime_env import RuntimeEnvError
+from runtime.runtime_env.spec import RuntimeEnvError
 
 READY_FILE = ".rayctl_ready"
 PIP_OUTPUT_TAIL_CHARS = 4000
