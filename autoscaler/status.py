@@ -8,11 +8,11 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from pydantic import TypeAdapter
 
-from autoscaler.lifecycle import PENDING, InstanceRecord, InstanceStatus
+from autoscaler.decisions import Cause, Decision, DecisionAction
+from autoscaler.lifecycle import FAILED, PENDING, InstanceRecord, InstanceStatus
 from autoscaler.lifecycle_store import OfferingMark
 from autoscaler.model import Plan, Shape
 from autoscaler.observe import GcsView
@@ -20,11 +20,6 @@ from autoscaler.observe import GcsView
 STATUS_NS = "autoscaler_status"  # not "autoscaler": the monitor wakes on writes to that hash
 STATUS_KEY = "status"
 FAILURE_WINDOW_S = 3600.0
-FAILED = (
-    InstanceStatus.LAUNCH_FAILED,
-    InstanceStatus.INSTALL_FAILED,
-    InstanceStatus.TERMINATE_FAILED,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +38,7 @@ class NodeRow:
 class PendingRow:
     instance_id: str
     node_type: str
-    status: str
+    status: InstanceStatus
     for_s: float
 
 
@@ -51,7 +46,7 @@ class PendingRow:
 class FailureRow:
     instance_id: str
     node_type: str
-    status: str
+    status: InstanceStatus
     at: float
     reason: str
 
@@ -66,7 +61,8 @@ class DemandRow:
 @dataclass(frozen=True, slots=True)
 class DecisionRow:
     at: float
-    action: str
+    action: DecisionAction
+    cause: Cause | None  # None: recorded by a version without causes
     target: str
     node_type: str
     reason: str
@@ -74,8 +70,8 @@ class DecisionRow:
 
 @dataclass(frozen=True, slots=True)
 class UnavailableRow:
-    offering: str  # an offering key, or "type:<node_type>" after a quota error
     node_type: str
+    offering: str | None  # an offering key; None: the whole type (after a quota error)
     until: float
     reason: str
 
@@ -85,7 +81,7 @@ class HistoryRow:
     instance_id: str
     node_type: str
     cloud_instance_id: str
-    history: list[tuple[str, float, str]]  # (status, at, reason)
+    history: list[tuple[InstanceStatus, float, str]]  # (status, at, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +122,7 @@ def compose(
     gcs: GcsView,
     records: Sequence[InstanceRecord],
     plan: Plan,
-    decisions: Sequence[dict[str, Any]],
+    decisions: Sequence[Decision],
     marks: Sequence[OfferingMark],
     now: float,
 ) -> ClusterStatus:
@@ -153,22 +149,28 @@ def compose(
         at=now,
         nodes=nodes,
         pending=[
-            PendingRow(r.instance_id, r.node_type, r.status.value, round(now - r.since, 1))
+            PendingRow(r.instance_id, r.node_type, r.status, round(now - r.since, 1))
             for r in records
             if r.status in PENDING
         ],
         failures=_failures(records, now),
         demand=demand,
         infeasible=[DemandRow(i.shape.as_dict(), i.count, i.reason) for i in plan.infeasible],
-        decisions=[DecisionRow(**d) for d in decisions],
+        decisions=[
+            DecisionRow(d.at, d.action, d.cause, d.target, d.node_type, d.reason)
+            for d in decisions
+        ],
         notes=list(plan.notes),
-        unavailable=[UnavailableRow(m.key, m.node_type, m.until, m.reason) for m in marks],
+        unavailable=[
+            UnavailableRow(m.node_type, m.offering.key() if m.offering else None, m.until, m.reason)
+            for m in marks
+        ],
         instances=[
             HistoryRow(
                 r.instance_id,
                 r.node_type,
                 r.cloud_instance_id,
-                [(c.status.value, c.at, c.reason) for c in r.history],
+                [(c.status, c.at, c.reason) for c in r.history],
             )
             for r in records
         ],
@@ -184,7 +186,7 @@ def _count(shapes: Sequence[Shape]) -> list[tuple[Shape, int]]:
 
 def _failures(records: Sequence[InstanceRecord], now: float) -> list[FailureRow]:
     rows = [
-        FailureRow(r.instance_id, r.node_type, c.status.value, c.at, c.reason)
+        FailureRow(r.instance_id, r.node_type, c.status, c.at, c.reason)
         for r in records
         for c in r.history
         if c.status in FAILED and now - c.at <= FAILURE_WINDOW_S
@@ -214,22 +216,19 @@ def render(status: ClusterStatus, *, verbose: bool = False, now: float | None = 
     if status.unavailable:
         lines += ["", "Unavailable offerings (skipped until the time shown)"]
         lines += [
-            f" {u.node_type} {u.offering} until {time.strftime('%H:%M:%S', time.localtime(u.until))}"
-            f": {_first_line(u.reason)}"
+            f" {u.node_type} {u.offering or '(every offering)'} until "
+            f"{time.strftime('%H:%M:%S', time.localtime(u.until))}: {_first_line(u.reason)}"
             for u in status.unavailable
         ]
     if status.notes:
         lines += ["", "Held back"] + [f" {n}" for n in status.notes]
     lines += ["", "Recent decisions"]
-    lines += [
-        f" {_when(d.at, now)} {d.action} {d.target} ({d.node_type or '-'}): {d.reason}"
-        for d in status.decisions[:10]
-    ] or [" (none)"]
+    lines += [_decision_line(d, now) for d in status.decisions[:10]] or [" (none)"]
     if verbose:
         lines += ["", "Instance history"]
         for inst in status.instances:
             lines.append(f" {inst.instance_id} {inst.node_type} {inst.cloud_instance_id or '-'}")
-            lines += [f"   {_when(at, now)} {s}: {why}" for s, at, why in inst.history]
+            lines += [f"   {_when(at, now)} {s.value}: {why}" for s, at, why in inst.history]
     return "\n".join(lines)
 
 
@@ -244,14 +243,20 @@ def _node_lines(status: ClusterStatus) -> list[str]:
     ] or [" (no idle nodes)"]
     lines += ["Pending:"]
     lines += [
-        f" {p.node_type} {p.instance_id}: {p.status} for {p.for_s:.0f}s" for p in status.pending
+        f" {p.node_type} {p.instance_id}: {p.status.value} for {p.for_s:.0f}s"
+        for p in status.pending
     ] or [" (no pending nodes)"]
     lines += ["Recent failures:"]
     lines += [
-        f" {f.node_type} {f.instance_id}: {f.status}: {_first_line(f.reason)}"
+        f" {f.node_type} {f.instance_id}: {f.status.value}: {_first_line(f.reason)}"
         for f in status.failures
     ] or [" (no failures)"]
     return lines
+
+
+def _decision_line(d: DecisionRow, now: float) -> str:
+    cause = f" [{d.cause.value}]" if d.cause is not None else ""
+    return f" {_when(d.at, now)} {d.action.value} {d.target} ({d.node_type or '-'}){cause}: {d.reason}"
 
 
 def _demand_line(d: DemandRow) -> str:

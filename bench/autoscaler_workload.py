@@ -136,8 +136,10 @@ class Ours(Side):
         runtime.init(address="auto")
 
     def launch_decisions_after(self, t0: float) -> float | None:
-        times = [d["at"] for d in self.store.decisions(50)
-                 if d["action"] == "launch" and d["at"] >= t0]
+        from autoscaler.decisions import DecisionAction
+
+        times = [d.at for d in self.store.decisions(50)
+                 if d.action is DecisionAction.LAUNCH and d.at >= t0]
         return min(times) if times else None
 
     def launch_history(self, t0: float) -> dict[str, float] | None:

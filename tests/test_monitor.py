@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from autoscaler import sdk
 from autoscaler.cli import app
 from autoscaler.config import validate_config
-from autoscaler.monitor import Monitor, MonitorOptions, gcs_nodes
+from autoscaler.lifecycle import InstanceStatus
+from autoscaler.monitor import Monitor, MonitorOptions, gcs_nodes, options_from_args, parse_args
 from providers.base import NodeProvider
 from providers.fake import FakeProvider
 
@@ -94,6 +95,17 @@ def test_demand_notice_wakes_the_monitor_within_200ms(redis_server: RedisServer)
         running.stop()
 
 
+def test_the_drain_timeout_is_a_monitor_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    required = ["--config", "c.yaml", "--gcs-address", "h:1", "--token-file", "t",
+                "--redis-address", "h:2", "--cluster-id", "abc"]
+    assert options_from_args(parse_args(required)).settings.timeouts.drain_s == 600.0
+    options = options_from_args(parse_args([*required, "--drain-timeout-s", "45"]))
+    assert options.settings.timeouts.drain_s == 45.0
+    with pytest.raises(SystemExit):
+        parse_args([*required, "--drain-timeout-s", "0"])
+    assert "--drain-timeout-s must be a number of seconds > 0, got 0" in capsys.readouterr().err
+
+
 def test_launchable_node_types_published(redis_server: RedisServer) -> None:
     client, cluster_id = redis_server.client(), new_cluster_id()
     running, _ = start_monitor(client, cluster_id)
@@ -154,7 +166,7 @@ def test_request_resources_round_trip_through_the_gcs(head: Head) -> None:
     try:
         sent = time.monotonic()
         sdk.request_resources(num_cpus=2, address=head.gcs_address, token=head.token)
-        wait_for(lambda: len(provider.calls_of("launch")) == 2, 5, "two launches")
+        wait_for(lambda: _launched(provider) == 2, 5, "two nodes launched (one call)")
         assert time.monotonic() - sent < 1.0  # woken by the KV write, not the 30 s tick
         status = wait_for(
             lambda: _status_with_pending(head, 2), 5, "status showing two pending nodes"
@@ -167,6 +179,10 @@ def test_request_resources_round_trip_through_the_gcs(head: Head) -> None:
         assert isinstance(raw, bytes) and json.loads(raw) == []
     finally:
         running.stop()
+
+
+def _launched(provider: FakeProvider) -> int:
+    return sum(call["count"] for call in provider.calls_of("launch"))
 
 
 def _status_with_pending(head: Head, count: int) -> Any:
@@ -286,16 +302,17 @@ def test_local_cluster_scales_up_for_tasks_and_back_to_zero(tmp_path: Any) -> No
         launched = store.all()
         assert len(launched) == 3, [r.status for r in launched]  # max_workers, never more
         wait_for(lambda: provider.list_instances() == [], 30, "workers drained after idle")
-        wait_for(lambda: all(r.status.value == "TERMINATED" for r in store.all()), 10, "records")
+        wait_for(lambda: all(r.status is InstanceStatus.TERMINATED for r in store.all()), 10,
+                 "records")
         for record in store.all():
             path = [c.status.value for c in record.history]
             assert path == [
                 "QUEUED",
                 "REQUESTED",
                 "ALLOCATED",
-                "INSTALLING",
-                "RUNNING",
-                "DRAINING",
+                "RAYLET_INSTALLING",
+                "RAYLET_RUNNING",
+                "RAYLET_DRAINING",
                 "TERMINATING",
                 "TERMINATED",
             ], path
@@ -341,7 +358,7 @@ def test_local_cluster_scales_up_for_tasks_and_back_to_zero(tmp_path: Any) -> No
 
 
 def _running(store: Any) -> int:
-    return sum(1 for r in store.all() if r.status.value == "RUNNING")
+    return sum(1 for r in store.all() if r.status is InstanceStatus.RAYLET_RUNNING)
 
 
 def _infeasible(status: Any) -> Any:
