@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from autoscaler.decisions import Cause, Decision, DecisionAction
 from autoscaler.lifecycle import FAILED, PENDING, InstanceRecord, InstanceStatus
@@ -112,7 +112,16 @@ class ClusterStatus:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ClusterStatus:
-        return _ADAPTER.validate_json(text)
+        try:
+            return _ADAPTER.validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(
+                f"the autoscaler status does not read as this rayctl's ({where}: {first['msg']}): "
+                "it was written by another rayctl version; use the rayctl that started the "
+                "cluster, or restart its head with this one"
+            ) from exc
 
 
 _ADAPTER = TypeAdapter(ClusterStatus)

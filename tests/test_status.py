@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from autoscaler.decisions import Decision, DecisionAction
 from autoscaler.lifecycle import InstanceStatus, new_instance, transition
 from autoscaler.lifecycle_store import OfferingMark
@@ -132,3 +134,14 @@ def test_empty_cluster_says_so() -> None:
         "(none)",
     ]:
         assert expected in text
+
+
+def test_a_status_an_older_monitor_wrote_gets_a_one_line_error() -> None:
+    old = json.loads(example().to_json())
+    old["decisions"] = [{"at": NOW, "action": "launch_failed", "target": "i-1", "node_type": "cpu",
+                         "reason": "no capacity"}]
+    with pytest.raises(ValueError) as caught:
+        ClusterStatus.from_json(json.dumps(old))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "decisions.0" in message and "written by another rayctl version" in message
