@@ -113,7 +113,9 @@ class Executor:
                 return
             _, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()))
             if pending:
-                raise TimeoutError(f"{len(pending)} background jobs still running after {timeout_s}s")
+                raise TimeoutError(
+                    f"{len(pending)} background jobs still running after {timeout_s}s"
+                )
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

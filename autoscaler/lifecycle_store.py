@@ -235,7 +235,8 @@ class RedisLifecycleStore:
         pipe.execute()
 
     def decisions(self, limit: int = 20) -> list[Decision]:
-        raw: list[Any] = self.r.lrange(self.key("decisions"), 0, limit - 1)  # type: ignore[assignment]
+        key = self.key("decisions")
+        raw: list[Any] = self.r.lrange(key, 0, limit - 1)  # type: ignore[assignment]
         return [Decision.from_dict(json.loads(v)) for v in raw]
 
 

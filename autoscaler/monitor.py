@@ -1,10 +1,10 @@
 """The head's autoscaler process: rounds of `scaler.Autoscaler` (observe -> plan -> reconcile),
-woken at once by the GCS's `demand_changed` notice (and by writes to the `kv:autoscaler` hash, where request_resources()
-lands), with a periodic tick as fallback. All state lives in Redis, so a restarted monitor
-resumes where the last one stopped.
+woken at once by the GCS's `demand_changed` notice (and by writes to the `kv:autoscaler` hash,
+where request_resources() lands), with a periodic tick as fallback. All state lives in Redis,
+so a restarted monitor resumes where the last one stopped.
 
     python -m autoscaler.monitor --config FILE --gcs-address HOST:PORT --token-file F \
-        --redis-address HOST:PORT --cluster-id ID
+        --redis-address HOST:PORT --cluster-id ID [--drain-timeout-s 600]
 """
 
 from __future__ import annotations

@@ -113,11 +113,16 @@ class Provisioner:
         for rec in records:
             if rec.request_id:
                 units.setdefault(launch_key(rec), []).append(rec)
-        marks = self.store.unavailable(self.clock())
-        for key, members in sorted(units.items()):
-            if any(r.status in (S.QUEUED, S.REQUESTED) for r in members):
-                if not self.executor.busy(key):
-                    self._send(key, members, marks)
+        due = [
+            (key, members)
+            for key, members in sorted(units.items())
+            if any(r.status in (S.QUEUED, S.REQUESTED) for r in members)
+            and not self.executor.busy(key)
+        ]
+        if due:
+            marks = self.store.unavailable(self.clock())
+            for key, members in due:
+                self._send(key, members, marks)
 
     def _send(self, key: str, members: list[InstanceRecord], marks: list[OfferingMark]) -> None:
         fresh = any(r.status is S.QUEUED for r in members)
@@ -126,8 +131,9 @@ class Provisioner:
             node_type = batch[0].node_type
             offerings = self._usable_offerings(node_type, marks)
             if fresh and not offerings:
+                why = f"every offering of {node_type} is unavailable"
                 for rec in members:
-                    self.writer.move(rec, S.TERMINATED, f"every offering of {node_type} is unavailable")
+                    self.writer.move(rec, S.TERMINATED, why)
                 return
             # A resend must reach the provider even if every offering is marked: the request
             # id finds what the first call made, whatever the offering.

@@ -265,7 +265,9 @@ class Reconciler:
                     on_done=functools.partial(self._drain_answered, draining, action),
                 )
 
-    def _drain_answered(self, rec: InstanceRecord, action: DrainAction, answer: DrainAnswer) -> None:
+    def _drain_answered(
+        self, rec: InstanceRecord, action: DrainAction, answer: DrainAnswer
+    ) -> None:
         if answer.accepted:
             log.info("drain accepted", instance_id=rec.instance_id, node_id=action.node_id)
             return  # it stays RAYLET_DRAINING until the GCS reports it drained (sync)
@@ -337,7 +339,10 @@ class Reconciler:
         ]
         self.store.delete(old)
         live = {r.instance_id for r in self.store.all() if r.status is not S.TERMINATED}
-        self._terminate_sent = {k: v for k, v in self._terminate_sent.items() if k in live}
+        # Launch jobs note rollback terminates from their threads: iterate a copy (one C call).
+        # A note that lands in between is lost, which costs one harmless resend after 30 s.
+        sent = dict(self._terminate_sent)
+        self._terminate_sent = {k: v for k, v in sent.items() if k in live}
         self._installs_started &= live
 
 

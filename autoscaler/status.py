@@ -265,7 +265,8 @@ def _node_lines(status: ClusterStatus) -> list[str]:
 
 def _decision_line(d: DecisionRow, now: float) -> str:
     cause = f" [{d.cause.value}]" if d.cause is not None else ""
-    return f" {_when(d.at, now)} {d.action.value} {d.target} ({d.node_type or '-'}){cause}: {d.reason}"
+    what = f"{d.action.value} {d.target} ({d.node_type or '-'}){cause}"
+    return f" {_when(d.at, now)} {what}: {d.reason}"
 
 
 def _demand_line(d: DemandRow) -> str:

@@ -20,6 +20,7 @@ from autoscaler.reconciler import Reconciler
 from providers.aws import AWSProvider
 from providers.base import TAG_REQUEST_ID, Instance, NodeProvider
 
+S = InstanceStatus
 AMI = "ami-12c6146b"  # in moto's default image set
 NODES = 50
 
@@ -84,7 +85,7 @@ def test_fifty_nodes_are_one_run_instances_call_and_a_resend_launches_none(
     assert len(instances) == NODES
     assert sorted(r.cloud_instance_id for r in records) == sorted(instances)  # one each
     # the VMs exist (moto reports them running, so their installs began)
-    assert {r.status for r in records} <= {InstanceStatus.ALLOCATED, InstanceStatus.RAYLET_INSTALLING}
+    assert {r.status for r in records} <= {S.ALLOCATED, S.RAYLET_INSTALLING}
     (request_id,) = {r.request_id for r in records}
     assert {i.tags[TAG_REQUEST_ID] for i in instances.values()} == {request_id}
 

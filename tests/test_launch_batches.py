@@ -74,7 +74,8 @@ def test_a_partial_grant_keeps_what_came_and_the_rest_stays_demand(make: Any) ->
     failed = s.decisions(A.ALLOCATION_FAILED)  # stored by the round after the launch job's
     assert [d.cause for d in failed] == [FailureCause.PARTIAL_GRANT] * 2
     assert all("the cloud granted 3 of 5" in d.reason for d in failed)
-    assert any("queued: 2 x {CPU: 1} waits: cpu unavailable" in n for n in s.monitor.last_plan.notes)
+    notes = s.monitor.last_plan.notes
+    assert any("queued: 2 x {CPU: 1} waits: cpu unavailable" in n for n in notes)
     s.provider.capacity["cpu"] = 10  # capacity comes back; the mark expires
     s.clock.advance(301)
     s.settle()
@@ -102,7 +103,8 @@ def test_a_gang_across_types_launches_type_by_type(make: Any) -> None:
     assert s.memory is not None
     s.memory.add_group("pg-1", "STRICT_SPREAD", [{"CPU": 1}, {"CPU": 1}, {"GPU": 1}])
     s.round()
-    calls = [(c["node_type"], c["count"], c["all_or_nothing"]) for c in s.provider.calls_of("launch")]
+    launches = s.provider.calls_of("launch")
+    calls = [(c["node_type"], c["count"], c["all_or_nothing"]) for c in launches]
     assert calls == [("cpu", 2, True), ("gpu", 1, True)]
     assert Counter(r.status for r in s.records()) == {S.RAYLET_INSTALLING: 3}
     assert len({r.gang for r in s.records()}) == 1  # one gang, two batches

@@ -104,7 +104,8 @@ def test_verbose_adds_each_instance_history() -> None:
     text = render(example(), verbose=True, now=NOW)
     assert " i-2 cpu -\n   50s ago QUEUED: 6 tasks\n   40s ago REQUESTED: launch sent" in text
     assert (
-        "   90s ago QUEUED: x\n   80s ago REQUESTED: sent\n   70s ago ALLOCATION_FAILED: no capacity"
+        "   90s ago QUEUED: x\n   80s ago REQUESTED: sent\n"
+        "   70s ago ALLOCATION_FAILED: no capacity"
         in text
     )
 
