@@ -33,6 +33,9 @@ class Executor:
     drainer: NodeDrainer = field(default_factory=AcceptingDrainer)
     max_concurrent_launches: int = 10
     max_concurrent_drains: int = DEFAULT_CONCURRENT_DRAINS
+    # Called after every job (from its thread): the monitor's next round need not wait for
+    # its tick to see what the job changed (an accepted drain, a launched batch).
+    on_job_done: Callable[[], None] | None = None
     _pool: ThreadPoolExecutor = field(init=False)
     _drain_pool: ThreadPoolExecutor = field(init=False)
     _in_flight: dict[str, Future[None]] = field(init=False, default_factory=dict)
@@ -138,12 +141,14 @@ class Executor:
                 return False
             for done in [k for k, f in self._in_flight.items() if f.done()]:
                 del self._in_flight[done]
-            self._in_flight[key] = pool.submit(_logged, fn, key)
+            self._in_flight[key] = pool.submit(self._run, fn, key)
         return True
 
-
-def _logged(fn: Callable[[], None], key: str) -> None:
-    try:
-        fn()
-    except Exception:
-        log.exception("background autoscaler work failed", key=key)
+    def _run(self, fn: Callable[[], None], key: str) -> None:
+        try:
+            fn()
+        except Exception:
+            log.exception("background autoscaler work failed", key=key)
+        finally:
+            if self.on_job_done is not None:
+                self.on_job_done()

@@ -51,6 +51,7 @@ from providers.base import NodeProvider
 log = structlog.get_logger(__name__)
 
 DEFAULT_TICK_S = 1.0  # fallback only: idle timeouts are the one thing no notice announces
+POLL_S = 0.05  # between two looks for a finished background job while waiting for a notice
 
 
 DEFAULT_UPDATE_LOG_DIR = os.path.join(tempfile.gettempdir(), "rayctl-node-updates")
@@ -73,6 +74,7 @@ def build_executor(
     scaling: ScalingConfig,
     options: MonitorOptions,
     drainer: NodeDrainer | None = None,
+    on_job_done: Callable[[], None] | None = None,
 ) -> Executor:
     """The executor a monitor runs: the full node install (file mounts, setup, start commands)
     for every worker, drains through `drainer`."""
@@ -85,7 +87,11 @@ def build_executor(
         {name: dict(spec.resources) for name, spec in scaling.node_types.items()},
     )
     return Executor(
-        provider, installer, drainer or AcceptingDrainer(), options.max_concurrent_launches
+        provider,
+        installer,
+        drainer or AcceptingDrainer(),
+        options.max_concurrent_launches,
+        on_job_done=on_job_done,
     )
 
 
@@ -114,7 +120,10 @@ class Monitor:
         self.nodes = nodes or redis_nodes(client, options.cluster_id)
         self.scaling = scaling_config(config, provider)
         self.store = store or RedisLifecycleStore(client, options.cluster_id)
-        self.executor = build_executor(config, provider, self.scaling, options, drainer)
+        self.job_done = threading.Event()  # a background job finished: worth a round now
+        self.executor = build_executor(
+            config, provider, self.scaling, options, drainer, self.job_done.set
+        )
         self.autoscaler = Autoscaler(
             config, self.scaling, provider, self.store, self.executor,
             functools.partial(read_gcs, client, options.cluster_id, self.nodes),
@@ -187,17 +196,19 @@ class Monitor:
             self.executor.shutdown()
 
     def _wait(self, pubsub: Any, stop: threading.Event) -> Any:
-        """Until a notice arrives, the tick passes, or stop is set (checked every 100 ms).
-        Returns the subscription, or None when Redis is unreachable (retried next time)."""
+        """Until a notice arrives, a background job finishes, the tick passes, or stop is set
+        (the last two checked every POLL_S). Returns the subscription, or None when Redis is
+        unreachable (retried next time)."""
         try:
             if pubsub is None:
                 pubsub = self._subscribe()
             deadline = time.monotonic() + self.options.tick_s
             while not stop.is_set():
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self.job_done.is_set():
+                    self.job_done.clear()
                     break
-                if pubsub.get_message(timeout=min(left, 0.1)) is not None:
+                if pubsub.get_message(timeout=min(left, POLL_S)) is not None:
                     while pubsub.get_message(timeout=0) is not None:
                         pass  # several notices, one round
                     break
