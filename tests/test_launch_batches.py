@@ -166,9 +166,10 @@ def test_a_monitor_killed_mid_batch_leaves_no_duplicate_and_no_leak(
     cloud = s.provider
     assert isinstance(cloud, BlockingCloud)
     cloud.block_after_create = after_create
+    first = s.monitor
     try:
         s.queue({"CPU": 1}, 4)
-        s.monitor.run_once()  # the batch's call blocks in the first monitor's pool
+        first.run_once()  # the batch's call blocks in the first monitor's pool
         assert cloud.entered.wait(10)
         assert s.statuses() == {"REQUESTED": 4}
         assert len(cloud.list_instances()) == (4 if after_create else 0)
@@ -187,5 +188,31 @@ def test_a_monitor_killed_mid_batch_leaves_no_duplicate_and_no_leak(
         request_ids = {c["request_id"] for c in cloud.calls_of("launch")}
         assert request_ids == {s.records()[0].request_id}
     finally:
-        cloud.release.set()
+        cloud.release.set()  # the old call ends as its process would have: no answer
+        first.executor.wait_idle(10)
         s.close()
+
+
+def test_instances_pair_with_records_the_same_way_every_time() -> None:
+    from autoscaler.lifecycle import new_instance, transition
+    from autoscaler.provisioner import match
+    from providers.base import Offering, ProviderState
+
+    def requested(iid: str) -> Any:
+        return transition(new_instance(iid, "cpu", 0.0, "x", request_id="r-1"), S.REQUESTED, 1.0,
+                          "sent")
+
+    def vm(cloud_id: str) -> Instance:
+        return Instance(cloud_id, "cpu", Offering("cpu"), ProviderState.RUNNING)
+
+    holder = transition(requested("i-a"), S.ALLOCATED, 2.0, "listed", cloud_instance_id="vm-2")
+    records = [requested("i-c"), holder, requested("i-b")]
+    instances = [vm("vm-3"), vm("vm-2"), vm("vm-1")]
+    pairs, left = match(records, instances)
+    assert [(r.instance_id, i.id) for r, i in pairs] == [("i-b", "vm-1"), ("i-c", "vm-3")]
+    assert left == []  # vm-2 stays with its holder: never two records on one instance
+    again, _ = match(list(reversed(records)), list(reversed(instances)))
+    assert [(r.instance_id, i.id) for r, i in again] == [("i-b", "vm-1"), ("i-c", "vm-3")]
+    short, left = match(records, [vm("vm-2"), vm("vm-9")])
+    assert [(r.instance_id, i.id) for r, i in short] == [("i-b", "vm-9")]
+    assert [r.instance_id for r in left] == ["i-c"]  # no instance for it: it fails, stays demand
