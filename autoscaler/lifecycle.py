@@ -1,62 +1,91 @@
-"""The instance lifecycle as data: states, the legal transitions (one comment per edge), a record
-with its status history, timeouts read from that history, JSON for Redis, and the store protocol
-(with an in-memory store; the Redis one lives with the reconciler)."""
+"""The instance lifecycle as data: states named by their layer, the legal transitions (one comment
+per edge), a record with its status history, timeouts read from that history, and its JSON (with
+the migration of names older versions stored). Stores live in autoscaler/lifecycle_store.py."""
 
 from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any
 
 
 class InstanceStatus(enum.StrEnum):
+    """Each name says its layer: the cloud's VM (REQUESTED, ALLOCATED) or our raylet on it."""
+
     QUEUED = "QUEUED"  # the planner asked for it; nothing sent to the cloud yet
-    REQUESTED = "REQUESTED"  # launch sent to the provider with a request id
-    ALLOCATED = "ALLOCATED"  # the provider reports the machine exists
-    INSTALLING = "INSTALLING"  # the updater runs its start commands
-    RUNNING = "RUNNING"  # its raylet registered with the GCS
-    DRAINING = "DRAINING"  # GCS drain: no new work, running work finishes
+    REQUESTED = "REQUESTED"  # its batch's launch was sent to the provider under a request id
+    ALLOCATED = "ALLOCATED"  # the VM exists: the provider returned or lists it
+    RAYLET_INSTALLING = "RAYLET_INSTALLING"  # the installer runs the node's start commands
+    RAYLET_RUNNING = "RAYLET_RUNNING"  # its raylet registered with the GCS
+    RAYLET_DRAINING = "RAYLET_DRAINING"  # GCS drain: no new work, running work finishes
     TERMINATING = "TERMINATING"  # terminate sent to the provider
     TERMINATED = "TERMINATED"  # gone; the record is kept for history only
-    LAUNCH_FAILED = "LAUNCH_FAILED"
-    INSTALL_FAILED = "INSTALL_FAILED"
-    TERMINATE_FAILED = "TERMINATE_FAILED"
+    ALLOCATION_FAILED = "ALLOCATION_FAILED"  # the cloud gave no VM for it
+    RAYLET_INSTALL_FAILED = "RAYLET_INSTALL_FAILED"  # a VM, but its raylet never came up
+    TERMINATION_FAILED = "TERMINATION_FAILED"  # the cloud still lists it after terminate
 
 
 S = InstanceStatus
 
+# Names records were written with before the names said their layer. Records in Redis are
+# migrated when read (and the store's compare-and-set accepts the old name for the new).
+LEGACY_NAMES: dict[str, InstanceStatus] = {
+    "INSTALLING": S.RAYLET_INSTALLING,
+    "RUNNING": S.RAYLET_RUNNING,
+    "DRAINING": S.RAYLET_DRAINING,
+    "LAUNCH_FAILED": S.ALLOCATION_FAILED,
+    "INSTALL_FAILED": S.RAYLET_INSTALL_FAILED,
+    "TERMINATE_FAILED": S.TERMINATION_FAILED,
+}
+_OLD_NAME_OF = {new: old for old, new in LEGACY_NAMES.items()}
+
+
+def parse_status(name: str) -> InstanceStatus:
+    """A stored status name, today's or a legacy one; ValueError for anything else."""
+    legacy = LEGACY_NAMES.get(name)
+    return legacy if legacy is not None else S(name)
+
+
+def legacy_name(status: InstanceStatus) -> str:
+    """The name an older rayctl stored for `status` ("" when it is unchanged)."""
+    return _OLD_NAME_OF.get(status, "")
+
+
 # (from, to) -> why the edge exists. Anything not listed is a bug in the caller.
 TRANSITIONS: dict[tuple[InstanceStatus, InstanceStatus], str] = {
-    (S.QUEUED, S.REQUESTED): "the executor sent the launch request (request id recorded)",
+    (S.QUEUED, S.REQUESTED): "its batch's launch was sent (the batch's request id recorded)",
     (S.QUEUED, S.TERMINATED): "cancelled before any cloud call: nothing to clean up",
-    (S.REQUESTED, S.ALLOCATED): "the provider returned or listed the instance",
-    (S.REQUESTED, S.LAUNCH_FAILED): "the provider raised, or no instance appeared in time",
-    (S.LAUNCH_FAILED, S.ALLOCATED): "eventual consistency: the instance showed up after all",
-    (S.LAUNCH_FAILED, S.TERMINATED): "given up; the planner asks again next round if still needed",
-    (S.ALLOCATED, S.INSTALLING): "the updater started the node's start commands",
-    (S.ALLOCATED, S.TERMINATING): "no longer wanted (config changed) before install began",
+    (S.REQUESTED, S.ALLOCATED): "the provider returned or listed an instance of its request",
+    (S.REQUESTED, S.ALLOCATION_FAILED): "the provider raised, granted fewer, or timed out",
+    (S.ALLOCATION_FAILED, S.ALLOCATED): "eventual consistency: the instance showed up after all",
+    (S.ALLOCATION_FAILED, S.TERMINATED): "given up; the planner asks again if still needed",
+    (S.ALLOCATED, S.RAYLET_INSTALLING): "the installer started the node's start commands",
+    (S.ALLOCATED, S.TERMINATING): "no longer wanted (config changed, gang rolled back)",
     (S.ALLOCATED, S.TERMINATED): "the cloud reports it gone (preempted) before install",
-    (S.INSTALLING, S.RUNNING): "the node's raylet registered with the GCS",
-    (S.INSTALLING, S.INSTALL_FAILED): "a start command failed, or the raylet never registered",
-    (S.INSTALLING, S.TERMINATED): "the cloud reports it gone (preempted) during install",
-    (S.INSTALL_FAILED, S.TERMINATING): "a half-installed machine is released, never reused",
-    (S.RUNNING, S.DRAINING): "the planner chose it (idle, outdated or over max_workers)",
-    (S.RUNNING, S.TERMINATING): "its raylet died or stopped heartbeating: release the machine",
-    (S.RUNNING, S.TERMINATED): "the cloud reports it gone (spot preemption, manual delete)",
-    (S.DRAINING, S.RUNNING): "the GCS rejected the drain (work arrived): keep serving",
-    (S.DRAINING, S.TERMINATING): "drain finished or its deadline passed",
-    (S.DRAINING, S.TERMINATED): "the cloud reports it gone while draining",
+    (S.RAYLET_INSTALLING, S.RAYLET_RUNNING): "the node's raylet registered with the GCS",
+    (S.RAYLET_INSTALLING, S.RAYLET_INSTALL_FAILED): "a start command failed, or no raylet came",
+    (S.RAYLET_INSTALLING, S.TERMINATING): "its gang failed after a restart: rolled back",
+    (S.RAYLET_INSTALLING, S.TERMINATED): "the cloud reports it gone (preempted) during install",
+    (S.RAYLET_INSTALL_FAILED, S.TERMINATING): "a half-installed machine is released, never reused",
+    (S.RAYLET_RUNNING, S.RAYLET_DRAINING): "the planner chose it (idle, outdated, over a cap)",
+    (S.RAYLET_RUNNING, S.TERMINATING): "its raylet died or stopped heartbeating: release the VM",
+    (S.RAYLET_RUNNING, S.TERMINATED): "the cloud reports it gone (spot preemption, manual delete)",
+    (S.RAYLET_DRAINING, S.RAYLET_RUNNING): "the GCS rejected the drain (work arrived): serve on",
+    (S.RAYLET_DRAINING, S.TERMINATING): "drained, its node died, or the drain timeout passed",
+    (S.RAYLET_DRAINING, S.TERMINATED): "the cloud reports it gone while draining",
     (S.TERMINATING, S.TERMINATED): "the provider no longer lists it",
-    (S.TERMINATING, S.TERMINATE_FAILED): "the terminate call raised or did not take in time",
-    (S.TERMINATE_FAILED, S.TERMINATING): "retry the terminate (unknown ids count as success)",
-    (S.TERMINATE_FAILED, S.TERMINATED): "the provider no longer lists it after all",
+    (S.TERMINATING, S.TERMINATION_FAILED): "the terminate call raised or did not take in time",
+    (S.TERMINATION_FAILED, S.TERMINATING): "retry the terminate (unknown ids count as success)",
+    (S.TERMINATION_FAILED, S.TERMINATED): "the provider no longer lists it after all",
 }
 
 # States whose instance is (or will become) a worker node: counted against max_workers.
-ACTIVE = frozenset({S.QUEUED, S.REQUESTED, S.ALLOCATED, S.INSTALLING, S.RUNNING})
+ACTIVE = frozenset({S.QUEUED, S.REQUESTED, S.ALLOCATED, S.RAYLET_INSTALLING, S.RAYLET_RUNNING})
 # States before the node can take work: the planner counts their capacity as "pending".
-PENDING = frozenset({S.QUEUED, S.REQUESTED, S.ALLOCATED, S.INSTALLING})
+PENDING = frozenset({S.QUEUED, S.REQUESTED, S.ALLOCATED, S.RAYLET_INSTALLING})
+# States that record a failure (`rayctl status` lists them as recent failures).
+FAILED = frozenset({S.ALLOCATION_FAILED, S.RAYLET_INSTALL_FAILED, S.TERMINATION_FAILED})
 
 
 class IllegalTransition(ValueError):
@@ -77,9 +106,12 @@ class InstanceRecord:
     instance_id: str  # ours, assigned at QUEUED; stable across retries
     node_type: str
     launch_config_hash: str = ""
-    request_id: str = ""  # idempotency key of the launch call
+    # The batch's idempotency key: every record launched in one provider call shares it, so a
+    # resend after a crash gets the same instances back.
+    request_id: str = ""
     cloud_instance_id: str = ""  # known from ALLOCATED on
     history: tuple[StatusChange, ...] = ()
+    gang: str = ""  # the gang (placement group) it launches with, all or nothing; "" alone
 
     @property
     def status(self) -> InstanceStatus:
@@ -92,13 +124,22 @@ class InstanceRecord:
 
 
 def new_instance(
-    instance_id: str, node_type: str, now: float, reason: str, launch_config_hash: str = ""
+    instance_id: str,
+    node_type: str,
+    now: float,
+    reason: str,
+    launch_config_hash: str = "",
+    *,
+    request_id: str = "",
+    gang: str = "",
 ) -> InstanceRecord:
     return InstanceRecord(
         instance_id=instance_id,
         node_type=node_type,
         launch_config_hash=launch_config_hash,
+        request_id=request_id,
         history=(StatusChange(S.QUEUED, now, reason),),
+        gang=gang,
     )
 
 
@@ -126,8 +167,8 @@ def transition(
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     launch_s: float = 600.0  # REQUESTED until ALLOCATED
-    install_s: float = 900.0  # ALLOCATED until RUNNING (covers INSTALLING)
-    drain_s: float = 600.0  # DRAINING until TERMINATING
+    install_s: float = 900.0  # ALLOCATED until RAYLET_RUNNING (covers RAYLET_INSTALLING)
+    drain_s: float = 600.0  # RAYLET_DRAINING until TERMINATING
     terminate_s: float = 300.0  # TERMINATING until TERMINATED
 
 
@@ -136,8 +177,9 @@ def _deadline_start(record: InstanceRecord, timeouts: Timeouts) -> tuple[Instanc
     phases = {
         S.REQUESTED: (S.REQUESTED, timeouts.launch_s),
         S.ALLOCATED: (S.ALLOCATED, timeouts.install_s),
-        S.INSTALLING: (S.ALLOCATED, timeouts.install_s),  # one budget for the whole install
-        S.DRAINING: (S.DRAINING, timeouts.drain_s),
+        # one budget for the whole install
+        S.RAYLET_INSTALLING: (S.ALLOCATED, timeouts.install_s),
+        S.RAYLET_DRAINING: (S.RAYLET_DRAINING, timeouts.drain_s),
         S.TERMINATING: (S.TERMINATING, timeouts.terminate_s),
     }
     return phases.get(record.status, (record.status, float("inf")))
@@ -145,8 +187,8 @@ def _deadline_start(record: InstanceRecord, timeouts: Timeouts) -> tuple[Instanc
 
 def timed_out(record: InstanceRecord, now: float, timeouts: Timeouts) -> bool:
     """True when the instance has been in its current phase longer than that phase allows.
-    The clock starts at the latest entry into the phase's first state (a DRAINING -> RUNNING ->
-    DRAINING bounce restarts the drain clock)."""
+    The clock starts at the latest entry into the phase's first state (a drain rejected and
+    asked again restarts the drain clock)."""
     start_status, allowed_s = _deadline_start(record, timeouts)
     for change in reversed(record.history):
         if change.status == start_status:
@@ -165,14 +207,18 @@ def to_json(record: InstanceRecord) -> str:
         "request_id": record.request_id,
         "cloud_instance_id": record.cloud_instance_id,
         "history": [[c.status.value, c.at, c.reason] for c in record.history],
+        "gang": record.gang,
     }
     return json.dumps(data, separators=(",", ":"))
 
 
 def from_json(text: str | bytes) -> InstanceRecord:
+    """A stored record; status names an older version wrote are migrated (LEGACY_NAMES)."""
     data = json.loads(text)
     try:
-        history = tuple(StatusChange(S(s), float(at), str(r)) for s, at, r in data["history"])
+        history = tuple(
+            StatusChange(parse_status(s), float(at), str(r)) for s, at, r in data["history"]
+        )
         return InstanceRecord(
             instance_id=data["instance_id"],
             node_type=data["node_type"],
@@ -180,52 +226,11 @@ def from_json(text: str | bytes) -> InstanceRecord:
             request_id=data.get("request_id", ""),
             cloud_instance_id=data.get("cloud_instance_id", ""),
             history=history,
+            gang=data.get("gang", ""),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise ValueError(f"corrupt instance record {text!r:.200}: {exc}") from exc
 
 
-# --- storage ----------------------------------------------------------------------------------
-
-
 class StaleRecord(RuntimeError):
     """Someone else moved the instance since it was read: re-read and decide again."""
-
-
-class LifecycleStore(Protocol):
-    """Where instance records live. `put` is compare-and-set on the status the caller read, so
-    two monitors (or a restarted one) never apply the same transition twice."""
-
-    def get(self, instance_id: str) -> InstanceRecord | None: ...
-
-    def all(self) -> list[InstanceRecord]: ...
-
-    def put(self, record: InstanceRecord, expected: InstanceStatus | None = None) -> None:
-        """Store `record`. With `expected`, raise StaleRecord unless the stored record is in
-        that status; with None, the id must be new."""
-        ...
-
-
-@dataclass
-class InMemoryLifecycleStore:
-    records: dict[str, InstanceRecord] = field(default_factory=dict)
-
-    def get(self, instance_id: str) -> InstanceRecord | None:
-        return self.records.get(instance_id)
-
-    def all(self) -> list[InstanceRecord]:
-        return [self.records[k] for k in sorted(self.records)]
-
-    def put(self, record: InstanceRecord, expected: InstanceStatus | None = None) -> None:
-        current = self.records.get(record.instance_id)
-        found = current.status if current is not None else None
-        if found != expected:
-            raise StaleRecord(
-                f"instance {record.instance_id}: expected status {_name(expected)}, "
-                f"found {_name(found)}"
-            )
-        self.records[record.instance_id] = record
-
-
-def _name(status: InstanceStatus | None) -> str:
-    return status.value if status is not None else "<absent>"

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from autoscaler.lifecycle import InstanceStatus
 
-# Resources every node type has; a node type that also offers GPUs or custom resources is
-# "special", and the planner avoids spending it on work that does not ask for them.
+# Resources every node type has; GPUs and custom resources beyond them are "special", and the
+# planner avoids spending a node type that has them on work that does not ask for them.
 STANDARD_RESOURCES = frozenset({"CPU", "memory", "object_store_memory"})
 
 
@@ -144,11 +144,6 @@ class NodeTypeSpec:
     launch_config_hash: str = ""
 
     @property
-    def is_special(self) -> bool:
-        """Offers GPUs or custom resources (worth keeping for work that asks for them)."""
-        return any(v > 0 and k not in STANDARD_RESOURCES for k, v in self.resources.items())
-
-    @property
     def has_gpu(self) -> bool:
         return self.resources.get("GPU", 0) > 0
 
@@ -175,11 +170,43 @@ class ScalingConfig:
 # --- the plan ---------------------------------------------------------------------------------
 
 
+class LaunchCause(enum.StrEnum):
+    """Why the planner launches (Ray v2 keeps the same split of its launch requests)."""
+
+    MIN_WORKERS = "min_workers"  # below a type's min_workers
+    REPLACEMENT = "replacement"  # min_workers again, for workers whose launch config changed
+    REQUEST_RESOURCES = "request_resources"  # bundles from autoscaler.sdk.request_resources()
+    PLACEMENT_GROUP = "placement_group"  # a pending placement group's bundles
+    QUEUED_DEMAND = "queued_demand"  # queued tasks and pending actors
+
+
+class TerminationCause(enum.StrEnum):
+    """Why an instance is drained or terminated (Ray v2's TerminationRequest.Cause, ours)."""
+
+    IDLE = "idle"  # idle past its idle timeout
+    OUTDATED = "outdated"  # its launch config changed, or its type left the config
+    OVER_TYPE_MAX = "over_type_max_workers"  # above its type's max_workers
+    OVER_CLUSTER_MAX = "over_cluster_max_workers"  # above the cluster's max_workers
+    RAYLET_DIED = "raylet_died"  # its raylet died or stopped heartbeating
+    INSTALL_FAILED = "install_failed"  # its raylet never came up
+    NEVER_READY = "never_ready"  # allocated, but never ready to install within the install timeout
+    DRAINED = "drained"  # the GCS reports the drain finished
+    DRAIN_TIMEOUT = "drain_timeout"  # the drain did not finish within the drain timeout
+    LEAKED = "leaked"  # an instance of the cluster no record knows
+    PREEMPTED = "preempted"  # the cloud no longer lists it (spot preemption, deleted by hand)
+    GANG_ROLLBACK = "gang_rollback"  # another part of its gang could not be launched
+
+
 @dataclass(frozen=True, slots=True)
 class LaunchAction:
     node_type: str
     count: int
     reason: str
+    cause: LaunchCause
+    # Launches sharing a gang id (a placement group's) are all or nothing: each type's nodes in
+    # one all-or-nothing call, types one after another, earlier types rolled back if a later
+    # one fails. "" = a plain batch, which the cloud may grant in part.
+    gang: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +216,13 @@ class DrainAction:
     node_id: str
     instance_id: str
     reason: str
+    cause: TerminationCause
+
+    @property
+    def idle_only(self) -> bool:
+        """An idle drain is refused if work arrived since the snapshot; a scale-down for a cap
+        or a config change drains a busy node too (its running work finishes first)."""
+        return self.cause is TerminationCause.IDLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +231,7 @@ class TerminateAction:
 
     instance_id: str
     reason: str
+    cause: TerminationCause
 
 
 @dataclass(frozen=True, slots=True)

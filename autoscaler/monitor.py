@@ -1,15 +1,16 @@
-"""The autoscaler loop: observe -> plan -> reconcile, woken at once by the GCS's
-`demand_changed` notice (and by writes to the `kv:autoscaler` hash, where request_resources()
-lands), with a periodic tick as fallback. All state lives in Redis, so a restarted monitor
-resumes where the last one stopped.
+"""The head's autoscaler process: rounds of `scaler.Autoscaler` (observe -> plan -> reconcile),
+woken at once by the GCS's `demand_changed` notice (and by writes to the `kv:autoscaler` hash,
+where request_resources() lands), with a periodic tick as fallback. All state lives in Redis,
+so a restarted monitor resumes where the last one stopped.
 
     python -m autoscaler.monitor --config FILE --gcs-address HOST:PORT --token-file F \
-        --redis-address HOST:PORT --cluster-id ID
+        --redis-address HOST:PORT --cluster-id ID [--drain-timeout-s 600]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -23,23 +24,24 @@ from typing import Any
 import redis
 import structlog
 
-from autoscaler import planner
 from autoscaler.config import ClusterConfig, load_config, open_provider
 from autoscaler.drain import AcceptingDrainer, GcsDrainer, NodeDrainer
-from autoscaler.executor import ConfigNodeUpdater, Executor
-from autoscaler.lifecycle_store import RedisLifecycleStore
-from autoscaler.model import Plan
+from autoscaler.executor import Executor
+from autoscaler.installer import ConfigNodeInstaller
+from autoscaler.lifecycle import Timeouts
+from autoscaler.lifecycle_store import LifecycleStore, RedisLifecycleStore
+from autoscaler.model import Plan, ScalingConfig
 from autoscaler.observe import (
     GcsNode,
     NodeSource,
-    Observation,
-    build_snapshot,
     node_from_proto,
     read_gcs,
     redis_nodes,
     scaling_config,
 )
-from autoscaler.reconciler import Reconciler, Settings
+from autoscaler.reconciler import Reconciler
+from autoscaler.scaler import Autoscaler, RoundResult
+from autoscaler.settings import Settings
 from autoscaler.status import compose
 from providers.base import NodeProvider
 from runtime.gcs import schema
@@ -48,6 +50,7 @@ from runtime.gcs.schema import GcsKeys, KvKey, KvNamespace
 log = structlog.get_logger(__name__)
 
 DEFAULT_TICK_S = 1.0  # fallback only: idle timeouts are the one thing no notice announces
+POLL_S = 0.05  # between two looks for a finished background job while waiting for a notice
 
 
 DEFAULT_UPDATE_LOG_DIR = os.path.join(tempfile.gettempdir(), "rayctl-node-updates")
@@ -64,7 +67,38 @@ class MonitorOptions:
     log_dir: str = DEFAULT_UPDATE_LOG_DIR  # one update log per node
 
 
+def build_executor(
+    config: ClusterConfig,
+    provider: NodeProvider,
+    scaling: ScalingConfig,
+    options: MonitorOptions,
+    drainer: NodeDrainer | None = None,
+    on_job_done: Callable[[], None] | None = None,
+) -> Executor:
+    """The executor a monitor runs: the full node install (file mounts, setup, start commands)
+    for every worker, drains through `drainer`."""
+    installer = ConfigNodeInstaller(
+        provider,
+        config,
+        options.gcs_address,
+        options.token_file,
+        options.log_dir,
+        {name: dict(spec.resources) for name, spec in scaling.node_types.items()},
+    )
+    return Executor(
+        provider,
+        installer,
+        drainer or AcceptingDrainer(),
+        options.max_concurrent_launches,
+        on_job_done=on_job_done,
+    )
+
+
 class Monitor:
+    """The head's autoscaler process: rounds of `Autoscaler` on the Redis store and the GCS's
+    tables, woken by the GCS's notices, with the status `rayctl status` reads written after
+    each."""
+
     def __init__(
         self,
         config: ClusterConfig,
@@ -75,6 +109,7 @@ class Monitor:
         nodes: NodeSource | None = None,
         drainer: NodeDrainer | None = None,
         clock: Callable[[], float] = time.time,
+        store: LifecycleStore | None = None,
     ) -> None:
         self.config = config
         self.provider = provider
@@ -83,55 +118,37 @@ class Monitor:
         self.clock = clock
         self.nodes = nodes or redis_nodes(client, options.cluster_id)
         self.scaling = scaling_config(config, provider)
-        self.offerings = {
-            name: tuple(o.key() for o in provider.offerings(name))
-            for name in config.available_node_types
-        }
-        self.store = RedisLifecycleStore(client, options.cluster_id)
-        updater = ConfigNodeUpdater(
-            provider,
-            config,
-            options.gcs_address,
-            options.token_file,
-            options.log_dir,
-            {name: dict(spec.resources) for name, spec in self.scaling.node_types.items()},
+        self.store = store or RedisLifecycleStore(client, options.cluster_id)
+        self.job_done = threading.Event()  # a background job finished: worth a round now
+        self.executor = build_executor(
+            config, provider, self.scaling, options, drainer, self.job_done.set
         )
-        self.executor = Executor(
-            provider, updater, drainer or AcceptingDrainer(), options.max_concurrent_launches
-        )
-        self.reconciler = Reconciler(
-            self.store, provider, self.executor, self.scaling, clock, options.settings
+        self.autoscaler = Autoscaler(
+            config, self.scaling, provider, self.store, self.executor,
+            functools.partial(read_gcs, client, options.cluster_id, self.nodes),
+            clock=clock, settings=options.settings,
         )
         self.rounds = 0
         self.last_wake = 0.0  # time.monotonic() when the latest round began
         self.woke = threading.Event()  # set at the start of every round (tests wait on it)
-        self.last_plan = Plan()
-        self._infeasible_reported: set[str] = set()
+
+    @property
+    def reconciler(self) -> Reconciler:
+        return self.autoscaler.reconciler
+
+    @property
+    def last_plan(self) -> Plan:
+        return self.autoscaler.last_plan
 
     # --- one round -------------------------------------------------------------------------
-
-    def observe(self) -> Observation:
-        return Observation(
-            gcs=read_gcs(self.r, self.options.cluster_id, self.nodes),
-            instances=tuple(self.provider.list_instances()),
-            records=tuple(self.store.all()),
-            marks=tuple(self.store.unavailable(self.clock())),
-            offerings=self.offerings,
-        )
 
     def run_once(self) -> Plan:
         self.rounds += 1
         self.last_wake = time.monotonic()
         self.woke.set()
-        obs = self.observe()
-        self.reconciler.sync(obs)
-        obs = Observation(obs.gcs, obs.instances, tuple(self.store.all()), obs.marks, obs.offerings)
-        now = self.clock()
-        plan = planner.plan(build_snapshot(obs, self.config.head_node_type, now), self.scaling, now)
-        self.reconciler.step(plan, obs)
-        self._record(plan, obs, now)
-        self.last_plan = plan
-        return plan
+        result = self.autoscaler.run_once()
+        self._write_status(result)
+        return result.plan
 
     def publish_launchable(self) -> None:
         """What the runtime's infeasible warning may count on being launched."""
@@ -146,20 +163,18 @@ class Monitor:
             schema.encode_launchable(launchable),
         )
 
-    def _record(self, plan: Plan, obs: Observation, now: float) -> None:
-        """Decisions (new infeasible shapes included, once) and the status `rayctl status`
-        reads, in the GCS KV so that clients read it through the GCS."""
-        decisions = [d.to_dict() for d in self.reconciler.take_decisions()]
-        infeasible = {str(i.shape): i for i in plan.infeasible}
-        decisions += [
-            {"at": now, "action": "infeasible", "target": key, "node_type": "", "reason": i.reason}
-            for key, i in sorted(infeasible.items())
-            if key not in self._infeasible_reported
-        ]
-        self._infeasible_reported = set(infeasible)
-        self.store.add_decisions(decisions)
-        marks = self.store.unavailable(now)
-        status = compose(obs.gcs, self.store.all(), plan, self.store.decisions(20), marks, now)
+    def _write_status(self, result: RoundResult) -> None:
+        """The status `rayctl status` reads, in the GCS KV so that clients read it through the
+        GCS."""
+        now = result.at
+        status = compose(
+            result.observation.gcs,
+            self.store.all(),
+            result.plan,
+            self.store.decisions(20),
+            self.store.unavailable(now),
+            now,
+        )
         key = GcsKeys(self.options.cluster_id).kv(KvNamespace.AUTOSCALER_STATUS)
         self.r.hset(key, KvKey.STATUS, status.to_json())
 
@@ -180,17 +195,19 @@ class Monitor:
             self.executor.shutdown()
 
     def _wait(self, pubsub: Any, stop: threading.Event) -> Any:
-        """Until a notice arrives, the tick passes, or stop is set (checked every 100 ms).
-        Returns the subscription, or None when Redis is unreachable (retried next time)."""
+        """Until a notice arrives, a background job finishes, the tick passes, or stop is set
+        (the last two checked every POLL_S). Returns the subscription, or None when Redis is
+        unreachable (retried next time)."""
         try:
             if pubsub is None:
                 pubsub = self._subscribe()
             deadline = time.monotonic() + self.options.tick_s
             while not stop.is_set():
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self.job_done.is_set():
+                    self.job_done.clear()
                     break
-                if pubsub.get_message(timeout=min(left, 0.1)) is not None:
+                if pubsub.get_message(timeout=min(left, POLL_S)) is not None:
                     while pubsub.get_message(timeout=0) is not None:
                         pass  # several notices, one round
                     break
@@ -258,7 +275,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tick-s", type=float, default=DEFAULT_TICK_S)
     p.add_argument("--max-concurrent-launches", type=int, default=10)
     p.add_argument("--log-dir", default=DEFAULT_UPDATE_LOG_DIR, help="per-node update logs")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=Timeouts().drain_s,
+        help="a draining node is terminated after this long even if work still holds it",
+    )
+    args = p.parse_args(argv)
+    if not args.drain_timeout_s > 0:
+        p.error(f"--drain-timeout-s must be a number of seconds > 0, got {args.drain_timeout_s:g}")
+    return args
+
+
+def options_from_args(args: argparse.Namespace) -> MonitorOptions:
+    return MonitorOptions(
+        cluster_id=args.cluster_id,
+        gcs_address=args.gcs_address,
+        token_file=args.token_file,
+        tick_s=args.tick_s,
+        max_concurrent_launches=args.max_concurrent_launches,
+        settings=Settings(timeouts=Timeouts(drain_s=args.drain_timeout_s)),
+        log_dir=args.log_dir,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -270,19 +308,11 @@ def main(argv: list[str] | None = None) -> None:
     token = read_token_file(args.token_file)
     host, _, port = args.redis_address.rpartition(":")
     client = redis.Redis(host=host, port=int(port), password=token)
-    options = MonitorOptions(
-        cluster_id=args.cluster_id,
-        gcs_address=args.gcs_address,
-        token_file=args.token_file,
-        tick_s=args.tick_s,
-        max_concurrent_launches=args.max_concurrent_launches,
-        log_dir=args.log_dir,
-    )
     monitor = Monitor(
         config,
         open_provider(config),
         client,
-        options,
+        options_from_args(args),
         nodes=gcs_nodes(args.gcs_address, token),
         drainer=GcsDrainer(args.gcs_address, token),
     )

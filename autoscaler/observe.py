@@ -29,7 +29,7 @@ from autoscaler.model import (
     Shape,
     UnavailableType,
 )
-from providers.base import Instance, NodeProvider
+from providers.base import Instance, NodeProvider, Offering
 from runtime.gcs import schema
 from runtime.gcs.schema import GcsKeys, KvKey, KvNamespace
 from runtime.protocol.common_pb2 import ActorInfo, NodeInfo, PlacementGroupInfo
@@ -207,7 +207,7 @@ class Observation:
     instances: tuple[Instance, ...]
     records: tuple[InstanceRecord, ...]
     marks: tuple[OfferingMark, ...] = ()
-    offerings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # type -> keys
+    offerings: Mapping[str, tuple[Offering, ...]] = field(default_factory=dict)  # by node type
 
 
 def build_snapshot(obs: Observation, head_node_type: str, now: float) -> ClusterSnapshot:
@@ -253,17 +253,19 @@ def _launched_at(record: InstanceRecord) -> float:
 
 
 def unavailable_types(
-    marks: Sequence[OfferingMark], offerings: Mapping[str, Sequence[str]], now: float
+    marks: Sequence[OfferingMark], offerings: Mapping[str, Sequence[Offering]], now: float
 ) -> tuple[UnavailableType, ...]:
     """A type is unavailable while every one of its offerings is marked (or the type is)."""
     live = [m for m in marks if m.until > now]
     out = []
-    for node_type, keys in sorted(offerings.items()):
-        mine = {m.key: m for m in live if m.node_type == node_type}
-        whole = mine.get(f"type:{node_type}")
+    for node_type, choices in sorted(offerings.items()):
+        mine = [m for m in live if m.node_type == node_type]
+        whole = next((m for m in mine if m.whole_type), None)
         if whole is not None:
             out.append(UnavailableType(node_type, whole.until, whole.reason))
-        elif keys and all(k in mine for k in keys):
-            until = min(mine[k].until for k in keys)
-            out.append(UnavailableType(node_type, until, mine[keys[0]].reason))
+            continue
+        covering = [next((m for m in mine if m.covers(o)), None) for o in choices]
+        if choices and all(m is not None for m in covering):
+            first = [m for m in covering if m is not None]
+            out.append(UnavailableType(node_type, min(m.until for m in first), first[0].reason))
     return tuple(out)

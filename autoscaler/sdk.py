@@ -49,7 +49,10 @@ def get_status(*, address: str | None = None, token: str | None = None) -> Clust
             "the cluster has no autoscaler status: is the monitor running? (start the head with "
             "`rayctl start --head --autoscaling-config FILE`)"
         )
-    return ClusterStatus.from_json(reply.value)
+    try:
+        return ClusterStatus.from_json(reply.value)
+    except ValueError as exc:  # another version's monitor wrote it: a status we cannot find
+        raise LookupError(str(exc)) from exc
 
 
 def _bundles(

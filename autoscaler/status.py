@@ -4,27 +4,23 @@ demand, infeasible shapes, decisions), stored as JSON in the GCS KV, rendered he
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
+from autoscaler.decisions import Cause, Decision, DecisionAction
 from autoscaler.drain import NodeDrain
-from autoscaler.lifecycle import PENDING, InstanceRecord, InstanceStatus
+from autoscaler.lifecycle import FAILED, PENDING, InstanceRecord, InstanceStatus
 from autoscaler.lifecycle_store import OfferingMark
-from autoscaler.model import Plan, Shape
+from autoscaler.model import DemandKind, Plan, Shape
 from autoscaler.observe import GcsNode, GcsView
 from runtime.protocol.states import NodeState
 
 FAILURE_WINDOW_S = 3600.0
-FAILED = (
-    InstanceStatus.LAUNCH_FAILED,
-    InstanceStatus.INSTALL_FAILED,
-    InstanceStatus.TERMINATE_FAILED,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +50,7 @@ class NodeRow:
 class PendingRow:
     instance_id: str
     node_type: str
-    status: str
+    status: InstanceStatus
     for_s: float
 
 
@@ -62,22 +58,38 @@ class PendingRow:
 class FailureRow:
     instance_id: str
     node_type: str
-    status: str
+    status: InstanceStatus
     at: float
     reason: str
+
+
+class DemandSource(enum.StrEnum):
+    """Where a demand row comes from: the runtime's queues, or request_resources()."""
+
+    TASK = DemandKind.TASK.value
+    ACTOR = DemandKind.ACTOR.value
+    REQUEST_RESOURCES = "request_resources"
 
 
 @dataclass(frozen=True, slots=True)
 class DemandRow:
     shape: dict[str, float]
     count: int
-    kind: str  # task | actor | request_resources
+    kind: DemandSource
+
+
+@dataclass(frozen=True, slots=True)
+class InfeasibleRow:
+    shape: dict[str, float]
+    count: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionRow:
     at: float
-    action: str
+    action: DecisionAction
+    cause: Cause | None  # None: recorded by a version without causes
     target: str
     node_type: str
     reason: str
@@ -85,8 +97,8 @@ class DecisionRow:
 
 @dataclass(frozen=True, slots=True)
 class UnavailableRow:
-    offering: str  # an offering key, or "type:<node_type>" after a quota error
     node_type: str
+    offering: str | None  # an offering key; None: the whole type (after a quota error)
     until: float
     reason: str
 
@@ -96,7 +108,7 @@ class HistoryRow:
     instance_id: str
     node_type: str
     cloud_instance_id: str
-    history: list[tuple[str, float, str]]  # (status, at, reason)
+    history: list[tuple[InstanceStatus, float, str]]  # (status, at, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +118,7 @@ class ClusterStatus:
     pending: list[PendingRow] = field(default_factory=list)
     failures: list[FailureRow] = field(default_factory=list)
     demand: list[DemandRow] = field(default_factory=list)
-    infeasible: list[DemandRow] = field(default_factory=list)
+    infeasible: list[InfeasibleRow] = field(default_factory=list)
     decisions: list[DecisionRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unavailable: list[UnavailableRow] = field(default_factory=list)
@@ -127,7 +139,16 @@ class ClusterStatus:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ClusterStatus:
-        return _ADAPTER.validate_json(text)
+        try:
+            return _ADAPTER.validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(
+                f"the autoscaler status does not read as this rayctl's ({where}: {first['msg']}): "
+                "it was written by another rayctl version; use the rayctl that started the "
+                "cluster, or restart its head with this one"
+            ) from exc
 
 
 _ADAPTER = TypeAdapter(ClusterStatus)
@@ -137,7 +158,7 @@ def compose(
     gcs: GcsView,
     records: Sequence[InstanceRecord],
     plan: Plan,
-    decisions: Sequence[dict[str, Any]],
+    decisions: Sequence[Decision],
     marks: Sequence[OfferingMark],
     now: float,
 ) -> ClusterStatus:
@@ -147,30 +168,37 @@ def compose(
         for n in sorted(gcs.nodes, key=lambda n: (not n.is_head, n.node_type, n.node_id))
         if n.state != NodeState.DEAD
     ]
-    demand = [DemandRow(d.shape.as_dict(), d.count, d.kind.value) for d in gcs.demands]
+    demand = [DemandRow(d.shape.as_dict(), d.count, DemandSource(d.kind.value)) for d in gcs.demands]
     demand += [
-        DemandRow(s.as_dict(), c, "request_resources") for s, c in _count(gcs.requested_bundles)
+        DemandRow(s.as_dict(), c, DemandSource.REQUEST_RESOURCES)
+        for s, c in _count(gcs.requested_bundles)
     ]
     return ClusterStatus(
         at=now,
         nodes=nodes,
         pending=[
-            PendingRow(r.instance_id, r.node_type, r.status.value, round(now - r.since, 1))
+            PendingRow(r.instance_id, r.node_type, r.status, round(now - r.since, 1))
             for r in records
             if r.status in PENDING
         ],
         failures=_failures(records, now),
         demand=demand,
-        infeasible=[DemandRow(i.shape.as_dict(), i.count, i.reason) for i in plan.infeasible],
-        decisions=[DecisionRow(**d) for d in decisions],
+        infeasible=[InfeasibleRow(i.shape.as_dict(), i.count, i.reason) for i in plan.infeasible],
+        decisions=[
+            DecisionRow(d.at, d.action, d.cause, d.target, d.node_type, d.reason)
+            for d in decisions
+        ],
         notes=list(plan.notes),
-        unavailable=[UnavailableRow(m.key, m.node_type, m.until, m.reason) for m in marks],
+        unavailable=[
+            UnavailableRow(m.node_type, m.offering.key() if m.offering else None, m.until, m.reason)
+            for m in marks
+        ],
         instances=[
             HistoryRow(
                 r.instance_id,
                 r.node_type,
                 r.cloud_instance_id,
-                [(c.status.value, c.at, c.reason) for c in r.history],
+                [(c.status, c.at, c.reason) for c in r.history],
             )
             for r in records
         ],
@@ -204,7 +232,7 @@ def _count(shapes: Sequence[Shape]) -> list[tuple[Shape, int]]:
 
 def _failures(records: Sequence[InstanceRecord], now: float) -> list[FailureRow]:
     rows = [
-        FailureRow(r.instance_id, r.node_type, c.status.value, c.at, c.reason)
+        FailureRow(r.instance_id, r.node_type, c.status, c.at, c.reason)
         for r in records
         for c in r.history
         if c.status in FAILED and now - c.at <= FAILURE_WINDOW_S
@@ -230,27 +258,24 @@ def render(status: ClusterStatus, *, verbose: bool = False, now: float | None = 
     lines += [_demand_line(d) for d in status.demand] or [" (no resource demands)"]
     if status.infeasible:
         lines += ["", "Infeasible (no node type can run these; nothing will be launched)"]
-        lines += [f" {_shape(d.shape)} x{d.count}: {d.kind}" for d in status.infeasible]
+        lines += [f" {_shape(d.shape)} x{d.count}: {d.reason}" for d in status.infeasible]
     if status.unavailable:
         lines += ["", "Unavailable offerings (skipped until the time shown)"]
         lines += [
-            f" {u.node_type} {u.offering} until {time.strftime('%H:%M:%S', time.localtime(u.until))}"
-            f": {_first_line(u.reason)}"
+            f" {u.node_type} {u.offering or '(every offering)'} until "
+            f"{time.strftime('%H:%M:%S', time.localtime(u.until))}: {_first_line(u.reason)}"
             for u in status.unavailable
         ]
     if status.notes:
         lines += ["", "Held back"] + [f" {n}" for n in status.notes]
     lines += ["", "Recent decisions"]
-    lines += [
-        f" {_when(d.at, now)} {d.action} {d.target} ({d.node_type or '-'}): {d.reason}"
-        for d in status.decisions[:10]
-    ] or [" (none)"]
+    lines += [_decision_line(d, now) for d in status.decisions[:10]] or [" (none)"]
     if verbose:
         lines += ["", "Draining nodes"] + _drain_lines(status)
         lines += ["", "Instance history"]
         for inst in status.instances:
             lines.append(f" {inst.instance_id} {inst.node_type} {inst.cloud_instance_id or '-'}")
-            lines += [f"   {_when(at, now)} {s}: {why}" for s, at, why in inst.history]
+            lines += [f"   {_when(at, now)} {s.value}: {why}" for s, at, why in inst.history]
     return "\n".join(lines)
 
 
@@ -265,11 +290,12 @@ def _node_lines(status: ClusterStatus) -> list[str]:
     ] or [" (no idle nodes)"]
     lines += ["Pending:"]
     lines += [
-        f" {p.node_type} {p.instance_id}: {p.status} for {p.for_s:.0f}s" for p in status.pending
+        f" {p.node_type} {p.instance_id}: {p.status.value} for {p.for_s:.0f}s"
+        for p in status.pending
     ] or [" (no pending nodes)"]
     lines += ["Recent failures:"]
     lines += [
-        f" {f.node_type} {f.instance_id}: {f.status}: {_first_line(f.reason)}"
+        f" {f.node_type} {f.instance_id}: {f.status.value}: {_first_line(f.reason)}"
         for f in status.failures
     ] or [" (no failures)"]
     return lines
@@ -292,10 +318,16 @@ def _drain_lines(status: ClusterStatus) -> list[str]:
     return lines or [" (no draining nodes)"]
 
 
+def _decision_line(d: DecisionRow, now: float) -> str:
+    cause = f" [{d.cause.value}]" if d.cause is not None else ""
+    what = f"{d.action.value} {d.target} ({d.node_type or '-'}){cause}"
+    return f" {_when(d.at, now)} {what}: {d.reason}"
+
+
 def _demand_line(d: DemandRow) -> str:
-    if d.kind == "request_resources":
+    if d.kind is DemandSource.REQUEST_RESOURCES:
         return f" {_shape(d.shape)}: {d.count} from request_resources"
-    return f" {_shape(d.shape)}: {d.count}+ pending {d.kind}s"
+    return f" {_shape(d.shape)}: {d.count}+ pending {d.kind.value}s"
 
 
 def _count_by_type(nodes: Sequence[NodeRow]) -> str:

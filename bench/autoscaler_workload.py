@@ -116,6 +116,7 @@ class Ours(Side):
         import runtime
         from autoscaler.lifecycle_store import RedisLifecycleStore
         from runtime.auth import read_token_file
+        from runtime.gcs.schema import GcsKeys, KvKey, KvNamespace
         from runtime.node import read_address_file
 
         self.rt = runtime
@@ -131,13 +132,16 @@ class Ours(Side):
         self.store = RedisLifecycleStore(self.redis, cluster_id)
         self.cluster_id, self.gcs_address = cluster_id, info["address"]
         # the monitor is up once it published what it can launch (it subscribes right before)
-        wait_until(lambda: self.redis.hget(f"rayctl:{cluster_id}:kv:autoscaler",
-                                           "launchable_node_types"), 60, "monitor up")
+        launchable = GcsKeys(cluster_id).kv(KvNamespace.AUTOSCALER)
+        wait_until(lambda: self.redis.hget(launchable, KvKey.LAUNCHABLE_NODE_TYPES), 60,
+                   "monitor up")
         runtime.init(address="auto")
 
     def launch_decisions_after(self, t0: float) -> float | None:
-        times = [d["at"] for d in self.store.decisions(50)
-                 if d["action"] == "launch" and d["at"] >= t0]
+        from autoscaler.decisions import DecisionAction
+
+        times = [d.at for d in self.store.decisions(50)
+                 if d.action is DecisionAction.LAUNCH and d.at >= t0]
         return min(times) if times else None
 
     def launch_history(self, t0: float) -> dict[str, float] | None:
@@ -153,9 +157,10 @@ class Ours(Side):
 
     def idle_since(self) -> float | None:
         from autoscaler.monitor import gcs_nodes
+        from runtime.protocol.states import NodeState
 
         workers = [n for n in gcs_nodes(self.gcs_address, self.token)()
-                   if not n.is_head and n.state == "ALIVE"]
+                   if not n.is_head and n.state == NodeState.ALIVE]
         return workers[0].idle_since if workers and workers[0].idle_since else None
 
     def stop(self) -> None:

@@ -111,7 +111,7 @@ def to_snapshot(inp: BenchInput) -> tuple[ClusterSnapshot, ScalingConfig]:
     for node_id, node_type, total, free in inp.nodes:
         idle_since = 0.0 if free == total else None
         nodes.append(Node(node_id, node_type, total, free, f"i-{node_id}", idle_since))
-        instances.append(InstanceInfo(f"i-{node_id}", node_type, InstanceStatus.RUNNING, "h"))
+        instances.append(InstanceInfo(f"i-{node_id}", node_type, InstanceStatus.RAYLET_RUNNING, "h"))
     counts: dict[Shape, int] = {}
     for demand in inp.demands:
         shape = Shape.of(demand)

@@ -189,10 +189,15 @@ class NodeProvider(Protocol):
         tags: Mapping[str, str] | None = None,
         all_or_nothing: bool = False,
     ) -> list[Instance]:
-        """Start `count` instances. Idempotent per `request_id`: instances already tagged with it
-        are returned instead of launching again. May return fewer than `count` unless
-        `all_or_nothing`, in which case it returns all or raises (and leaves nothing behind).
-        Raises CapacityError / QuotaError / TransientError / AuthError / ConfigError."""
+        """Start `count` instances of one type on one offering, in as few cloud calls as the
+        API allows (one RunInstances, one bulkInsert): the autoscaler sends a whole batch here.
+
+        Idempotent per `request_id`: when instances tagged with it exist (an earlier call made
+        them, on whatever offering), those are returned and nothing is launched — a monitor
+        that died mid-call resends the batch this way. May return fewer than `count` (the
+        cloud granted part) unless `all_or_nothing` (a gang), in which case it returns all or
+        raises and leaves nothing behind. Raises CapacityError when the offering can give
+        none, else QuotaError / TransientError / AuthError / ConfigError."""
         ...
 
     def terminate(self, instance_ids: Sequence[str]) -> None:

@@ -6,12 +6,24 @@ import time
 
 import pytest
 
-from autoscaler.binpack import Budget, FreePool, TypeChooser, fit_count, pack_new_nodes
+from autoscaler.binpack import (
+    Budget,
+    FreePool,
+    RowId,
+    RowKind,
+    TypeChooser,
+    fit_count,
+    pack_new_nodes,
+)
 from autoscaler.model import NodeTypeSpec, Shape
 from autoscaler.planner import plan
 from bench.planner import generate, to_snapshot
 
 CPU1 = Shape.of({"CPU": 1})
+
+
+def rows(*node_ids: str) -> list[RowId]:
+    return [RowId.node(n) for n in node_ids]
 
 
 def types(*specs: tuple[str, dict[str, float]]) -> list[NodeTypeSpec]:
@@ -42,22 +54,22 @@ def test_fit_count(free: dict[str, float], shape: dict[str, float], copies: int)
 
 
 def test_pool_first_fit_in_bulk() -> None:
-    pool = FreePool(["a", "b", "c"], [{"CPU": 4}, {"CPU": 4}, {"CPU": 4}])
+    pool = FreePool(rows("a", "b", "c"), [{"CPU": 4}, {"CPU": 4}, {"CPU": 4}])
     assert pool.place(CPU1, 6) == 6
     assert pool.free[:, 0].tolist() == [0.0, 2.0, 4.0]
-    assert pool.used_ids() == ["a", "b"]
+    assert pool.used_ids() == rows("a", "b")
     assert pool.place(Shape.of({"CPU": 3}), 5) == 1  # only c has 3 left
     assert pool.place(Shape.of({"GPU": 1}), 1) == 0  # no row knows GPU
 
 
 def test_pool_multi_resource_skips_rows_without_it() -> None:
-    pool = FreePool(["cpu", "gpu"], [{"CPU": 8}, {"CPU": 8, "GPU": 2}])
+    pool = FreePool(rows("cpu", "gpu"), [{"CPU": 8}, {"CPU": 8, "GPU": 2}])
     assert pool.place(Shape.of({"CPU": 1, "GPU": 1}), 5) == 2
-    assert pool.used_ids() == ["gpu"]
+    assert pool.used_ids() == rows("gpu")
 
 
 def test_pool_place_distinct_and_restore() -> None:
-    pool = FreePool(["a", "b"], [{"CPU": 4}, {"CPU": 4}])
+    pool = FreePool(rows("a", "b"), [{"CPU": 4}, {"CPU": 4}])
     saved = pool.save()
     left = pool.place_distinct([CPU1, CPU1, CPU1])
     assert left == [CPU1]
@@ -67,10 +79,14 @@ def test_pool_place_distinct_and_restore() -> None:
 
 
 def test_pool_add_rows_with_new_resources() -> None:
-    pool = FreePool(["a"], [{"CPU": 1}])
-    pool.add(["b"], [{"CPU": 1, "GPU": 1}])
+    pool = FreePool(rows("a"), [{"CPU": 1}])
+    planned = RowId(RowKind.PLANNED, "gpu", 0)
+    pool.add([planned], [{"CPU": 1, "GPU": 1}])
     assert pool.place(Shape.of({"GPU": 1}), 2) == 1
-    assert pool.used_ids() == ["b"]
+    assert pool.used_ids() == [planned]
+    assert pool.used_nodes() == []  # a planned node is not a node in service (yet)
+    pool.place(CPU1, 1)
+    assert pool.used_nodes() == ["a"]
 
 
 def test_new_nodes_fill_and_leftover() -> None:

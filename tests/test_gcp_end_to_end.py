@@ -193,11 +193,11 @@ def driving(driver: subprocess.Popen[str]) -> bool:
 
 
 def running_workers(status: dict[str, Any] | None) -> list[str]:
-    """Cloud names of the workers whose lifecycle is RUNNING."""
+    """Cloud names of the workers whose lifecycle is RAYLET_RUNNING."""
     if status is None:
         return []
     return [i["cloud_instance_id"] for i in status["instances"]
-            if i["node_type"] == WORKER_TYPE and i["history"][-1][0] == "RUNNING"]
+            if i["node_type"] == WORKER_TYPE and i["history"][-1][0] == "RAYLET_RUNNING"]
 
 
 def history_of(status: dict[str, Any] | None, cloud_id: str) -> list[list[Any]]:
@@ -225,7 +225,7 @@ def test_up_scale_preempt_replace_down(cluster: Cluster) -> None:
     driver = start_driver(cluster, release)
     try:
         first = wait_for(lambda: driving(driver) and _two(running_workers(cluster.status())),
-                         60, "two RUNNING workers")
+                         60, "two RAYLET_RUNNING workers")
         assert set(first) == cluster.workers()
 
         # Preemption: the provider stops listing it, and the VM's end takes its processes
@@ -240,7 +240,7 @@ def test_up_scale_preempt_replace_down(cluster: Cluster) -> None:
         history = wait_for(lambda: _terminated(history_of(cluster.status(), victim)), 30,
                            "the preempted worker's record to say why it ended")
         assert "preempted" in history[-1][2]
-        assert [h[0] for h in history][-2:] == ["RUNNING", "TERMINATED"]
+        assert [h[0] for h in history][-2:] == ["RAYLET_RUNNING", "TERMINATED"]
         wait_for(lambda: driving(driver) and set(running_workers(cluster.status())) >= replacement,
                  60, "the replacement to run")
 

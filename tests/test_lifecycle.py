@@ -1,4 +1,5 @@
-"""lifecycle: every legal edge, every illegal one, history, timeouts, JSON, the store's CAS."""
+"""lifecycle: every legal edge, every illegal one, history, timeouts, JSON (and the migration of
+old status names), the in-memory store's CAS."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import itertools
 import pytest
 
 from autoscaler.lifecycle import (
+    LEGACY_NAMES,
     TRANSITIONS,
     IllegalTransition,
-    InMemoryLifecycleStore,
     InstanceRecord,
     InstanceStatus,
     StaleRecord,
@@ -21,6 +22,7 @@ from autoscaler.lifecycle import (
     to_json,
     transition,
 )
+from autoscaler.lifecycle_store import InMemoryLifecycleStore
 
 S = InstanceStatus
 
@@ -78,14 +80,14 @@ def test_every_edge_documented_and_graph_sound() -> None:
 def test_history_kept_and_fields_set() -> None:
     record = walk((S.REQUESTED, 1.0))
     record = transition(record, S.ALLOCATED, 2.0, "listed", cloud_instance_id="i-abc")
-    record = walk_on(record, (S.INSTALLING, 3.0), (S.RUNNING, 9.0), (S.DRAINING, 50.0))
+    record = walk_on(record, (S.RAYLET_INSTALLING, 3.0), (S.RAYLET_RUNNING, 9.0), (S.RAYLET_DRAINING, 50.0))
     assert [c.status for c in record.history] == [
         S.QUEUED,
         S.REQUESTED,
         S.ALLOCATED,
-        S.INSTALLING,
-        S.RUNNING,
-        S.DRAINING,
+        S.RAYLET_INSTALLING,
+        S.RAYLET_RUNNING,
+        S.RAYLET_DRAINING,
     ]
     assert record.history[0].reason == "min_workers"
     assert record.cloud_instance_id == "i-abc" and record.launch_config_hash == "h1"
@@ -107,10 +109,10 @@ TIMEOUTS = Timeouts(launch_s=60, install_s=300, drain_s=120, terminate_s=30)
         (walk((S.REQUESTED, 10.0)), 70.0, False),
         (walk((S.REQUESTED, 10.0)), 70.1, True),
         # install budget counts from ALLOCATED, through INSTALLING
-        (walk((S.REQUESTED, 1.0), (S.ALLOCATED, 10.0), (S.INSTALLING, 200.0)), 309.0, False),
-        (walk((S.REQUESTED, 1.0), (S.ALLOCATED, 10.0), (S.INSTALLING, 200.0)), 311.0, True),
+        (walk((S.REQUESTED, 1.0), (S.ALLOCATED, 10.0), (S.RAYLET_INSTALLING, 200.0)), 309.0, False),
+        (walk((S.REQUESTED, 1.0), (S.ALLOCATED, 10.0), (S.RAYLET_INSTALLING, 200.0)), 311.0, True),
         (
-            walk((S.REQUESTED, 1.0), (S.ALLOCATED, 2.0), (S.INSTALLING, 3.0), (S.RUNNING, 4.0)),
+            walk((S.REQUESTED, 1.0), (S.ALLOCATED, 2.0), (S.RAYLET_INSTALLING, 3.0), (S.RAYLET_RUNNING, 4.0)),
             10**9,
             False,
         ),
@@ -119,11 +121,11 @@ TIMEOUTS = Timeouts(launch_s=60, install_s=300, drain_s=120, terminate_s=30)
             walk(
                 (S.REQUESTED, 1),
                 (S.ALLOCATED, 2),
-                (S.INSTALLING, 3),
-                (S.RUNNING, 4),
-                (S.DRAINING, 10),
-                (S.RUNNING, 20),
-                (S.DRAINING, 100),
+                (S.RAYLET_INSTALLING, 3),
+                (S.RAYLET_RUNNING, 4),
+                (S.RAYLET_DRAINING, 10),
+                (S.RAYLET_RUNNING, 20),
+                (S.RAYLET_DRAINING, 100),
             ),
             200.0,
             False,
@@ -132,9 +134,9 @@ TIMEOUTS = Timeouts(launch_s=60, install_s=300, drain_s=120, terminate_s=30)
             walk(
                 (S.REQUESTED, 1),
                 (S.ALLOCATED, 2),
-                (S.INSTALLING, 3),
-                (S.RUNNING, 4),
-                (S.DRAINING, 10),
+                (S.RAYLET_INSTALLING, 3),
+                (S.RAYLET_RUNNING, 4),
+                (S.RAYLET_DRAINING, 10),
             ),
             131.0,
             True,
@@ -151,7 +153,7 @@ def test_json_round_trip() -> None:
     record = transition(
         walk((S.REQUESTED, 1.5)), S.ALLOCATED, 2.0, "listed", cloud_instance_id="i-x"
     )
-    record = transition(record, S.INSTALLING, 3.0, "updater", request_id="req-1")
+    record = transition(record, S.RAYLET_INSTALLING, 3.0, "updater", request_id="req-1")
     assert from_json(to_json(record)) == record
     assert from_json(to_json(record).encode()) == record
 
@@ -175,3 +177,32 @@ def test_store_is_compare_and_set() -> None:
     store.put(new_instance("i-0", "cpu4", 0.0, "demand"))
     assert [r.instance_id for r in store.all()] == ["i-0", "i-1"]
     assert store.get("nope") is None
+
+
+def test_every_status_name_says_its_layer_and_old_names_map_to_one() -> None:
+    assert {s.value for s in S} == {
+        "QUEUED", "REQUESTED", "ALLOCATED", "RAYLET_INSTALLING", "RAYLET_RUNNING",
+        "RAYLET_DRAINING", "TERMINATING", "TERMINATED", "ALLOCATION_FAILED",
+        "RAYLET_INSTALL_FAILED", "TERMINATION_FAILED",
+    }
+    assert not set(LEGACY_NAMES) & {s.value for s in S}  # an old name never means a new state
+
+
+def test_records_written_under_the_old_names_are_migrated_when_read() -> None:
+    old = (
+        '{"instance_id":"i-1","node_type":"cpu","launch_config_hash":"h","request_id":"i-1",'
+        '"cloud_instance_id":"fake-1","history":[["QUEUED",1,"min_workers"],'
+        '["REQUESTED",2,"sent"],["ALLOCATED",3,"listed"],["INSTALLING",4,"updater"],'
+        '["RUNNING",5,"registered"],["DRAINING",6,"idle"],["TERMINATING",7,"drained"],'
+        '["TERMINATE_FAILED",8,"raised"]]}'
+    )
+    record = from_json(old)
+    assert [c.status for c in record.history] == [
+        S.QUEUED, S.REQUESTED, S.ALLOCATED, S.RAYLET_INSTALLING, S.RAYLET_RUNNING,
+        S.RAYLET_DRAINING, S.TERMINATING, S.TERMINATION_FAILED,
+    ]
+    assert record.gang == "" and record.request_id == "i-1"
+    for old_name, new in LEGACY_NAMES.items():
+        failed = old.replace('"TERMINATE_FAILED"', f'"{old_name}"')
+        assert from_json(failed).status is new
+    assert to_json(record).count("RAYLET_") == 3  # written back under today's names

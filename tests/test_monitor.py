@@ -22,9 +22,11 @@ from typer.testing import CliRunner
 from autoscaler import sdk
 from autoscaler.cli import app
 from autoscaler.config import validate_config
-from autoscaler.monitor import Monitor, MonitorOptions, gcs_nodes
+from autoscaler.lifecycle import InstanceStatus
+from autoscaler.monitor import Monitor, MonitorOptions, gcs_nodes, options_from_args, parse_args
 from providers.base import NodeProvider
 from providers.fake import FakeProvider
+from runtime.gcs.schema import GcsKeys, KvKey, KvNamespace
 
 LONG_TICK_S = 30.0
 CONFIG = {
@@ -76,15 +78,15 @@ def test_demand_notice_wakes_the_monitor_within_200ms(redis_server: RedisServer)
     client, cluster_id = redis_server.client(), new_cluster_id()
     running, provider = start_monitor(client, cluster_id)
     try:
-        prefix = f"rayctl:{cluster_id}:"
+        keys = GcsKeys(cluster_id)
         delays = []
         for count in (1, 2, 3):
             wait_for(lambda: running.monitor.woke.is_set(), 5, "round start")
             running.monitor.woke.clear()
             load = [{"shape": {"CPU": 1}, "count": count, "infeasible": False, "kind": "task"}]
-            client.hset(prefix + "load", "node-a", json.dumps(load))
+            client.hset(keys.load, "node-a", json.dumps(load))
             sent = time.monotonic()
-            client.publish(prefix + "demand_changed", str(time.time()))
+            client.publish(keys.demand_changed, str(time.time()))
             assert running.monitor.woke.wait(2), "the notice did not wake the monitor"
             delays.append(running.monitor.last_wake - sent)
             wait_for(lambda: len(provider.calls_of("launch")) >= count, 5, "launches")  # noqa: B023
@@ -94,11 +96,22 @@ def test_demand_notice_wakes_the_monitor_within_200ms(redis_server: RedisServer)
         running.stop()
 
 
+def test_the_drain_timeout_is_a_monitor_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    required = ["--config", "c.yaml", "--gcs-address", "h:1", "--token-file", "t",
+                "--redis-address", "h:2", "--cluster-id", "abc"]
+    assert options_from_args(parse_args(required)).settings.timeouts.drain_s == 600.0
+    options = options_from_args(parse_args([*required, "--drain-timeout-s", "45"]))
+    assert options.settings.timeouts.drain_s == 45.0
+    with pytest.raises(SystemExit):
+        parse_args([*required, "--drain-timeout-s", "0"])
+    assert "--drain-timeout-s must be a number of seconds > 0, got 0" in capsys.readouterr().err
+
+
 def test_launchable_node_types_published(redis_server: RedisServer) -> None:
     client, cluster_id = redis_server.client(), new_cluster_id()
     running, _ = start_monitor(client, cluster_id)
     running.stop()
-    raw = client.hget(f"rayctl:{cluster_id}:kv:autoscaler", "launchable_node_types")
+    raw = client.hget(GcsKeys(cluster_id).kv(KvNamespace.AUTOSCALER), KvKey.LAUNCHABLE_NODE_TYPES)
     assert isinstance(raw, bytes)
     assert json.loads(raw) == {"cpu": {"CPU": 1.0}}  # not the head (max 0), not gpu (max 0)
 
@@ -154,7 +167,7 @@ def test_request_resources_round_trip_through_the_gcs(head: Head) -> None:
     try:
         sent = time.monotonic()
         sdk.request_resources(num_cpus=2, address=head.gcs_address, token=head.token)
-        wait_for(lambda: len(provider.calls_of("launch")) == 2, 5, "two launches")
+        wait_for(lambda: _launched(provider) == 2, 5, "two nodes launched (one call)")
         assert time.monotonic() - sent < 1.0  # woken by the KV write, not the 30 s tick
         status = wait_for(
             lambda: _status_with_pending(head, 2), 5, "status showing two pending nodes"
@@ -163,10 +176,15 @@ def test_request_resources_round_trip_through_the_gcs(head: Head) -> None:
         assert any(d.kind == "request_resources" and d.count == 2 for d in status.demand)
 
         sdk.request_resources(num_cpus=0, address=head.gcs_address, token=head.token)
-        raw = head.redis.hget(f"rayctl:{head.cluster_id}:kv:autoscaler", "resource_requests")
+        raw = head.redis.hget(GcsKeys(head.cluster_id).kv(KvNamespace.AUTOSCALER),
+                             KvKey.RESOURCE_REQUESTS)
         assert isinstance(raw, bytes) and json.loads(raw) == []
     finally:
         running.stop()
+
+
+def _launched(provider: FakeProvider) -> int:
+    return sum(call["count"] for call in provider.calls_of("launch"))
 
 
 def _status_with_pending(head: Head, count: int) -> Any:
@@ -181,7 +199,7 @@ def test_rayctl_status_command(head: Head) -> None:
         nodes=gcs_nodes(head.gcs_address, head.token),
     )
     try:
-        status_key = f"rayctl:{head.cluster_id}:kv:autoscaler_status"
+        status_key = GcsKeys(head.cluster_id).kv(KvNamespace.AUTOSCALER_STATUS)
         wait_for(lambda: head.redis.hget(status_key, "status"), 10, "the monitor's first status")
         env = {"RAYCTL_TOKEN_FILE": head.token_file}
         runner = CliRunner()
@@ -286,16 +304,17 @@ def test_local_cluster_scales_up_for_tasks_and_back_to_zero(tmp_path: Any) -> No
         launched = store.all()
         assert len(launched) == 3, [r.status for r in launched]  # max_workers, never more
         wait_for(lambda: provider.list_instances() == [], 30, "workers drained after idle")
-        wait_for(lambda: all(r.status.value == "TERMINATED" for r in store.all()), 10, "records")
+        wait_for(lambda: all(r.status is InstanceStatus.TERMINATED for r in store.all()), 10,
+                 "records")
         for record in store.all():
             path = [c.status.value for c in record.history]
             assert path == [
                 "QUEUED",
                 "REQUESTED",
                 "ALLOCATED",
-                "INSTALLING",
-                "RUNNING",
-                "DRAINING",
+                "RAYLET_INSTALLING",
+                "RAYLET_RUNNING",
+                "RAYLET_DRAINING",
                 "TERMINATING",
                 "TERMINATED",
             ], path
@@ -341,7 +360,7 @@ def test_local_cluster_scales_up_for_tasks_and_back_to_zero(tmp_path: Any) -> No
 
 
 def _running(store: Any) -> int:
-    return sum(1 for r in store.all() if r.status.value == "RUNNING")
+    return sum(1 for r in store.all() if r.status is InstanceStatus.RAYLET_RUNNING)
 
 
 def _infeasible(status: Any) -> Any:
@@ -375,7 +394,7 @@ def test_monitor_survives_a_redis_restart(tmp_path: Any) -> None:
     no_retry = Retry(NoBackoff(), 0)
     client = redis.Redis(host="127.0.0.1", port=port, password=password, retry=no_retry)
     running, provider = start_monitor(client, new_cluster_id(), tick_s=0.2)
-    prefix = f"rayctl:{running.monitor.options.cluster_id}:"
+    keys = GcsKeys(running.monitor.options.cluster_id)
     try:
         server.kill()
         server.wait(timeout=10)
@@ -383,8 +402,8 @@ def test_monitor_survives_a_redis_restart(tmp_path: Any) -> None:
         wait_for(lambda: running.monitor.rounds >= before + 2, 10, "rounds while Redis is down")
         server = start()
         load = [{"shape": {"CPU": 1}, "count": 1, "infeasible": False, "kind": "task"}]
-        client.hset(prefix + "load", "node-a", json.dumps(load))
-        client.publish(prefix + "demand_changed", "1")
+        client.hset(keys.load, "node-a", json.dumps(load))
+        client.publish(keys.demand_changed, "1")
         wait_for(lambda: provider.calls_of("launch"), 10, "a launch after the restart")
         assert running.thread.is_alive()
     finally:

@@ -12,6 +12,7 @@ from autoscaler.lifecycle import InstanceStatus
 from autoscaler.model import (
     ClusterSnapshot,
     InstanceInfo,
+    LaunchCause,
     Node,
     NodeTypeSpec,
     PendingPlacementGroup,
@@ -20,6 +21,7 @@ from autoscaler.model import (
     ResourceDemand,
     ScalingConfig,
     Shape,
+    TerminationCause,
     UnavailableType,
 )
 from autoscaler.planner import plan
@@ -57,13 +59,13 @@ class W:
     free: Mapping[str, float] | None = None  # None: all free
     idle_for: float | None = None  # seconds idle at NOW; None: busy
     h: str = "h1"
-    status: InstanceStatus = InstanceStatus.RUNNING
+    status: InstanceStatus = InstanceStatus.RAYLET_RUNNING
 
     def instance(self) -> InstanceInfo:
         return InstanceInfo(f"i-{self.id}", self.node_type, self.status, self.h, launched_at=0.0)
 
     def node(self) -> Node | None:
-        if self.status != InstanceStatus.RUNNING:
+        if self.status != InstanceStatus.RAYLET_RUNNING:
             return None
         idle_since = None if self.idle_for is None else NOW - self.idle_for
         free = self.total if self.free is None else self.free
@@ -578,3 +580,50 @@ def test_plan_is_deterministic() -> None:
     snapshot = snap(workers, demand=[(CPU1, 40), ({"CPU": 3}, 7), ({"CPU": 1, "GPU": 1}, 3)])
     cfg = config(cpu4, gpu, T("cpu16", CPU=16))
     assert plan(snapshot, cfg, NOW) == plan(snapshot, cfg, NOW)
+
+
+def test_every_action_carries_its_cause() -> None:
+    cfg = config(T("cpu4", min=1, CPU=4), gpu)
+
+    def causes(snapshot: ClusterSnapshot) -> list[tuple[LaunchCause, str, int]]:
+        return [(a.cause, a.node_type, a.count) for a in plan(snapshot, cfg, NOW).launches]
+
+    assert causes(snap()) == [(LaunchCause.MIN_WORKERS, "cpu4", 1)]
+    assert causes(snap(demand=[(CPU1, 6)])) == [
+        (LaunchCause.MIN_WORKERS, "cpu4", 1),
+        (LaunchCause.QUEUED_DEMAND, "cpu4", 1),  # the min_workers node takes four of the six
+    ]
+    assert causes(snap(requests=[{"GPU": 1}]))[1:] == [(LaunchCause.REQUEST_RESOURCES, "gpu", 1)]
+    assert causes(snap(pgs=[("STRICT_SPREAD", [CPU4] * 3)]))[1:] == [
+        (LaunchCause.PLACEMENT_GROUP, "cpu4", 2)
+    ]
+    outdated = W("old", "cpu4", CPU4, idle_for=10, h="h0")
+    replaced = plan(snap([outdated]), cfg, NOW)
+    assert [(a.cause, a.count) for a in replaced.launches] == [(LaunchCause.REPLACEMENT, 1)]
+    assert [(d.cause, d.idle_only) for d in replaced.drains] == [
+        (TerminationCause.OUTDATED, False)  # a config change drains busy work too, once idle
+    ]
+    idle_drain = plan(snap([idle("a", "cpu4", CPU4, 400), idle("b", "cpu4", CPU4, 400)]), cfg, NOW)
+    assert [(d.cause, d.idle_only) for d in idle_drain.drains] == [(TerminationCause.IDLE, True)]
+
+
+def test_over_caps_name_which_cap() -> None:
+    workers = [W(f"n{i}", "cpu4", CPU4) for i in range(3)]
+    per_type = plan(snap(workers), config(T("cpu4", max=1, CPU=4)), NOW)
+    assert {d.cause for d in per_type.drains} == {TerminationCause.OVER_TYPE_MAX}
+    assert all(not d.idle_only for d in per_type.drains)  # busy nodes drain for a cap
+    cluster = plan(snap(workers), config(cpu4, max_workers=2), NOW)
+    assert [d.cause for d in cluster.drains] == [TerminationCause.OVER_CLUSTER_MAX]
+    launching = plan(snap([pending("p", "cpu4")]), config(T("cpu4", max=0, CPU=4)), NOW)
+    assert [t.cause for t in launching.terminates] == [TerminationCause.OVER_TYPE_MAX]
+
+
+def test_a_placement_groups_launches_form_one_gang() -> None:
+    cfg = config(cpu4, gpu)
+    result = plan(snap(pgs=[("STRICT_SPREAD", [CPU4, CPU4, {"GPU": 1}])]), cfg, NOW)
+    assert sorted((a.node_type, a.count, a.gang) for a in result.launches) == [
+        ("cpu4", 2, "pg-STRICT_SPREAD"),
+        ("gpu", 1, "pg-STRICT_SPREAD"),
+    ]
+    plain = plan(snap(demand=[(CPU1, 6)]), cfg, NOW)
+    assert [a.gang for a in plain.launches] == [""]

@@ -72,21 +72,6 @@ class ConsoleProgress:
         self.stream.flush()
 
 
-class RecordingProgress:
-    """Collects steps and notes in memory (for callers that render themselves)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    @contextmanager
-    def step(self, title: str) -> Iterator[None]:
-        self.lines.append(f"step: {title}")
-        yield
-
-    def note(self, text: str) -> None:
-        self.lines.append(text)
-
-
 def _escape(text: str) -> str:
     from rich.markup import escape
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autoscaler.config import ClusterConfig, ClusterConfigError, load_config, validate_config
+from autoscaler.failover import LaunchRequest, launch_with_failover
 from autoscaler.launcher.head import (
     EnvRunner,
     HeadRecord,
@@ -49,7 +50,6 @@ from providers.base import (
     TAG_LAUNCH_HASH,
     TAG_NAME,
     TAG_NODE_KIND,
-    CapacityError,
     CommandRunner,
     Instance,
     NodeProvider,
@@ -309,27 +309,26 @@ def _ensure_head(
 
 
 def launch_head(config: ClusterConfig, provider: NodeProvider, launch_hash: str) -> Instance:
-    """One head, trying the type's offerings in order. The request id is fixed per launch
-    config, so a retried `up` gets the same instance back instead of a second head."""
+    """One head, through the autoscaler's offering-failover loop. The request id is fixed per
+    launch config, so a retried `up` gets the same instance back instead of a second head."""
     tags = {
         TAG_NODE_KIND: NODE_KIND_HEAD,
         TAG_LAUNCH_HASH: launch_hash,
         TAG_NAME: f"rayctl-{config.cluster_name}-head",
     }
     request_id = f"{config.cluster_name}-head-{launch_hash[:12]}"
-    last: ProviderError | None = None
     try:
-        for offering in provider.offerings(config.head_node_type):
-            try:
-                launched = provider.launch(config.head_node_type, offering, 1, request_id,
-                                           tags=tags, all_or_nothing=True)
-            except CapacityError as exc:
-                last = exc
-                continue
-            if launched:
-                return launched[0]
+        offerings = tuple(provider.offerings(config.head_node_type))
     except ProviderError as exc:
         raise LaunchError(f"cannot launch the head node: {exc}") from exc
+    request = LaunchRequest(config.head_node_type, 1, request_id, offerings, tags,
+                            all_or_nothing=True)
+    outcome = launch_with_failover(provider, request)
+    if outcome.instances:
+        return outcome.instances[0]
+    if outcome.error is not None:
+        raise LaunchError(f"cannot launch the head node: {outcome.error}") from outcome.error
+    last = outcome.capacity_failures[-1][1] if outcome.capacity_failures else ""
     raise LaunchError(f"cannot launch the head node: {last or 'the provider launched nothing'}")
 
 

@@ -36,7 +36,8 @@ DEFAULT_COMMAND_TIMEOUT_S = 3600.0  # a setup `pip install` of a large wheel can
 
 
 class UpdateStatus(enum.StrEnum):
-    """The lifecycle status the update leads to (names match autoscaler.lifecycle)."""
+    """How an update ended: services started, or the install failed (the lifecycle records
+    these as RAYLET_INSTALLING -> RAYLET_RUNNING or RAYLET_INSTALL_FAILED)."""
 
     RUNNING = "RUNNING"
     INSTALL_FAILED = "INSTALL_FAILED"

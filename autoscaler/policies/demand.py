@@ -8,8 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from autoscaler.binpack import Budget, FreePool, NewNodes, TypeChooser, fit_count, pack_new_nodes
-from autoscaler.model import Infeasible, Node, Shape
+from autoscaler.binpack import (
+    Budget,
+    FreePool,
+    NewNodes,
+    RowId,
+    RowKind,
+    TypeChooser,
+    fit_count,
+    pack_new_nodes,
+)
+from autoscaler.model import Infeasible, LaunchCause, Node, Shape
 from autoscaler.policies import placement
 from autoscaler.policies.reasons import describe, waiting_reason
 from autoscaler.policies.state import PlanState
@@ -31,7 +40,7 @@ def apply(state: PlanState) -> None:
     for group in sorted(state.snapshot.placement_groups, key=lambda g: g.pg_id):
         placement.place_group(state, group, pool, chooser, budget, feasible)
     _queued(state, pool, chooser, budget, feasible)
-    state.needed_nodes.update(i for i in pool.used_ids() if i in state.in_service)
+    state.needed_nodes.update(pool.used_nodes())
 
 
 def _budget(state: PlanState) -> Budget:
@@ -44,7 +53,9 @@ def _budget(state: PlanState) -> Budget:
     return Budget(per_type, total)
 
 
-def _capacity(state: PlanState, *, use_total: bool) -> tuple[list[str], list[Mapping[str, float]]]:
+def _capacity(
+    state: PlanState, *, use_total: bool
+) -> tuple[list[RowId], list[Mapping[str, float]]]:
     """Rows for a FreePool: busy nodes first, then idle ones (most recently busy first, so the
     longest idle stay drainable), then pending instances and nodes planned so far."""
 
@@ -53,17 +64,17 @@ def _capacity(state: PlanState, *, use_total: bool) -> tuple[list[str], list[Map
         return (idle, -(node.idle_since or 0.0), node.node_id)
 
     nodes = sorted(state.in_service.values(), key=order)
-    ids = [n.node_id for n in nodes]
+    ids = [RowId.node(n.node_id) for n in nodes]
     capacities: list[Mapping[str, float]] = [n.total if use_total else n.available for n in nodes]
     for instance in state.pending_instances():
         spec = state.spec(instance.node_type)
         if spec is not None and state.is_current(instance):
-            ids.append(f"pending:{instance.instance_id}")
+            ids.append(RowId(RowKind.PENDING, instance.instance_id))
             capacities.append(spec.resources)
     for li in state.launches:
         spec = state.spec(li.node_type)
         if spec is not None:
-            ids.extend(f"planned:{li.node_type}:{i}" for i in range(li.count))
+            ids.extend(RowId(RowKind.PLANNED, li.node_type, i) for i in range(li.count))
             capacities.extend([spec.resources] * li.count)
     return ids, capacities
 
@@ -99,9 +110,10 @@ def _requests(
                 Infeasible(shape, count, f"request_resources bundle {shape} fits no node type")
             )
     new = pack_new_nodes(residual, chooser, budget)
-    _launch(state, new, "request_resources: {} beyond the cluster's total capacity", True)
+    template = "request_resources: {} beyond the cluster's total capacity"
+    _launch(state, new, template, LaunchCause.REQUEST_RESOURCES)
     _note_unplaced(state, chooser, new.unplaced, "request_resources")
-    state.needed_nodes.update(i for i in pool.used_ids() if i in state.in_service)
+    state.needed_nodes.update(pool.used_nodes())
 
 
 def _queued(
@@ -117,7 +129,7 @@ def _queued(
         )
     residual = _place_all(pool, chooser, counts)
     new = pack_new_nodes(residual, chooser, budget)
-    _launch(state, new, "queued {} with no free capacity", False)
+    _launch(state, new, "queued {} with no free capacity", LaunchCause.QUEUED_DEMAND)
     _note_unplaced(state, chooser, new.unplaced, "queued")
 
 
@@ -140,10 +152,13 @@ def _group(shapes: Sequence[Shape]) -> dict[Shape, int]:
     return counts
 
 
-def _launch(state: PlanState, new: NewNodes, template: str, bypass_speed: bool) -> None:
+def _launch(state: PlanState, new: NewNodes, template: str, cause: LaunchCause) -> None:
+    # request_resources() is not held back by upscaling_speed (Ray: the user asked for exactly
+    # that size); queued demand is
+    bypass_speed = cause is LaunchCause.REQUEST_RESOURCES
     for node_type in sorted(new.counts):
         reason = template.format(describe(new.contents[node_type]))
-        state.launch(node_type, new.counts[node_type], reason, bypass_speed=bypass_speed)
+        state.launch(node_type, new.counts[node_type], reason, cause, bypass_speed=bypass_speed)
 
 
 def _infeasible_reason(state: PlanState, shape: Shape) -> str:

@@ -4,7 +4,7 @@ demand was packed onto, never the head or a node the autoscaler did not launch."
 
 from __future__ import annotations
 
-from autoscaler.model import Node
+from autoscaler.model import Node, TerminationCause
 from autoscaler.policies.state import PlanState
 
 
@@ -21,7 +21,8 @@ def apply(state: PlanState) -> None:
         if spare.get(node.node_type, 0) <= 0:
             continue
         spare[node.node_type] -= 1
-        state.drain(node, f"idle for {idle_s:.0f}s (idle timeout {timeout_s:g}s)")
+        reason = f"idle for {idle_s:.0f}s (idle timeout {timeout_s:g}s)"
+        state.drain(node, reason, TerminationCause.IDLE)
 
 
 def _idle_candidates(state: PlanState) -> list[Node]:

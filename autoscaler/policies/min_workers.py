@@ -3,6 +3,7 @@ workers with the current launch config, so outdated ones get their replacements 
 
 from __future__ import annotations
 
+from autoscaler.model import LaunchCause
 from autoscaler.policies.state import PlanState
 
 
@@ -19,9 +20,9 @@ def apply(state: PlanState) -> None:
                 f"min_workers: {missing} x {name} deferred: type unavailable until t={until:g}"
             )
             continue
-        state.launch(
-            name,
-            missing,
-            f"min_workers={spec.min_workers} for {name}: {have} up-to-date worker(s)",
-            bypass_speed=True,
-        )
+        reason = f"min_workers={spec.min_workers} for {name}: {have} up-to-date worker(s)"
+        replacing = min(missing, state.workers(name) - have)  # outdated workers still counted
+        if replacing > 0:
+            why = f"{reason}; replacing {replacing} outdated worker(s)"
+            state.launch(name, replacing, why, LaunchCause.REPLACEMENT, bypass_speed=True)
+        state.launch(name, missing - replacing, reason, LaunchCause.MIN_WORKERS, bypass_speed=True)

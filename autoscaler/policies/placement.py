@@ -13,8 +13,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import reduce
 
-from autoscaler.binpack import Budget, FreePool, NewNodes, TypeChooser, pack_new_nodes
-from autoscaler.model import Infeasible, PendingPlacementGroup, PlacementStrategy, Shape
+from autoscaler.binpack import (
+    Budget,
+    FreePool,
+    NewNodes,
+    RowId,
+    RowKind,
+    TypeChooser,
+    pack_new_nodes,
+)
+from autoscaler.model import (
+    Infeasible,
+    LaunchCause,
+    PendingPlacementGroup,
+    PlacementStrategy,
+    Shape,
+)
 from autoscaler.policies.reasons import describe, waiting_reason
 from autoscaler.policies.state import PlanState
 
@@ -41,18 +55,22 @@ def place_group(
         shape = new.unplaced[0][0]
         state.notes.append(f"{label} waits: {waiting_reason(state, chooser, shape)}")
         return
+    # The group's new nodes are one gang: the runtime reserves a group whole or not at all, so
+    # half of its nodes would only cost money.
     for node_type in sorted(new.counts):
         state.launch(
             node_type,
             new.counts[node_type],
             f"{label}: {describe(new.contents[node_type])}",
+            LaunchCause.PLACEMENT_GROUP,
             bypass_speed=True,
+            gang=group.pg_id,
         )
-    ids: list[str] = []
+    ids: list[RowId] = []
     capacities: list[dict[str, float]] = []
     for node_type, free, repeat in new.leftovers:
         for _ in range(repeat):
-            ids.append(f"planned:{group.pg_id}:{node_type}:{len(ids)}")
+            ids.append(RowId(RowKind.GROUP_SPARE, node_type, len(ids), group.pg_id))
             capacities.append(free)
     pool.add(ids, capacities)
 

@@ -5,7 +5,7 @@ min_workers, which runs first, already launched replacements for the ones min_wo
 
 from __future__ import annotations
 
-from autoscaler.model import InstanceInfo
+from autoscaler.model import InstanceInfo, TerminationCause
 from autoscaler.policies.state import PlanState
 
 
@@ -17,9 +17,10 @@ def apply(state: PlanState) -> None:
         why = _why(state, instance)
         node = nodes.get(instance.instance_id)
         if node is None or node.node_id not in state.in_service:
-            state.terminate(instance.instance_id, f"{why}; it has no node in service yet")
+            reason = f"{why}; it has no node in service yet"
+            state.terminate(instance.instance_id, reason, TerminationCause.OUTDATED)
         elif node.idle_since is not None:
-            state.drain(node, f"{why}; node is idle")
+            state.drain(node, f"{why}; node is idle", TerminationCause.OUTDATED)
         else:
             state.notes.append(f"node {node.node_id}: {why}; drained once its work finishes")
 

@@ -12,12 +12,14 @@ from autoscaler.model import (
     Infeasible,
     InstanceInfo,
     LaunchAction,
+    LaunchCause,
     Node,
     NodeState,
     NodeTypeSpec,
     Plan,
     ScalingConfig,
     TerminateAction,
+    TerminationCause,
 )
 
 
@@ -26,9 +28,11 @@ class LaunchIntent:
     node_type: str
     count: int
     reason: str
+    cause: LaunchCause
     # min_workers, request_resources and placement-group launches are not held back by
     # upscaling_speed (as in Ray: the user asked for exactly that size)
     bypass_speed: bool = False
+    gang: str = ""  # see LaunchAction.gang
 
 
 @dataclass(slots=True)
@@ -100,7 +104,7 @@ class PlanState:
             i
             for i in self.active_instances()
             if i.status in PENDING
-            or (i.status == InstanceStatus.RUNNING and i.instance_id not in with_node)
+            or (i.status == InstanceStatus.RAYLET_RUNNING and i.instance_id not in with_node)
         ]
 
     def unavailable_until(self, node_type: str) -> float | None:
@@ -114,24 +118,33 @@ class PlanState:
         return sum(li.count for li in self.launches if node_type in (None, li.node_type))
 
     def launch(
-        self, node_type: str, count: int, reason: str, *, bypass_speed: bool = False
+        self,
+        node_type: str,
+        count: int,
+        reason: str,
+        cause: LaunchCause,
+        *,
+        bypass_speed: bool = False,
+        gang: str = "",
     ) -> None:
         if count > 0:
-            self.launches.append(LaunchIntent(node_type, count, reason, bypass_speed))
+            self.launches.append(LaunchIntent(node_type, count, reason, cause, bypass_speed, gang))
 
-    def drain(self, node: Node, reason: str) -> None:
-        self.drains.append(DrainAction(node.node_id, node.instance_id, reason))
+    def drain(self, node: Node, reason: str, cause: TerminationCause) -> None:
+        self.drains.append(DrainAction(node.node_id, node.instance_id, reason, cause))
         self.in_service.pop(node.node_id, None)
         if node.instance_id:
             self.released.add(node.instance_id)
 
-    def terminate(self, instance_id: str, reason: str) -> None:
-        self.terminates.append(TerminateAction(instance_id, reason))
+    def terminate(self, instance_id: str, reason: str, cause: TerminationCause) -> None:
+        self.terminates.append(TerminateAction(instance_id, reason, cause))
         self.released.add(instance_id)
 
     def to_plan(self) -> Plan:
         launches = tuple(
-            LaunchAction(li.node_type, li.count, li.reason) for li in self.launches if li.count > 0
+            LaunchAction(li.node_type, li.count, li.reason, li.cause, li.gang)
+            for li in self.launches
+            if li.count > 0
         )
         return Plan(
             launches=launches,
