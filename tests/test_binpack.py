@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from autoscaler.binpack import (
+from autoscaler.model import NodeTypeSpec, Shape
+from autoscaler.planner import plan
+from autoscaler.policies.binpack import (
     Budget,
     FreePool,
     RowId,
@@ -15,8 +17,6 @@ from autoscaler.binpack import (
     fit_count,
     pack_new_nodes,
 )
-from autoscaler.model import NodeTypeSpec, Shape
-from autoscaler.planner import plan
 from bench.planner import generate, to_snapshot
 
 CPU1 = Shape.of({"CPU": 1})

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from autoscaler.binpack import (
+from autoscaler.model import Infeasible, LaunchCause, Node, Shape
+from autoscaler.policies import placement
+from autoscaler.policies.binpack import (
     Budget,
     FreePool,
     NewNodes,
@@ -18,8 +20,6 @@ from autoscaler.binpack import (
     fit_count,
     pack_new_nodes,
 )
-from autoscaler.model import Infeasible, LaunchCause, Node, Shape
-from autoscaler.policies import placement
 from autoscaler.policies.reasons import describe, waiting_reason
 from autoscaler.policies.state import PlanState
 

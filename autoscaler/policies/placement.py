@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import reduce
 
-from autoscaler.binpack import (
+from autoscaler.model import (
+    Infeasible,
+    LaunchCause,
+    PendingPlacementGroup,
+    PlacementStrategy,
+    Shape,
+)
+from autoscaler.policies.binpack import (
     Budget,
     FreePool,
     NewNodes,
@@ -21,13 +28,6 @@ from autoscaler.binpack import (
     RowKind,
     TypeChooser,
     pack_new_nodes,
-)
-from autoscaler.model import (
-    Infeasible,
-    LaunchCause,
-    PendingPlacementGroup,
-    PlacementStrategy,
-    Shape,
 )
 from autoscaler.policies.reasons import describe, waiting_reason
 from autoscaler.policies.state import PlanState

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from autoscaler.binpack import TypeChooser
 from autoscaler.model import Shape
+from autoscaler.policies.binpack import TypeChooser
 from autoscaler.policies.state import PlanState
 
 
