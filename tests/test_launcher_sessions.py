@@ -174,10 +174,15 @@ class Terminal:
         return found
 
     def wait(self, timeout_s: float = 20) -> int:
+        self.exits_within(timeout_s)
+        return self.process.wait(0.01)
+
+    def exits_within(self, timeout_s: float) -> bool:
+        """Read the output until the command exits; False if it is still running at the end."""
         deadline = time.monotonic() + timeout_s
         while self.process.poll() is None and time.monotonic() < deadline:
             self._read(0.1)
-        return self.process.wait(max(deadline - time.monotonic(), 0.01))
+        return self.process.poll() is not None
 
     def _read(self, timeout_s: float) -> bool:
         """Append what arrives within `timeout_s`; False once the terminal is closed."""
@@ -317,7 +322,12 @@ def test_attach_tmux_shows_the_session_exec_tmux_started(
     assert ran.exit_code == 0, ran.output
     term = rayctl_on_terminal("attach", str(head.config_file), "--tmux")
     term.read_until("from-the-exec-42")  # the session's screen, drawn by tmux
-    term.send("\x02d")  # Ctrl-b d: detach; the session stays
+    # Ctrl-b d: detach; the session stays. A tmux client still reading the terminal's answers
+    # to its start-up queries can swallow the keys, so press them again, as a person would.
+    deadline = time.monotonic() + 20
+    while term.process.poll() is None and time.monotonic() < deadline:
+        term.send("\x02d")
+        term.exits_within(2)
     assert term.wait() == 0, term.text()
     assert len(tmux(head, "list-sessions").stdout.splitlines()) == 1
 
