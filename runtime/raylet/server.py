@@ -24,7 +24,7 @@ from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo, ShapeCount
-from runtime.raylet import drain, scheduling
+from runtime.raylet import actor_host, drain, objects, scheduling
 from runtime.raylet.bundles import Bundles
 from runtime.raylet.env_setup import EnvSetup
 from runtime.raylet.gpus import GpuSlots, gpu_amount
@@ -195,7 +195,7 @@ class Raylet:
                 if room:
                     self.queue.remove(req)
                     req.future.set_result(self._spill(req, room[0]))
-        self._update_idle()
+        self.update_idle()
 
     async def _grant(self, req: LeaseRequest, devices: tuple[str, ...]) -> None:
         assert self.pool is not None
@@ -218,7 +218,7 @@ class Raylet:
         worker.owner = req.owner
         worker.gpu_ids, worker.gpus = devices, gpu_amount(req.shape)
         self.leases[lease_id] = (worker, req.shape)
-        self._update_idle()  # dispatch() ran before the grant: it saw neither the request nor this
+        self.update_idle()  # dispatch() ran before the grant: it saw neither the request nor this
         req.future.set_result(
             {
                 "lease_id": lease_id,
@@ -234,8 +234,8 @@ class Raylet:
         if entry is None:
             return
         worker, shape = entry
-        self._give_back(_without_cpu(shape) if worker.blocked else shape)
-        self._give_back_devices(worker)
+        self.give_back(_without_cpu(shape) if worker.blocked else shape)
+        self.give_back_devices(worker)
         assert self.pool is not None
         if kill:
             self.pool.kill(worker)
@@ -243,7 +243,7 @@ class Raylet:
             self.pool.release(worker)
         self.dispatch()
 
-    def _give_back_devices(self, worker: Worker) -> None:
+    def give_back_devices(self, worker: Worker) -> None:
         self.gpus.release(worker.gpu_ids, worker.gpus)
         worker.gpu_ids, worker.gpus = (), 0.0
 
@@ -261,7 +261,7 @@ class Raylet:
         cpus = {"CPU": shape.get("CPU", 0.0)}
         worker.blocked = blocked
         if blocked:
-            self._give_back(cpus)
+            self.give_back(cpus)
             self.dispatch()
         else:
             subtract(self.available, cpus)
@@ -280,7 +280,7 @@ class Raylet:
             stub = self._raylet_stubs[address] = raylet_pb2_grpc.RayletStub(channel)
         return stub
 
-    def _node_grpc_address(self, node_id: str) -> str | None:
+    def node_grpc_address(self, node_id: str) -> str | None:
         node = self._live_node(node_id)
         return f"{node.address}:{node.raylet_port}" if node is not None else None
 
@@ -291,33 +291,10 @@ class Raylet:
             path, size, not f.cancelled() and f.exception() is None))
 
     def free(self, batch: list[tuple[str, str]]) -> None:
-        """An owner freed these (object id, primary node) pairs: delete every copy, here, on the
-        primary node, and on the nodes that pulled a copy from here."""
-        remote: dict[str, list[str]] = defaultdict(list)
-        for object_id, node_id in batch:
-            if node_id != self.node_id:
-                remote[node_id].append(object_id)
-        self.delete_copies([object_id for object_id, _ in batch], remote)
+        objects.free(self, batch)
 
-    def delete_copies(self, object_ids: list[str], remote: dict[str, list[str]] | None = None) -> None:
-        """Delete local copies; tell the nodes that pulled them (and `remote`) to do the same."""
-        remote = remote if remote is not None else defaultdict(list)
-        for object_id in object_ids:
-            self.store.delete(object_id)
-            self.owners.deleted(object_id)
-            for node_id in self.transfer.copies.pop(object_id, ()):
-                remote.setdefault(node_id, []).append(object_id)
-        for node_id, freed in remote.items():
-            address = self._node_grpc_address(node_id)
-            if address is not None and node_id != self.node_id:
-                asyncio.ensure_future(self._free_remote(address, freed))
-
-    async def _free_remote(self, address: str, object_ids: list[str]) -> None:
-        try:
-            await self.raylet_stub(address).FreeObjects(
-                raylet_pb2.FreeRequest(object_ids=object_ids), metadata=self.md, timeout=10)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("could not free %d objects on %s: %s", len(object_ids), address, exc.details())
+    def delete_copies(self, object_ids: list[str]) -> None:
+        objects.delete_copies(self, object_ids)
 
     def mark_load_changed(self) -> None:
         """The queued demand changed: tell the GCS now (after a 10 ms batch), not at the next
@@ -325,11 +302,11 @@ class Raylet:
         self.load_changed = True
         self._beat_now.set()
 
-    def _give_back(self, shape: dict[str, float]) -> None:
+    def give_back(self, shape: dict[str, float]) -> None:
         """Return a finished lease's resources (bundle resources of a removed group are gone)."""
         add(self.available, {k: v for k, v in shape.items() if k in self.total})
 
-    def _update_idle(self) -> None:
+    def update_idle(self) -> None:
         busy = bool(self.leases) or bool(self.actor_workers) or bool(self.queue)
         if busy:
             self.idle_since = 0.0
@@ -337,28 +314,7 @@ class Raylet:
             self.idle_since = time.time()
 
     def on_worker_death(self, worker: Worker, code: int) -> None:
-        if worker.lease_id:
-            self.return_lease(worker.lease_id)
-        if worker.actor_id:
-            entry = self.actor_workers.pop(worker.actor_id, None)
-            if entry is not None:
-                self._give_back(entry[1])
-                self._give_back_devices(worker)
-                asyncio.ensure_future(self._report_actor_died(worker.actor_id, code))
-            self.dispatch()
-
-    async def _report_actor_died(self, actor_id: str, code: int) -> None:
-        if self.gcs is None or self.stopping.is_set():
-            return
-        try:
-            await self.gcs.ReportActorDied(
-                gcs_pb2.ActorDiedRequest(
-                    actor_id=actor_id, reason=f"the actor's worker process exited (code {code})"
-                ),
-                metadata=self.md,
-            )
-        except grpc.aio.AioRpcError as exc:
-            log.warning("could not report actor %s death: %s", actor_id, exc.details())
+        actor_host.on_worker_death(self, worker, code)
 
     def on_connection_closed(self, conn: Connection) -> None:
         """A driver or worker went away: drop its queued requests, return its leases."""
@@ -439,49 +395,12 @@ class Raylet:
             return {"node_id": self.node_id, "shm_dir": self.shm_dir, "resources": self.total}
         raise ValueError(f"unknown raylet method {method!r}")
 
-    # -- actors (called by the GCS over gRPC) --------------------------------------------------
+    # -- actors (called by the GCS over gRPC): runtime/raylet/actor_host.py ---------------------
     async def start_actor(self, actor: common_pb2.ActorInfo) -> raylet_pb2.StartActorReply:
-        need = dict(actor.resources)
-        devices = None
-        if fits(need, self.available) and not self.draining:  # placed before the GCS saw the drain
-            devices = self.gpus.assign(gpu_amount(need))
-        if devices is None:
-            return raylet_pb2.StartActorReply(no_room=True)
-        subtract(self.available, need)
-        self._update_idle()
-        assert self.pool is not None
-        env = json.loads(actor.runtime_env_json) if actor.runtime_env_json else None
-        try:
-            worker = await self.pool.acquire(*self.envs.setup(env))
-        except Exception as exc:  # noqa: BLE001 - e.g. a pip requirement that cannot install
-            self._give_back(need)
-            self.gpus.release(devices, gpu_amount(need))
-            self.dispatch()
-            return raylet_pb2.StartActorReply(error=f"runtime_env: {exc}")
-        worker.actor_id = actor.actor_id
-        worker.gpu_ids, worker.gpus = devices, gpu_amount(need)
-        self.actor_workers[actor.actor_id] = (worker, need)
-        assert worker.conn is not None
-        try:
-            await worker.conn.request(
-                "create_actor",
-                {"actor_id": actor.actor_id, "spec": actor.creation_spec, "job_id": actor.job_id,
-                 "gpu_ids": list(devices)},
-            )
-        except Exception as exc:  # noqa: BLE001 - the constructor failed or the worker died
-            self.actor_workers.pop(actor.actor_id, None)
-            worker.actor_id = ""
-            self._give_back(need)
-            self._give_back_devices(worker)
-            self.pool.kill(worker)
-            self.dispatch()
-            return raylet_pb2.StartActorReply(error=str(exc) or repr(exc))
-        return raylet_pb2.StartActorReply(address=worker.address, pid=worker.pid)
+        return await actor_host.start_actor(self, actor)
 
     def kill_actor_worker(self, actor_id: str) -> None:
-        entry = self.actor_workers.get(actor_id)
-        if entry is not None and self.pool is not None:
-            self.pool.kill(entry[0])
+        actor_host.kill_actor_worker(self, actor_id)
 
 
 def _without_cpu(shape: dict[str, float]) -> dict[str, float]:
