@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from runtime.exceptions import OutOfMemoryError, RuntimeBaseError
+from runtime.raylet.memory_guard import MemoryGuard, MemoryGuardSettings
 from runtime.raylet.memory_monitor import (
     RunningWork,
+    Victim,
     VictimClass,
     WorkKind,
     oom_message,
@@ -108,3 +114,37 @@ def test_file_reader_rereads(tmp_path: Path) -> None:
     assert read().fraction == 0.1
     path.write_text(json.dumps({"used_bytes": 96, "total_bytes": 100}))
     assert read().fraction == 0.96
+
+
+def _sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def test_guard_kills_the_newest_retriable_worker_only_over_the_threshold(tmp_path: Path) -> None:
+    memory_file = tmp_path / "memory.json"
+    memory_file.write_text(json.dumps({"used_bytes": 90, "total_bytes": 100}))
+    procs = [_sleeper(), _sleeper()]
+    try:
+        running = [task(procs[0].pid, "a", 1.0), task(procs[1].pid, "a", 2.0)]
+        messages: list[str] = []
+
+        def kill(victim: Victim, message: str) -> None:
+            os.kill(victim.work.worker_pid, signal.SIGKILL)
+            messages.append(message)
+
+        guard = MemoryGuard(
+            "node-1", MemoryGuardSettings(), file_reader(memory_file), lambda: running, kill
+        )
+        assert guard.check_once() is None
+        assert all(p.poll() is None for p in procs)
+        memory_file.write_text(json.dumps({"used_bytes": 96, "total_bytes": 100}))
+        victim = guard.check_once()
+        assert victim is not None and victim.work.worker_pid == procs[1].pid
+        assert procs[1].wait(timeout=10) == -signal.SIGKILL
+        assert procs[0].poll() is None
+        assert "node-1" in messages[0] and "96%" in messages[0]
+        assert not MemoryGuard("n", MemoryGuardSettings(0.0), read_node_memory, list, kill).enabled
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
