@@ -27,6 +27,7 @@ from runtime.protocol.common_pb2 import NodeInfo, ShapeCount
 from runtime.raylet import actor_host, drain, objects, scheduling
 from runtime.raylet.bundles import Bundles
 from runtime.raylet.env_setup import EnvSetup
+from runtime.raylet.gcs_reports import GcsReports
 from runtime.raylet.gpus import GpuSlots, gpu_amount
 from runtime.raylet.transfer import ObjectTransfer
 from runtime.raylet.worker_pool import Worker, WorkerPool
@@ -86,6 +87,7 @@ class Raylet:
         self.load_changed = True
         self._beat_now = asyncio.Event()
         self.envs = EnvSetup(args.session_dir, self._gcs_call)
+        self.reports = GcsReports(self._gcs_call, self.stopping)  # retried until acknowledged
         self._turns = itertools.count()
 
     @property
@@ -247,9 +249,9 @@ class Raylet:
         self.gpus.release(worker.gpu_ids, worker.gpus)
         worker.gpu_ids, worker.gpus = (), 0.0
 
-    async def _gcs_call(self, method: str, request: Any) -> Any:
+    async def _gcs_call(self, method: str, request: Any, timeout: float = 60) -> Any:
         assert self.gcs is not None
-        return await getattr(self.gcs, method)(request, metadata=self.md, timeout=60)
+        return await getattr(self.gcs, method)(request, metadata=self.md, timeout=timeout)
 
     def set_blocked(self, conn: Connection, blocked: bool) -> None:
         """A leased worker waits in get(): lend its CPUs to other leases until it resumes (as Ray
@@ -327,10 +329,8 @@ class Raylet:
             if worker.owner is conn:
                 self.return_lease(lease_id)
         job_id = self.drivers.pop(conn, None)
-        if job_id and self.gcs is not None and not self.stopping.is_set():
-            asyncio.ensure_future(
-                self.gcs.FinishJob(gcs_pb2.JobIdRequest(job_id=job_id), metadata=self.md)
-            )
+        if job_id and not self.stopping.is_set():
+            self.reports.send("FinishJob", gcs_pb2.JobIdRequest(job_id=job_id), f"job {job_id}'s end")
         self.dispatch()
 
     def load(self) -> list[common_pb2.ShapeCount]:
