@@ -68,7 +68,8 @@ def test_killed_driver_frees_objects_on_another_node(two_nodes: Cluster) -> None
     before = sealed_bytes(worker_node.shm_dir)
     driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER, two_nodes.address, two_nodes.token, two_nodes.temp_dir],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert driver.stdout is not None and driver.stdout.readline().strip() == "holding"
@@ -77,8 +78,11 @@ def test_killed_driver_frees_objects_on_another_node(two_nodes: Cluster) -> None
         driver.kill()
         driver.wait(10)
         killed_at = time.monotonic()
-        wait_for(lambda: sealed_bytes(worker_node.shm_dir) <= before, timeout_s=10,
-                 what="the killed driver's objects to be freed")
+        wait_for(
+            lambda: sealed_bytes(worker_node.shm_dir) <= before,
+            timeout_s=10,
+            what="the killed driver's objects to be freed",
+        )
         print(f"freed {held} bytes {time.monotonic() - killed_at:.2f}s after kill -9")
     finally:
         if driver.poll() is None:

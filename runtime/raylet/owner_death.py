@@ -35,8 +35,8 @@ def on_local_process_gone(r: Raylet, conn: Connection, was_local: bool) -> None:
         r.owners.mark_gone(address)
     _free_owned_by(r, dead)
     if was_local:  # what it was writing when it died; again once its process has surely exited
-        r.store.abort_partial()
-        asyncio.get_running_loop().call_later(PARTIAL_RECHECK_S, r.store.abort_partial)
+        _abort_partial(r)
+        asyncio.get_running_loop().call_later(PARTIAL_RECHECK_S, _abort_partial, r)
 
 
 def _free_owned_by(r: Raylet, dead: set[Connection | str]) -> None:
@@ -44,6 +44,13 @@ def _free_owned_by(r: Raylet, dead: set[Connection | str]) -> None:
     if object_ids:
         log.info("freeing %d object(s) whose owner died", len(object_ids))
         objects.delete_copies(r, object_ids)
+
+
+def _abort_partial(r: Raylet) -> None:
+    try:
+        r.store.abort_partial()
+    except OSError as exc:  # the node is stopping and its directories went first
+        log.debug("partial writes not looked at: %s", exc)
 
 
 async def sweep_remote_owners(r: Raylet) -> None:
@@ -66,7 +73,9 @@ async def sweep_remote_owners(r: Raylet) -> None:
 
 async def _refuses(address: str, token: str) -> bool:
     try:
-        conn = await connect(address, token, info={"role": "owner-probe"}, timeout_s=PROBE_TIMEOUT_S)
+        conn = await connect(
+            address, token, info={"role": "owner-probe"}, timeout_s=PROBE_TIMEOUT_S
+        )
     except (ConnectionRefusedError, ConnectionResetError):
         return True
     except Exception:  # noqa: BLE001 - slow or odd: not proof the owner is gone
