@@ -322,7 +322,7 @@ class ObjectStore:
                 errno.ENOSPC,
                 f"spill is full: {self._spilled_bytes} of its cap of {self.spill_capacity_bytes} "
                 "bytes used; raise the cap with rayctl start --spill-capacity-bytes or "
-                "runtime.init(_spill_capacity_bytes=...)",
+                "runtime.init(spill_capacity_bytes=...)",
             )
 
     def _drop_shm_copy(self, object_id: str, entry: _Entry) -> None:

@@ -178,6 +178,7 @@ def main() -> None:
     p.add_argument("--token-file", required=True)
     p.add_argument("--resources", required=True, help="JSON map of resource totals")
     p.add_argument("--object-store-memory", type=int, required=True)
+    p.add_argument("--spill-capacity-bytes", type=int, default=None, help="default: half the disk's free space")
     p.add_argument("--session-dir", required=True)
     p.add_argument("--shm-root", required=True)
     p.add_argument("--prestart", type=int, default=0)

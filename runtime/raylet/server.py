@@ -74,6 +74,7 @@ class Raylet:
             args.object_store_memory,
             os.path.join(args.session_dir, "spill", self.node_id),
             make_spare=self._make_spare,
+            spill_capacity_bytes=args.spill_capacity_bytes,
         )
         self.transfer = ObjectTransfer(self.store, self.shm_dir, token, self._node_data_address, self.node_id)
         self._raylet_stubs: dict[str, raylet_pb2_grpc.RayletStub] = {}
