@@ -37,6 +37,30 @@ DRIVER = textwrap.dedent(f"""
 """)
 
 
+# A driver that hands a detached actor (on the worker node) one of its objects to borrow, and lets
+# the actor make an object of its own; then waits to be killed.
+LENDER = textwrap.dedent(f"""
+    import sys, time
+    import runtime as rt
+    rt.init(address=sys.argv[1], _token=sys.argv[2], _temp_dir=sys.argv[3])
+
+    @rt.remote(resources={{"worker": 1}}, num_cpus=0)
+    class Keeper:
+        def hold(self, refs):
+            self.lent = refs[0]
+            self.own = rt.put(b"o" * {OBJECT_BYTES})
+        def own_value(self):
+            return rt.get(self.own)
+        def lent_value(self):
+            return rt.get(self.lent, timeout=20)
+
+    keeper = Keeper.options(name="keeper", namespace="owners", lifetime="detached").remote()
+    rt.get(keeper.hold.remote([rt.put(b"l" * {OBJECT_BYTES})]))
+    print("lent", flush=True)
+    time.sleep(600)
+""")
+
+
 def sealed_bytes(shm_dir: str) -> int:
     """Bytes of sealed objects in a node's store (no spare files, no partial writes)."""
     with os.scandir(shm_dir) as entries:
@@ -89,3 +113,28 @@ def test_killed_driver_frees_objects_on_another_node(two_nodes: Cluster) -> None
             driver.kill()
             driver.wait(10)
     assert rt.get(kept) == b"k" * OBJECT_BYTES
+
+
+def test_borrower_of_a_dead_owners_object_gets_owner_died(two_nodes: Cluster) -> None:
+    import runtime as rt
+    from runtime.exceptions import OwnerDiedError
+
+    lender = subprocess.Popen(
+        [sys.executable, "-c", LENDER, two_nodes.address, two_nodes.token, two_nodes.temp_dir],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert lender.stdout is not None and lender.stdout.readline().strip() == "lent"
+        lender.kill()
+        lender.wait(10)
+        keeper = rt.get_actor("keeper", namespace="owners")
+        with pytest.raises(OwnerDiedError):
+            rt.get(keeper.lent_value.remote(), timeout=30)
+        # a detached actor outlives the driver that made it, and so do the objects it owns
+        assert rt.get(keeper.own_value.remote(), timeout=30) == b"o" * OBJECT_BYTES
+        rt.kill(keeper)
+    finally:
+        if lender.poll() is None:
+            lender.kill()
+            lender.wait(10)
