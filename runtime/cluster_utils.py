@@ -36,12 +36,12 @@ class Cluster:
 
     def add_node(self, *, num_cpus: float = 1, num_gpus: float | None = None,
                  resources: dict[str, float] | None = None, object_store_memory: int | None = None,
-                 env: dict[str, str] | None = None, gcs_lost_timeout_s: float | None = None) -> NodeHandle:
+                 spill_capacity_bytes: int | None = None, env: dict[str, str] | None = None, gcs_lost_timeout_s: float | None = None) -> NodeHandle:
         """Start another raylet joining the head; returns once it is registered."""
         node = start_raylet(gcs_address=self.address, token_file=self.head.token_file,
                             session_dir=self.head.session_dir, num_cpus=num_cpus, num_gpus=num_gpus,
                             resources=resources, object_store_memory=object_store_memory,
-                            parent_pid=os.getpid(), env=None if env is None else {**os.environ, **env},
+                            spill_capacity_bytes=spill_capacity_bytes, parent_pid=os.getpid(), env=None if env is None else {**os.environ, **env},
                             gcs_lost_timeout_s=gcs_lost_timeout_s)
         self.nodes.append(node)
         return node

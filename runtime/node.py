@@ -88,6 +88,7 @@ def start_head(
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
+    spill_capacity_bytes: int | None = None,
     temp_dir: str | None = None,
     parent_pid: int = 0,
     death_timeout_s: float | None = None,
@@ -126,6 +127,7 @@ def start_head(
         num_gpus=num_gpus,
         resources=resources,
         object_store_memory=object_store_memory,
+        spill_capacity_bytes=spill_capacity_bytes,
         head=True,
         parent_pid=parent_pid,
         wait_procs=procs,
@@ -197,6 +199,7 @@ def start_raylet(
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
+    spill_capacity_bytes: int | None = None,
     head: bool = False,
     parent_pid: int = 0,
     prestart: int | None = None,
@@ -229,6 +232,8 @@ def start_raylet(
         args += ["--parent-pid", str(parent_pid)]
     if gcs_lost_timeout_s is not None:
         args += ["--gcs-lost-timeout-s", str(gcs_lost_timeout_s)]
+    if spill_capacity_bytes is not None:
+        args += ["--spill-capacity-bytes", str(spill_capacity_bytes)]
     proc = _spawn(
         args,
         os.path.join(session_dir, "logs", f"raylet-{node_id}.log"),

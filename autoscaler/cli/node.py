@@ -74,6 +74,9 @@ def start(
         str | None, typer.Option(help="custom resources as JSON, e.g. '{\"tpu\": 4}'")
     ] = None,
     object_store_memory: Annotated[int | None, typer.Option(help="object store bytes")] = None,
+    spill_capacity_bytes: Annotated[
+        int | None, typer.Option(help="most bytes spilled to disk (default: half its free space)")
+    ] = None,
     token_file: Annotated[
         str | None, typer.Option(help="cluster token file (or $RAYCTL_TOKEN_FILE)")
     ] = None,
@@ -93,6 +96,7 @@ def start(
     common: dict[str, Any] = dict(
         host=node_ip_address, num_cpus=shape.num_cpus, num_gpus=shape.num_gpus,
         resources=shape.custom, object_store_memory=object_store_memory, temp_dir=temp_dir,
+        spill_capacity_bytes=spill_capacity_bytes,
     )
     if head:
         _start_head(common, port, autoscaling_config)

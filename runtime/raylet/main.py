@@ -16,7 +16,9 @@ import grpc
 
 from runtime.auth import AioTokenServerInterceptor, read_token_file
 from runtime.constants import GRPC_CHANNEL_OPTIONS
+from runtime.leftovers import reclaim_dead_raylets
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
+from runtime.raylet import owner_death
 from runtime.raylet.gcs_link import heartbeat_loop, node_info, register
 from runtime.raylet.server import Raylet, log
 from runtime.raylet.worker_pool import WorkerPool
@@ -72,7 +74,9 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
 async def run(args: argparse.Namespace) -> None:
     """Start the node's services, join the cluster, serve until told to stop, then leave it."""
     token = read_token_file(args.token_file)
+    reclaim_dead_raylets(args.session_dir, args.node_id)
     raylet = Raylet(args, token)
+    raylet.store.abort_partial()  # .tmp files of writers killed mid-put
     servers = await _start_servers(raylet, args, token)
     raylet.pool = _worker_pool(raylet, args)
     for _ in range(args.prestart):
@@ -89,6 +93,7 @@ async def run(args: argparse.Namespace) -> None:
         raylet.total,
     )
     hb = asyncio.ensure_future(heartbeat_loop(raylet))
+    asyncio.ensure_future(owner_death.sweep_remote_owners(raylet))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, raylet.stopping.set)
@@ -173,6 +178,7 @@ def main() -> None:
     p.add_argument("--token-file", required=True)
     p.add_argument("--resources", required=True, help="JSON map of resource totals")
     p.add_argument("--object-store-memory", type=int, required=True)
+    p.add_argument("--spill-capacity-bytes", type=int, default=None, help="default: half the disk's free space")
     p.add_argument("--session-dir", required=True)
     p.add_argument("--shm-root", required=True)
     p.add_argument("--prestart", type=int, default=0)

@@ -24,7 +24,7 @@ from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo, ShapeCount
-from runtime.raylet import actor_host, drain, objects, scheduling
+from runtime.raylet import actor_host, drain, objects, owner_death, scheduling
 from runtime.raylet.bundles import Bundles
 from runtime.raylet.env_setup import EnvSetup
 from runtime.raylet.gcs_reports import GcsReports
@@ -75,6 +75,7 @@ class Raylet:
             args.object_store_memory,
             os.path.join(args.session_dir, "spill", self.node_id),
             make_spare=self._make_spare,
+            spill_capacity_bytes=args.spill_capacity_bytes,
         )
         self.transfer = ObjectTransfer(self.store, self.shm_dir, token, self._node_data_address, self.node_id)
         self._raylet_stubs: dict[str, raylet_pb2_grpc.RayletStub] = {}
@@ -329,6 +330,7 @@ class Raylet:
             if worker.owner is conn:
                 self.return_lease(lease_id)
         job_id = self.drivers.pop(conn, None)
+        owner_death.on_local_process_gone(self, conn, bool(conn.context.get("local")))
         if job_id and not self.stopping.is_set():
             self.reports.send("FinishJob", gcs_pb2.JobIdRequest(job_id=job_id), f"job {job_id}'s end")
         self.dispatch()
@@ -381,6 +383,7 @@ class Raylet:
             return None
         if method == "register_worker":
             assert self.pool is not None
+            conn.context["local"] = True  # this node's process: its address dies with `conn`
             if not conn.on_close:
                 conn.on_close.append(self.on_connection_closed)
             worker = self.pool.on_registered(payload["worker_id"], conn, payload["address"])
@@ -389,6 +392,7 @@ class Raylet:
             return {"node_id": self.node_id}
         if method == "register_driver":
             self.drivers[conn] = payload["job_id"]
+            conn.context["local"] = True
             return {"node_id": self.node_id, "shm_dir": self.shm_dir}
         if method == "hello":
             conn.on_close.append(self.on_connection_closed)
