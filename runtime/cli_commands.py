@@ -64,6 +64,7 @@ def start_worker_node(
     token_file: str | None,
     temp_dir: str | None,
     gcs_lost_timeout_s: float | None = None,
+    end_machine_command: str = "",
 ) -> dict[str, Any]:
     temp_dir = temp_dir or TEMP_DIR
     session = session_dir_for(temp_dir, f"node-{ids.random_id(4)}")
@@ -80,6 +81,7 @@ def start_worker_node(
         resources=resources,
         object_store_memory=object_store_memory,
         gcs_lost_timeout_s=gcs_lost_timeout_s,
+        end_machine_command=end_machine_command,
     )
     return {"node_id": handle.node_id, "logs": os.path.join(session, "logs")}
 
