@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -101,6 +102,10 @@ def start(
     ] = "",
 ) -> None:
     """Start this machine's node: a head (--head) or a worker joining --address."""
+    if not (math.isfinite(gcs_lost_timeout_s) and gcs_lost_timeout_s > 0):
+        raise typer.BadParameter(
+            f"--gcs-lost-timeout-s must be a finite number of seconds > 0, got {gcs_lost_timeout_s}"
+        )
     shape = NodeShape.of(num_cpus, num_gpus, resources)
     common: dict[str, Any] = dict(
         host=node_ip_address, num_cpus=shape.num_cpus, num_gpus=shape.num_gpus,

@@ -127,6 +127,11 @@ class GCPProvider:
         clients, waiter, _, _ = self._wired()
         Bootstrapper(self.cluster_name, self.config, clients, waiter).purge()
 
+    def end_machine_command(self, node_type: str) -> str | None:
+        # The VM deletes itself with its service account (self_delete.py); a VM whose account
+        # may not do that powers off instead (a stopped VM bills its disks only).
+        return "python3 -m providers.gcp.self_delete || sudo shutdown -h now"
+
     def _ssh_runner(self, instance: Instance) -> CommandRunner:
         from providers.ssh import runner_for
 

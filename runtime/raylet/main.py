@@ -146,7 +146,7 @@ def _write_ready_file(raylet: Raylet, args: argparse.Namespace) -> None:
     os.rename(args.ready_file + ".tmp", args.ready_file)
 
 
-async def _leave(raylet: Raylet, servers: _Servers, heartbeats: asyncio.Future[None]) -> None:
+async def _leave(raylet: Raylet, servers: _Servers, heartbeats: asyncio.Future[bool]) -> None:
     """Refuse queued work, leave the GCS, stop the workers and servers, remove the store."""
     assert raylet.pool is not None and raylet.gcs is not None
     raylet.reject_queued(f"node {raylet.node_id} is stopping")
