@@ -47,15 +47,13 @@ def delete_self(
 ) -> Any:
     """Ask Compute to delete this VM; returns the operation (nobody waits for it: the VM, and
     this process with it, goes away). `credentials` None: the VM's service account."""
+    from google.cloud import compute_v1
+
     clients = make_clients(api_endpoint, credentials)
-    return clients.instances.delete(
-        project=me.project,
-        zone=me.zone,
-        instance=me.name,
-        request_id=str(uuid.uuid4()),
-        retry=NO_RETRY,
-        timeout=CALL_TIMEOUT_S,
+    request = compute_v1.DeleteInstanceRequest(
+        project=me.project, zone=me.zone, instance=me.name, request_id=str(uuid.uuid4())
     )
+    return clients.instances.delete_unary(request=request, timeout=CALL_TIMEOUT_S, retry=NO_RETRY)
 
 
 def main() -> int:
