@@ -53,3 +53,20 @@ def test_workers_get_the_timeout_and_the_providers_end_command(tmp_path: Path) -
         assert written == ["30", "rayctl stop"]  # a local slot stops its services only
     finally:
         provider.terminate([instance.id])
+
+
+@pytest.mark.parametrize(
+    "flag, env", [(["--gcs-lost-timeout-s", "-1"], {}), ([], {"RAYCTL_HEAD_LOST_TIMEOUT_S": "inf"})]
+)
+def test_rayctl_start_refuses_a_bad_timeout_before_starting_anything(
+    tmp_path: Path, flag: list[str], env: dict[str, str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from autoscaler.cli import app
+
+    args = ["start", "--address", "127.0.0.1:1", "--temp-dir", str(tmp_path), *flag]
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 2
+    assert "--gcs-lost-timeout-s must be a finite number of seconds > 0" in result.output
+    assert not any(tmp_path.iterdir())  # no session was made
