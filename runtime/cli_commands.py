@@ -67,6 +67,7 @@ def start_worker_node(
     temp_dir: str | None,
     gcs_lost_timeout_s: float | None = None,
     spill_capacity_bytes: int | None = None,
+    end_machine_command: str = "",
 ) -> dict[str, Any]:
     temp_dir = temp_dir or TEMP_DIR
     session = session_dir_for(temp_dir, f"node-{ids.random_id(4)}")
@@ -84,6 +85,7 @@ def start_worker_node(
         object_store_memory=object_store_memory,
         spill_capacity_bytes=spill_capacity_bytes,
         gcs_lost_timeout_s=gcs_lost_timeout_s,
+        end_machine_command=end_machine_command,
     )
     return {"node_id": handle.node_id, "logs": os.path.join(session, "logs")}
 

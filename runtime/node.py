@@ -206,8 +206,10 @@ def start_raylet(
     wait_procs: list[subprocess.Popen[bytes]] | None = None,
     env: dict[str, str] | None = None,
     gcs_lost_timeout_s: float | None = None,
+    end_machine_command: str = "",
 ) -> NodeHandle:
-    """Start a raylet and wait until it has joined the GCS (its ready file)."""
+    """Start a raylet and wait until it has joined the GCS (its ready file). With
+    `end_machine_command` the raylet runs it after stopping for a lost GCS (head_loss.py)."""
     node_id = ids.random_id(8)
     total = default_resources(num_cpus, num_gpus, resources)
     ready = os.path.join(session_dir, f"raylet-{node_id}.ready")
@@ -234,6 +236,8 @@ def start_raylet(
         args += ["--gcs-lost-timeout-s", str(gcs_lost_timeout_s)]
     if spill_capacity_bytes is not None:
         args += ["--spill-capacity-bytes", str(spill_capacity_bytes)]
+    if end_machine_command:
+        args += ["--end-machine-command", end_machine_command]
     proc = _spawn(
         args,
         os.path.join(session_dir, "logs", f"raylet-{node_id}.log"),

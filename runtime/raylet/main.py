@@ -20,6 +20,7 @@ from runtime.leftovers import reclaim_dead_raylets
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet import owner_death
 from runtime.raylet.gcs_link import heartbeat_loop, node_info, register
+from runtime.raylet.head_loss import end_machine
 from runtime.raylet.server import Raylet, log
 from runtime.raylet.worker_pool import WorkerPool
 from runtime.session import record_pid, watch_parent
@@ -101,6 +102,9 @@ async def run(args: argparse.Namespace) -> None:
         asyncio.ensure_future(watch_parent(args.parent_pid, raylet.stopping.set))
     await raylet.stopping.wait()
     await _leave(raylet, servers, hb)
+    head_lost = hb.done() and not hb.cancelled() and hb.result()
+    if head_lost and args.end_machine_command:
+        end_machine(args.end_machine_command, os.path.join(args.session_dir, "logs"))
 
 
 async def _start_servers(raylet: Raylet, args: argparse.Namespace, token: str) -> _Servers:
@@ -147,7 +151,7 @@ def _write_ready_file(raylet: Raylet, args: argparse.Namespace) -> None:
     os.rename(args.ready_file + ".tmp", args.ready_file)
 
 
-async def _leave(raylet: Raylet, servers: _Servers, heartbeats: asyncio.Future[None]) -> None:
+async def _leave(raylet: Raylet, servers: _Servers, heartbeats: asyncio.Future[bool]) -> None:
     """Refuse queued work, leave the GCS, stop the workers and servers, remove the store."""
     assert raylet.pool is not None and raylet.gcs is not None
     raylet.reject_queued(f"node {raylet.node_id} is stopping")
@@ -186,6 +190,8 @@ def main() -> None:
     p.add_argument("--parent-pid", type=int, default=0, help="stop when this process exits")
     p.add_argument("--ready-file", default="")
     p.add_argument("--gcs-lost-timeout-s", type=float, default=60.0)
+    p.add_argument("--end-machine-command", default="",
+                   help="shell command run after the node stopped for a lost GCS")
     args = p.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
