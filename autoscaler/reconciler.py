@@ -312,13 +312,17 @@ class Reconciler:
     def _terminate_leaks(self, world: _World) -> None:
         """Instances of this cluster the lifecycle does not know, after a grace period (a
         launch in flight is known by its request id, so the grace only covers clock skew and
-        listing lag). Never the head, never a stopped (cached) node."""
+        listing lag). Never the head, never a stopped (cached) node. A request id protects
+        its instances only while a record of it still waits for one: past that, an instance
+        under it that no record owns is a twin (the same batch launched again, e.g. by the next
+        offering after a crash) and is a leak."""
         now = self.clock()
         known_cloud, known_requests = set(), set()
         for rec in self.store.all():
             if rec.status is not S.TERMINATED:
                 known_cloud.add(rec.cloud_instance_id)
-                known_requests.add(rec.request_id)
+                if not rec.cloud_instance_id:
+                    known_requests.add(rec.request_id)
         leaks = [
             i
             for i in world.by_cloud_id.values()
