@@ -18,8 +18,15 @@ import psutil
 
 RECOVER_LIMIT_S = 10.0
 ENV_MARKERS = ("RAYCTL_TEMP_DIR", "RAYCTL_SESSION_DIR", "RAYCTL_TOKEN_FILE", "HOME")
-COLUMNS = ("scenario", "lost", "procs leaked", "slots leaked", "shm bytes leaked",
-           "recover s", "result")
+COLUMNS = (
+    "scenario",
+    "lost",
+    "procs leaked",
+    "slots leaked",
+    "shm bytes leaked",
+    "recover s",
+    "result",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +49,15 @@ class ScenarioResult:
 
     def cells(self) -> tuple[str, ...]:
         recover = "never" if self.recover_s is None else f"{self.recover_s:.2f}"
-        return (self.name, str(self.lost), str(self.processes_leaked), str(self.slots_leaked),
-                str(self.shm_bytes_leaked), f"{recover} (≤ {self.recover_limit_s:g})",
-                "PASS" if self.passed else "FAIL")
+        return (
+            self.name,
+            str(self.lost),
+            str(self.processes_leaked),
+            str(self.slots_leaked),
+            str(self.shm_bytes_leaked),
+            f"{recover} (≤ {self.recover_limit_s:g})",
+            "PASS" if self.passed else "FAIL",
+        )
 
     def line(self) -> str:
         text = "  ".join(f"{k}={v}" for k, v in zip(COLUMNS, self.cells(), strict=True))
@@ -54,7 +67,9 @@ class ScenarioResult:
 def text_table(results: list[ScenarioResult]) -> str:
     rows = [COLUMNS, *(r.cells() for r in results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
 
 
 def markdown_table(results: list[ScenarioResult]) -> str:

@@ -4,6 +4,7 @@ Each takes a fresh root directory and returns a ScenarioResult; nothing outlives
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -17,11 +18,19 @@ from contextlib import contextmanager
 from typing import Any
 
 import psutil
-from harness import (ScenarioResult, kill_leftovers, processes_under, recorded_shm_dirs, shm_bytes,
-                     sigkill, wait_processes_gone)
+from harness import (
+    ScenarioResult,
+    kill_leftovers,
+    processes_under,
+    recorded_shm_dirs,
+    shm_bytes,
+    sigkill,
+    wait_processes_gone,
+)
 from workloads import TaskStream
 
 from runtime.cluster_utils import Cluster
+from runtime.session import all_sessions
 
 
 @contextmanager
@@ -47,7 +56,9 @@ def _named(root: str, word: str) -> list[psutil.Process]:
     return [p for p in processes_under(root) if word in " ".join(p.cmdline())]
 
 
-def worker_killed(root: str, tasks: int = 2000, task_s: float = 0.01, every_s: float = 0.5) -> ScenarioResult:
+def worker_killed(
+    root: str, tasks: int = 2000, task_s: float = 0.01, every_s: float = 0.5
+) -> ScenarioResult:
     """A worker SIGKILLed every `every_s` while a stream of retryable tasks runs."""
     leaks: dict[str, int] = {}
     with chaos_cluster(root, leaks):
@@ -61,10 +72,15 @@ def worker_killed(root: str, tasks: int = 2000, task_s: float = 0.01, every_s: f
         stream.join()
     waits = [stream.first_success_after(k) for k in kills if k < max(stream.done_at, default=0)]
     recover = max((w for w in waits if w is not None), default=None) if None not in waits else None
-    return ScenarioResult(f"worker killed every {every_s:g} s ({tasks} tasks)", stream.lost,
-                          leaks["processes"], 0, leaks["shm"], recover,
-                          note=f"{len(kills)} kills; recover = slowest first success after a kill"
-                          + _errors(stream))
+    return ScenarioResult(
+        f"worker killed every {every_s:g} s ({tasks} tasks)",
+        stream.lost,
+        leaks["processes"],
+        0,
+        leaks["shm"],
+        recover,
+        note=f"{len(kills)} kills; recover = slowest first success after a kill" + _errors(stream),
+    )
 
 
 def raylet_killed(root: str, tasks: int = 60, task_s: float = 0.1) -> ScenarioResult:
@@ -81,9 +97,16 @@ def raylet_killed(root: str, tasks: int = 60, task_s: float = 0.1) -> ScenarioRe
         dead = _wait(lambda: not _alive(rt, victim.node_id), 10)
         recover = time.monotonic() - killed_at if dead else None
         stream.join()
-    return ScenarioResult(f"non-head raylet killed ({tasks} tasks)", stream.lost, leaks["processes"],
-                          0, leaks["shm"], recover, recover_limit_s=5,
-                          note="recover = node DEAD in the GCS" + _errors(stream))
+    return ScenarioResult(
+        f"non-head raylet killed ({tasks} tasks)",
+        stream.lost,
+        leaks["processes"],
+        0,
+        leaks["shm"],
+        recover,
+        recover_limit_s=5,
+        note="recover = node DEAD in the GCS" + _errors(stream),
+    )
 
 
 def gcs_killed(root: str, tasks: int = 300, task_s: float = 0.02) -> ScenarioResult:
@@ -98,10 +121,15 @@ def gcs_killed(root: str, tasks: int = 300, task_s: float = 0.02) -> ScenarioRes
         recover = time.monotonic() - killed_at if back else None
         actor_ok = _new_actor_answers(time.monotonic() + 10)
         stream.join()
-    return ScenarioResult(f"GCS killed ({tasks} tasks)", stream.lost + (not actor_ok),
-                          leaks["processes"], 0, leaks["shm"], recover,
-                          note="recover = the GCS answers again; then a new actor must answer"
-                          + _errors(stream))
+    return ScenarioResult(
+        f"GCS killed ({tasks} tasks)",
+        stream.lost + (not actor_ok),
+        leaks["processes"],
+        0,
+        leaks["shm"],
+        recover,
+        note="recover = the GCS answers again; then a new actor must answer" + _errors(stream),
+    )
 
 
 def redis_killed(root: str, tasks: int = 300, task_s: float = 0.02) -> ScenarioResult:
@@ -111,14 +139,20 @@ def redis_killed(root: str, tasks: int = 300, task_s: float = 0.02) -> ScenarioR
     with chaos_cluster(root, leaks, supervised_services=[]):
         stream = TaskStream(tasks, task_s).start()
         _wait(lambda: stream.completed >= tasks // 4, 30)
-        redis = [p for p in processes_under(root) if "-server" in p.name()][0]
+        redis = _recorded(root, "redis")
         killed_at = sigkill(redis)
         actor_ok = _new_actor_answers(killed_at + 10)
         recover = time.monotonic() - killed_at if actor_ok else None
         stream.join()
-    return ScenarioResult(f"Redis killed ({tasks} tasks)", stream.lost, leaks["processes"], 0,
-                          leaks["shm"], recover,
-                          note="recover = a new actor created and answering" + _errors(stream))
+    return ScenarioResult(
+        f"Redis killed ({tasks} tasks)",
+        stream.lost,
+        leaks["processes"],
+        0,
+        leaks["shm"],
+        recover,
+        note="recover = a new actor created and answering" + _errors(stream),
+    )
 
 
 DRIVER = textwrap.dedent("""
@@ -143,12 +177,27 @@ def driver_killed(root: str, objects: int = 10, object_mb: int = 100) -> Scenari
     the node's shared memory must be empty again within 10 s."""
     leaks: dict[str, int] = {}
     with chaos_cluster(root, leaks, num_cpus=1) as cluster:
-        node = cluster.add_node(num_cpus=2, resources={"far": 2},
-                                object_store_memory=(objects * object_mb + 64) * 1024**2)
+        node = cluster.add_node(
+            num_cpus=2,
+            resources={"far": 2},
+            object_store_memory=(objects * object_mb + 64) * 1024**2,
+        )
         env = {**os.environ, "RAYCTL_TOKEN_FILE": cluster.head.token_file}
-        driver = subprocess.Popen([sys.executable, "-c", DRIVER, cluster.address, root, str(objects),
-                                   str(object_mb * 1024**2)], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, text=True)
+        driver = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                DRIVER,
+                cluster.address,
+                root,
+                str(objects),
+                str(object_mb * 1024**2),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             held = driver.stdout.readline().strip() == "held" if driver.stdout else False
             before = shm_bytes([node.shm_dir])
@@ -159,9 +208,15 @@ def driver_killed(root: str, objects: int = 10, object_mb: int = 100) -> Scenari
         finally:
             driver.kill()
             driver.wait()
-    return ScenarioResult(f"driver killed holding {objects} x {object_mb} MB", int(not held),
-                          leaks["processes"], 0, held_after + leaks["shm"], recover,
-                          note=f"{before} bytes held at the kill; recover = the node's shm empty")
+    return ScenarioResult(
+        f"driver killed holding {objects} x {object_mb} MB",
+        int(not held),
+        leaks["processes"],
+        0,
+        held_after + leaks["shm"],
+        recover,
+        note=f"{before} bytes held at the kill; recover = the node's shm empty",
+    )
 
 
 # --- small waits and checks ---------------------------------------------------------------------
@@ -174,6 +229,13 @@ def _wait(predicate: Callable[[], Any], timeout_s: float) -> bool:
             return True
         time.sleep(0.02)
     return bool(predicate())
+
+
+def _recorded(root: str, name: str) -> psutil.Process:
+    """The process a session recorded as `name` (Redis retitles itself: no path in its argv)."""
+    [session] = all_sessions(root)
+    with open(os.path.join(session, "pids", f"{name}.pid")) as f:
+        return psutil.Process(json.load(f)["pid"])
 
 
 def _alive(rt: Any, node_id: str) -> bool:
@@ -209,7 +271,9 @@ def _new_actor_answers(deadline: float) -> bool:
         while time.monotonic() < deadline and not answer:
             try:
                 probe = Probe.remote()
-                answer.append(rt.get(probe.ping.remote(), timeout=max(0.1, deadline - time.monotonic())))
+                answer.append(
+                    rt.get(probe.ping.remote(), timeout=max(0.1, deadline - time.monotonic()))
+                )
             except Exception:  # noqa: BLE001 - any failure before the deadline is retried
                 time.sleep(0.2)
 

@@ -14,8 +14,14 @@ class TaskStream:
 
     `lost` counts tasks that raised or returned a wrong value (0 for retryable work)."""
 
-    def __init__(self, count: int, task_s: float, num_cpus: float = 1, timeout_s: float = 120,
-                 options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        count: int,
+        task_s: float,
+        num_cpus: float = 1,
+        timeout_s: float = 120,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.count, self.task_s, self.num_cpus, self.timeout_s = count, task_s, num_cpus, timeout_s
         self.options = options or {}
         self.done_at: list[float] = []
