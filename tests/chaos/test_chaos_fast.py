@@ -17,6 +17,7 @@ FAST: dict[str, Callable[[str], ScenarioResult]] = {
     "worker": lambda root: runtime_scenarios.worker_killed(root, tasks=300, task_s=0.02),
     "raylet": runtime_scenarios.raylet_killed,
     "gcs": runtime_scenarios.gcs_killed,
+    "monitor": lambda root: launcher_scenarios.monitor_killed(root, at_slot=False),
     "down": lambda root: launcher_scenarios.down_interrupted(root, 1.0, signal.SIGINT),
 }
 

@@ -27,6 +27,7 @@ class TaskStream:
         self.done_at: list[float] = []
         self.lost = 0
         self.errors: list[str] = []
+        self.leaks: dict[str, int] = {}  # what the scenario measured after its teardown
         self._thread = threading.Thread(target=self._run, name="chaos-task-stream", daemon=True)
 
     def start(self) -> TaskStream:
