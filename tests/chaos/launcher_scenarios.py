@@ -127,9 +127,8 @@ def monitor_killed(root: str, at_slot: bool, tasks: int = 2, task_s: float = 3.0
     worker slot appears, mid-install: the supervisor restarts it, no task is lost, and no more
     slots are made than the same workload makes without a kill (run first, as the baseline: the
     autoscaler makes 4 slots for these two 1-CPU tasks on this tree, kill or not)."""
-    baseline, _, _ = _scale_up(root + "-baseline", None, tasks, task_s)
-    seen, stream, recover = _scale_up(root, at_slot, tasks, task_s)
-    leaks = stream.leaks
+    baseline, _, _, _ = _scale_up(root + "-baseline", None, tasks, task_s)
+    seen, stream, recover, leaks = _scale_up(root, at_slot, tasks, task_s)
     extra = max(0, len(seen) - len(baseline))  # more than without a kill: a duplicate
     when = "as the first slot appears" if at_slot else "as demand arrives"
     return ScenarioResult(
@@ -146,9 +145,9 @@ def monitor_killed(root: str, at_slot: bool, tasks: int = 2, task_s: float = 3.0
 
 def _scale_up(
     root: str, kill_at_slot: bool | None, tasks: int, task_s: float
-) -> tuple[set[str], TaskStream, float | None]:
+) -> tuple[set[str], TaskStream, float | None, dict[str, int]]:
     """Two 1-CPU tasks on a 0-CPU head; the monitor killed unless `kill_at_slot` is None.
-    Returns the worker slots seen, the finished stream (with `leaks` set) and the recovery."""
+    Returns the worker slots seen, the finished stream, the recovery and the leaks."""
     import runtime as rt
     from runtime.auth import read_token_file
 
@@ -160,15 +159,20 @@ def _scale_up(
         rt.init(address=head["address"], _token=read_token_file(head["token_file"]))
         stream = TaskStream(tasks, task_s).start()
         if kill_at_slot:
-            _wait(lambda: seen.update(cluster.workers()) or seen, 30)
+            _wait(lambda: _note_workers(cluster, seen), 30)
         if kill_at_slot is not None:
             recover = _kill_monitor(cluster)
-        while stream._thread.is_alive():
+        while stream.running:
             seen.update(cluster.workers())
             time.sleep(0.1)
         stream.join()
-    stream.leaks = leaks
-    return seen, stream, recover
+    return seen, stream, recover, leaks
+
+
+def _note_workers(cluster: UpCluster, seen: set[str]) -> bool:
+    """Add the worker slots listed now to `seen`; whether there is any yet."""
+    seen.update(cluster.workers())
+    return bool(seen)
 
 
 def _kill_monitor(cluster: UpCluster) -> float | None:

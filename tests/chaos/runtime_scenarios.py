@@ -64,14 +64,15 @@ def worker_killed(
     with chaos_cluster(root, leaks):
         stream = TaskStream(tasks, task_s).start()
         kills = []
-        while stream.completed < tasks and stream._thread.is_alive():
+        while stream.completed < tasks and stream.running:
             time.sleep(every_s)
             workers = _named(root, "runtime.worker")
             if workers and stream.completed < tasks:
                 kills.append(sigkill(random.choice(workers)))
         stream.join()
-    waits = [stream.first_success_after(k) for k in kills if k < max(stream.done_at, default=0)]
-    recover = max((w for w in waits if w is not None), default=None) if None not in waits else None
+    last = max(stream.done_at, default=0.0)
+    # a kill after the last success has nothing left to recover: only earlier ones count
+    recover = max((stream.first_success_after(k) or 0.0 for k in kills if k < last), default=None)
     return ScenarioResult(
         f"worker killed every {every_s:g} s ({tasks} tasks)",
         stream.lost,
@@ -270,7 +271,7 @@ def _new_actor_answers(deadline: float) -> bool:
     def create_and_call() -> None:
         while time.monotonic() < deadline and not answer:
             try:
-                probe = Probe.remote()
+                probe = Probe.remote()  # type: ignore[attr-defined]
                 answer.append(
                     rt.get(probe.ping.remote(), timeout=max(0.1, deadline - time.monotonic()))
                 )

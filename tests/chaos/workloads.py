@@ -27,7 +27,6 @@ class TaskStream:
         self.done_at: list[float] = []
         self.lost = 0
         self.errors: list[str] = []
-        self.leaks: dict[str, int] = {}  # what the scenario measured after its teardown
         self._thread = threading.Thread(target=self._run, name="chaos-task-stream", daemon=True)
 
     def start(self) -> TaskStream:
@@ -38,6 +37,10 @@ class TaskStream:
         self._thread.join(self.timeout_s + 30)
         if self._thread.is_alive():
             self.errors.append("the stream did not finish")
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     @property
     def completed(self) -> int:
