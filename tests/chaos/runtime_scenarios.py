@@ -57,12 +57,13 @@ def _named(root: str, word: str) -> list[psutil.Process]:
 
 
 def worker_killed(
-    root: str, tasks: int = 2000, task_s: float = 0.01, every_s: float = 0.5
+    root: str, tasks: int = 2000, task_s: float = 0.01, every_s: float = 0.5, timeout_s: float = 120
 ) -> ScenarioResult:
-    """A worker SIGKILLed every `every_s` while a stream of retryable tasks runs."""
+    """A worker SIGKILLed every `every_s` while a stream of retryable tasks runs; a stream not
+    done after `timeout_s` counts what is still pending as lost."""
     leaks: dict[str, int] = {}
     with chaos_cluster(root, leaks):
-        stream = TaskStream(tasks, task_s).start()
+        stream = TaskStream(tasks, task_s, timeout_s=timeout_s).start()
         kills = []
         while stream.completed < tasks and stream.running:
             time.sleep(every_s)

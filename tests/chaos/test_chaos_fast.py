@@ -14,7 +14,9 @@ import runtime_scenarios
 from harness import ScenarioResult
 
 FAST: dict[str, Callable[[str], ScenarioResult]] = {
-    "worker": lambda root: runtime_scenarios.worker_killed(root, tasks=300, task_s=0.02),
+    "worker": lambda root: runtime_scenarios.worker_killed(
+        root, tasks=300, task_s=0.02, timeout_s=30
+    ),
     "raylet": runtime_scenarios.raylet_killed,
     "gcs": runtime_scenarios.gcs_killed,
     "monitor": lambda root: launcher_scenarios.monitor_killed(root, at_slot=False),

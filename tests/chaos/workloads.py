@@ -67,7 +67,9 @@ class TaskStream:
             for ref in ready:
                 i = pending.pop(ref)
                 self._check(rt, ref, i)
-        self.lost += len(pending)
+        if pending:  # a hang is a loss too, named so that the row says so
+            self.errors.append(f"{len(pending)} tasks still pending after {self.timeout_s:g} s")
+            self.lost += len(pending)
 
     def _check(self, rt: Any, ref: Any, i: int) -> None:
         try:
