@@ -63,6 +63,13 @@ def _non_negative_number(value: Any) -> int | float:
     return value
 
 
+def _positive_finite_number(value: Any) -> int | float:
+    bad = isinstance(value, bool) or not isinstance(value, int | float)
+    if bad or not math.isfinite(value) or value <= 0:
+        raise PydanticCustomError("positive_finite_number", "must be a finite number > 0")
+    return value
+
+
 def _non_negative_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise PydanticCustomError("non_negative_int", "must be a whole number >= 0")
@@ -83,6 +90,7 @@ def _cluster_name(value: Any) -> str:
 # `int | float` so a YAML `CPU: 1` dumps back as 1, not 1.0.
 NonNegativeNumber = Annotated[int | float, PlainValidator(_non_negative_number)]
 NonNegativeInt = Annotated[int, PlainValidator(_non_negative_int)]
+PositiveFiniteNumber = Annotated[int | float, PlainValidator(_positive_finite_number)]
 ClusterName = Annotated[str, PlainValidator(_cluster_name)]
 
 
@@ -122,6 +130,8 @@ class ClusterConfig(_Model):
     max_workers: NonNegativeInt = 2
     upscaling_speed: NonNegativeNumber = 1.0
     idle_timeout_minutes: NonNegativeNumber = 5
+    # a worker without its head this long stops and ends its machine (runtime/raylet/head_loss.py)
+    head_lost_timeout_minutes: PositiveFiniteNumber = 10
     provider: dict[str, Any]
     auth: AuthConfig = Field(default_factory=AuthConfig)
     available_node_types: dict[str, NodeTypeConfig]
@@ -167,6 +177,10 @@ class ClusterConfig(_Model):
         own = self.node_type(name).idle_timeout_s
         return float(own) if own is not None else float(self.idle_timeout_minutes) * 60.0
 
+    @property
+    def head_lost_timeout_s(self) -> float:
+        return float(self.head_lost_timeout_minutes) * 60.0
+
     def initialization_commands_for(self, name: str) -> list[str]:
         own = self.node_type(name).initialization_commands
         return list(own) if own is not None else list(self.initialization_commands)
@@ -197,7 +211,8 @@ class ClusterConfig(_Model):
         In: provider section, node_config, auth, resources, labels, initialization / setup /
         start commands (head or worker lists), file_mounts and cluster_synced_files *paths*
         (not file contents: the updater re-syncs changed files without replacing the node).
-        Out: min/max_workers, idle timeouts, upscaling_speed, metadata, no_restart.
+        Out: min/max_workers, idle timeouts, head_lost_timeout_minutes, upscaling_speed,
+        metadata, no_restart.
         `head` defaults to `node_type == head_node_type`; pass False for a worker of the
         head's type. 32 hex chars, because GCP label values stop at 63 characters.
         """

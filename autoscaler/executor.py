@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from autoscaler.drain import AcceptingDrainer, DrainAnswer, NodeDrainer
-from autoscaler.failover import GangOutcome, LaunchRequest, launch_gang
+from autoscaler.failover import CapacityFailureHook, GangOutcome, LaunchRequest, launch_gang
 from autoscaler.installer import InstallResult, NodeInstaller
 from providers.base import Instance, NodeProvider, ProviderError
 
@@ -60,12 +60,13 @@ class Executor:
         key: str,
         requests: Sequence[LaunchRequest],
         on_done: Callable[[GangOutcome], None],
+        on_capacity: CapacityFailureHook | None = None,
     ) -> bool:
         """Launch `requests` in order in the background (see failover.launch_gang); False if a
         job under `key` is already running. Their request ids make a resend after a crash safe."""
 
         def run() -> None:
-            on_done(launch_gang(self.provider, requests))
+            on_done(launch_gang(self.provider, requests, on_capacity))
 
         return self._submit(self._pool, key, run)
 

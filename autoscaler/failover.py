@@ -6,7 +6,7 @@ earlier ones launched when a later one fails."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -14,6 +14,11 @@ import structlog
 from providers.base import CapacityError, Instance, NodeProvider, Offering, ProviderError
 
 log = structlog.get_logger(__name__)
+
+# Called with (node_type, offering, reason) as soon as an offering has no capacity, before the
+# next one is tried: a caller that saves it then, not when the request returns, never retries
+# that offering after a crash in between.
+CapacityFailureHook = Callable[[str, Offering, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +57,12 @@ class LaunchOutcome:
         return "; ".join(reasons) or "the provider launched nothing"
 
 
-def launch_with_failover(provider: NodeProvider, request: LaunchRequest) -> LaunchOutcome:
+def launch_with_failover(
+    provider: NodeProvider, request: LaunchRequest, on_capacity: CapacityFailureHook | None = None
+) -> LaunchOutcome:
     """One request, trying its offerings in order. Never raises a ProviderError: the outcome
-    says what happened, so the caller decides what to remember."""
+    says what happened, so the caller decides what to remember (`on_capacity` hears each
+    capacity failure at once)."""
     failures: list[tuple[Offering, str]] = []
     for offering in request.offerings:
         try:
@@ -68,6 +76,8 @@ def launch_with_failover(provider: NodeProvider, request: LaunchRequest) -> Laun
             )
         except CapacityError as exc:
             failures.append((exc.offering, str(exc)))
+            if on_capacity is not None:
+                on_capacity(request.node_type, exc.offering, str(exc))
             continue
         except ProviderError as exc:
             # quota, auth, config or throttling: another offering will not help now
@@ -75,6 +85,8 @@ def launch_with_failover(provider: NodeProvider, request: LaunchRequest) -> Laun
         if launched:
             return LaunchOutcome(request, tuple(launched), tuple(failures), granted_by=offering)
         failures.append((offering, f"{offering.key()} launched nothing"))
+        if on_capacity is not None:
+            on_capacity(request.node_type, offering, failures[-1][1])
     return LaunchOutcome(request, (), tuple(failures))
 
 
@@ -95,13 +107,17 @@ class GangOutcome:
         )
 
 
-def launch_gang(provider: NodeProvider, requests: Sequence[LaunchRequest]) -> GangOutcome:
+def launch_gang(
+    provider: NodeProvider,
+    requests: Sequence[LaunchRequest],
+    on_capacity: CapacityFailureHook | None = None,
+) -> GangOutcome:
     """Launch `requests` one after another (a lone batch is a gang of one). When an
     all-or-nothing request comes back short, stop, and terminate what the earlier requests
     launched: a placement group's nodes are useless in part."""
     outcomes: list[LaunchOutcome] = []
     for i, request in enumerate(requests):
-        outcome = launch_with_failover(provider, request)
+        outcome = launch_with_failover(provider, request, on_capacity)
         outcomes.append(outcome)
         if request.all_or_nothing and not outcome.complete:
             # (the short one's own instances too, should a provider break its contract)

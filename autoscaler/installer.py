@@ -51,7 +51,9 @@ class ConfigNodeInstaller:
                            head_address=self.head_address, token_file=self.token_file,
                            node_ip=node_ip_address(runner, instance))
         shape = tuple(sorted(self.resources.get(instance.node_type, {}).items()))
-        plan = replace(plan, resources=shape)
+        end_command = self.provider.end_machine_command(instance.node_type) or ""
+        plan = replace(plan, resources=shape, end_machine_command=end_command,
+                       head_lost_timeout_s=self.config.head_lost_timeout_s)
         # no retries here: a node that fails to install is replaced by the reconciler
         result = NodeUpdater(runner, plan, log_dir=Path(self.log_dir), setup_retries=0).update()
         if result.ok:

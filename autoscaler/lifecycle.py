@@ -112,6 +112,9 @@ class InstanceRecord:
     cloud_instance_id: str = ""  # known from ALLOCATED on
     history: tuple[StatusChange, ...] = ()
     gang: str = ""  # the gang (placement group) it launches with, all or nothing; "" alone
+    # When its start commands returned (0: still running, or died with the monitor that ran
+    # them: installs run in the monitor's threads, so a restarted monitor knows at once).
+    install_finished_at: float = 0.0
 
     @property
     def status(self) -> InstanceStatus:
@@ -158,7 +161,9 @@ def transition(
             f"instance {record.instance_id}: {old.value} -> {new.value} is not a legal "
             f"transition (from {old.value} only: {', '.join(allowed)})"
         )
-    return replace(record, history=(*record.history, StatusChange(new, now, reason)), **fields)
+    history = (*record.history, StatusChange(new, now, reason))
+    changed: dict[str, Any] = dict(fields)  # (only the record's str fields are set here)
+    return replace(record, history=history, **changed)
 
 
 # --- timeouts ---------------------------------------------------------------------------------
@@ -208,6 +213,7 @@ def to_json(record: InstanceRecord) -> str:
         "cloud_instance_id": record.cloud_instance_id,
         "history": [[c.status.value, c.at, c.reason] for c in record.history],
         "gang": record.gang,
+        "install_finished_at": record.install_finished_at,
     }
     return json.dumps(data, separators=(",", ":"))
 
@@ -227,6 +233,7 @@ def from_json(text: str | bytes) -> InstanceRecord:
             cloud_instance_id=data.get("cloud_instance_id", ""),
             history=history,
             gang=data.get("gang", ""),
+            install_finished_at=float(data.get("install_finished_at", 0.0)),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise ValueError(f"corrupt instance record {text!r:.200}: {exc}") from exc

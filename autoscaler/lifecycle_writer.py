@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import structlog
 
@@ -61,6 +62,14 @@ class LifecycleWriter:
         if action is not None:
             self.decide(action, cause, rec.instance_id, rec.node_type, reason)
         return moved
+
+    def note_install_finished(self, rec: InstanceRecord) -> None:
+        """Same status, compare-and-set: its start commands returned (see the field)."""
+        noted = replace(rec, install_finished_at=self.clock())
+        try:
+            self.store.put(noted, expected=rec.status)
+        except StaleRecord as exc:
+            log.info("record moved elsewhere; re-read next round", detail=str(exc))
 
     def decide(
         self,

@@ -144,7 +144,7 @@ class Provisioner:
         for rec in members:
             if rec.status is S.QUEUED:
                 self.writer.move(rec, S.REQUESTED, f"launch of {rec.request_id} sent")
-        self.executor.launch(key, requests, self._launched)
+        self.executor.launch(key, requests, self._launched, self._no_capacity)
 
     def _usable_offerings(self, node_type: str, marks: list[OfferingMark]) -> list[Offering]:
         mine = [m for m in marks if m.node_type == node_type]
@@ -201,12 +201,17 @@ class Provisioner:
         return [r for r in self.store.all()
                 if r.request_id == request_id and r.status in UNALLOCATED]
 
+    def _no_capacity(self, node_type: str, offering: Offering, why: str) -> None:
+        """In the launch job's thread, before the next offering is tried: saved now, so a
+        monitor that dies before the job returns does not try this offering again."""
+        until = self.clock() + self.settings.capacity_backoff_s
+        self.store.mark_unavailable(OfferingMark(node_type, offering, until, why))
+
     def _remember(self, result: LaunchOutcome) -> None:
-        """Offerings to leave alone for a while: no capacity (or granted short), throttled;
-        a whole type after a quota error."""
+        """Offerings to leave alone for a while (those without capacity were saved as they
+        failed, `_no_capacity`): granted short, throttled; a whole type after a quota error."""
         now, s, node_type = self.clock(), self.settings, result.request.node_type
-        marks = [OfferingMark(node_type, o, now + s.capacity_backoff_s, why)
-                 for o, why in result.capacity_failures]
+        marks: list[OfferingMark] = []
         if result.instances and not result.complete and result.granted_by is not None:
             marks.append(OfferingMark(node_type, result.granted_by, now + s.capacity_backoff_s,
                                       result.why_short()))

@@ -154,12 +154,9 @@ class Reconciler:
                 moved = self.writer.move(rec, S.RAYLET_INSTALLING, "its raylet registered first")
                 rec = moved or rec
             self.writer.move(rec, S.RAYLET_RUNNING, f"node {node.node_id} registered with the GCS")
-        elif self._orphaned_install(rec, now):
-            grace = self.settings.orphan_install_grace_s
+        elif (why := self._orphaned_install(rec, now)) is not None:
             self.writer.move(
-                rec, S.RAYLET_INSTALL_FAILED,
-                f"its install died with the previous monitor "
-                f"and no raylet registered {grace:g} s after the restart",
+                rec, S.RAYLET_INSTALL_FAILED, why,
                 action=DecisionAction.RAYLET_INSTALL_FAILED, cause=FailureCause.INSTALL_ORPHANED,
             )
         elif timed_out(rec, now, timeouts) and not self.executor.busy(rec.instance_id):
@@ -173,12 +170,20 @@ class Reconciler:
             else:
                 self._terminate(rec, f"never became ready within {allowed:g} s", T.NEVER_READY)
 
-    def _orphaned_install(self, rec: InstanceRecord, now: float) -> bool:
-        return (
-            rec.status is S.RAYLET_INSTALLING
-            and rec.instance_id not in self._installs_started
-            and now - self._started_at > self.settings.orphan_install_grace_s
-        )
+    def _orphaned_install(self, rec: InstanceRecord, now: float) -> str | None:
+        """Why an install a previous monitor started is given up, or None. Installs run in
+        the monitor's threads: one whose start commands never returned died with it (failed at
+        once: nobody runs it, and re-running them could start a second raylet); one whose
+        commands returned gets the grace for its raylet to register."""
+        if rec.status is not S.RAYLET_INSTALLING or rec.instance_id in self._installs_started:
+            return None
+        if not rec.install_finished_at:
+            return "its install died with the previous monitor before its start commands returned"
+        grace = self.settings.orphan_install_grace_s
+        if now - max(self._started_at, rec.install_finished_at) <= grace:
+            return None
+        return (f"its install died with the previous monitor "
+                f"and no raylet registered {grace:g} s after the restart")
 
     def _sync_draining(self, rec: InstanceRecord, world: _World) -> None:
         """Terminate once the GCS reports the node drained (or it died, or is gone), or when
@@ -234,7 +239,8 @@ class Reconciler:
                 action=DecisionAction.RAYLET_INSTALL_FAILED,
                 cause=FailureCause.INSTALL_COMMAND_FAILED,
             )
-        # on success it stays RAYLET_INSTALLING until its raylet registers (sync)
+        else:  # it stays RAYLET_INSTALLING until its raylet registers (sync)
+            self.writer.note_install_finished(rec)
 
     def _apply_terminates(self, plan: Plan) -> None:
         for action in plan.terminates:
@@ -306,13 +312,17 @@ class Reconciler:
     def _terminate_leaks(self, world: _World) -> None:
         """Instances of this cluster the lifecycle does not know, after a grace period (a
         launch in flight is known by its request id, so the grace only covers clock skew and
-        listing lag). Never the head, never a stopped (cached) node."""
+        listing lag). Never the head, never a stopped (cached) node. A request id protects
+        its instances only while a record of it still waits for one: past that, an instance
+        under it that no record owns is a twin (the same batch launched again, e.g. by the next
+        offering after a crash) and is a leak."""
         now = self.clock()
         known_cloud, known_requests = set(), set()
         for rec in self.store.all():
             if rec.status is not S.TERMINATED:
                 known_cloud.add(rec.cloud_instance_id)
-                known_requests.add(rec.request_id)
+                if not rec.cloud_instance_id:
+                    known_requests.add(rec.request_id)
         leaks = [
             i
             for i in world.by_cloud_id.values()

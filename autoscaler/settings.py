@@ -17,7 +17,7 @@ class Settings:
     terminate_resend_s: float = 30.0
     keep_terminated_s: float = 3600.0  # history kept for `rayctl status -v`
     transient_backoff_s: float = 30.0  # throttling / 5xx: leave that offering alone a while
-    # An install a previous monitor started died with it: its raylet gets this long to register
-    # after a restart, then the machine is replaced (re-running start commands could start a
-    # second raylet on it).
+    # An install a previous monitor ran to the end (its start commands returned) before dying:
+    # its raylet gets this long to register after a restart, then the machine is replaced. One
+    # whose commands never returned is given up at once (reconciler._orphaned_install).
     orphan_install_grace_s: float = 60.0

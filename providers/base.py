@@ -216,3 +216,13 @@ class NodeProvider(Protocol):
     def purge(self) -> None:
         """Delete what `bootstrap` created (rayctl down --purge); only that."""
         ...
+
+    def end_machine_command(self, node_type: str) -> str | None:
+        """The shell command a worker node of this type runs on itself once its head has been
+        unreachable for the cluster's `head_lost_timeout_minutes` and its raylet has stopped
+        (runtime/raylet/head_loss.py). It runs once, detached, as the login user, with nobody
+        left to call this provider: on a cloud it must end the billing by itself (power off a
+        VM whose shutdown terminates it, or delete the VM); where rayctl does not own the
+        machine (local slots, on-prem hosts) it stops rayctl's services only. None: nothing
+        beyond the raylet stopping itself."""
+        ...

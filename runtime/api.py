@@ -64,6 +64,7 @@ def init(
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
+    spill_capacity_bytes: int | None = None,
     namespace: str | None = None,
     runtime_env: dict[str, Any] | None = None,
     ignore_reinit_error: bool = False,
@@ -91,12 +92,13 @@ def init(
                 num_gpus=num_gpus,
                 resources=resources,
                 object_store_memory=object_store_memory,
+                spill_capacity_bytes=spill_capacity_bytes,
                 temp_dir=_temp_dir,
             )
         else:
-            if num_cpus is not None or num_gpus is not None or resources:
+            if num_cpus is not None or num_gpus is not None or resources or spill_capacity_bytes:
                 raise ValueError(
-                    "num_cpus/num_gpus/resources describe a new cluster; they cannot be "
+                    "num_cpus/num_gpus/resources/spill_capacity_bytes describe a new cluster; they cannot be "
                     "given when connecting to an existing one (address=...)"
                 )
             access = _locate(address, _temp_dir, _token)

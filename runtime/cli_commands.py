@@ -29,6 +29,7 @@ def start_head_node(
     resources: dict[str, float],
     object_store_memory: int | None,
     temp_dir: str | None,
+    spill_capacity_bytes: int | None = None,
     supervised_services: list[tuple[str, list[str]]] | None = None,
 ) -> dict[str, Any]:
     temp_dir = temp_dir or TEMP_DIR
@@ -40,6 +41,7 @@ def start_head_node(
         num_gpus=num_gpus,
         resources=resources,
         object_store_memory=object_store_memory,
+        spill_capacity_bytes=spill_capacity_bytes,
         temp_dir=temp_dir,
     )
     write_address_file(temp_dir, handle)
@@ -64,6 +66,8 @@ def start_worker_node(
     token_file: str | None,
     temp_dir: str | None,
     gcs_lost_timeout_s: float | None = None,
+    spill_capacity_bytes: int | None = None,
+    end_machine_command: str = "",
 ) -> dict[str, Any]:
     temp_dir = temp_dir or TEMP_DIR
     session = session_dir_for(temp_dir, f"node-{ids.random_id(4)}")
@@ -79,7 +83,9 @@ def start_worker_node(
         num_gpus=num_gpus,
         resources=resources,
         object_store_memory=object_store_memory,
+        spill_capacity_bytes=spill_capacity_bytes,
         gcs_lost_timeout_s=gcs_lost_timeout_s,
+        end_machine_command=end_machine_command,
     )
     return {"node_id": handle.node_id, "logs": os.path.join(session, "logs")}
 

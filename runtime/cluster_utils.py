@@ -36,13 +36,16 @@ class Cluster:
 
     def add_node(self, *, num_cpus: float = 1, num_gpus: float | None = None,
                  resources: dict[str, float] | None = None, object_store_memory: int | None = None,
-                 env: dict[str, str] | None = None, gcs_lost_timeout_s: float | None = None) -> NodeHandle:
+                 spill_capacity_bytes: int | None = None, env: dict[str, str] | None = None,
+                 gcs_lost_timeout_s: float | None = None, end_machine_command: str = "") -> NodeHandle:
         """Start another raylet joining the head; returns once it is registered."""
         node = start_raylet(gcs_address=self.address, token_file=self.head.token_file,
                             session_dir=self.head.session_dir, num_cpus=num_cpus, num_gpus=num_gpus,
                             resources=resources, object_store_memory=object_store_memory,
-                            parent_pid=os.getpid(), env=None if env is None else {**os.environ, **env},
-                            gcs_lost_timeout_s=gcs_lost_timeout_s)
+                            spill_capacity_bytes=spill_capacity_bytes, parent_pid=os.getpid(),
+                            env=None if env is None else {**os.environ, **env},
+                            gcs_lost_timeout_s=gcs_lost_timeout_s,
+                            end_machine_command=end_machine_command)
         self.nodes.append(node)
         return node
 

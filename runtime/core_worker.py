@@ -21,7 +21,7 @@ import grpc
 from runtime import ids, object_ref, shm
 from runtime.auth import call_metadata
 from runtime.constants import GCS_RECONNECT_TIMEOUT_S, GRPC_CHANNEL_OPTIONS, INLINE_OBJECT_MAX_BYTES
-from runtime.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError
+from runtime.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError, TaskError
 from runtime.object_ref import ObjectRef
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc
 from runtime.reference_table import READY, Entry, ReferenceTable
@@ -229,6 +229,8 @@ class CoreWorker:
             try:
                 return self._materialize(ref.id, entry.inline, entry.location, entry.error)
             except ObjectLostError as exc:
+                if isinstance(exc, TaskError):  # the task itself raised it: its own result, kept
+                    raise
                 rebuilt = self.run(_call(self.tasks.reconstruct, ref.id)) if attempt < 2 else False
                 if not rebuilt:
                     raise ObjectLostError(
@@ -255,8 +257,6 @@ class CoreWorker:
 
     def _materialize(self, object_id: str, inline: Any, location: Any, error: Any) -> Any:
         if error is not None:
-            from runtime.exceptions import TaskError
-
             raise error.as_instanceof_cause() if isinstance(error, TaskError) else error
         if inline is not None:
             return deserialize(inline[0], inline[1])

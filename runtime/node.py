@@ -16,7 +16,7 @@ import psutil
 from runtime import ids
 from runtime.auth import create_token_file
 from runtime.constants import DEFAULT_OBJECT_STORE_MAX_BYTES, TEMP_DIR
-from runtime.redis_server import start_redis
+from runtime.redis_server import redis_argv
 from runtime.session import record_pid, record_shm_dir, session_dir_for, wait_for_file
 from runtime.shm import shm_root
 
@@ -88,6 +88,7 @@ def start_head(
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
+    spill_capacity_bytes: int | None = None,
     temp_dir: str | None = None,
     parent_pid: int = 0,
     death_timeout_s: float | None = None,
@@ -106,12 +107,17 @@ def start_head(
     fields = {"gcs_address": f"{host}:{port or free_port(host)}", "token_file": token_file,
               "redis_address": f"{host}:{redis_port}", "cluster_id": cluster_id,
               "session_dir": session}
-    redis_proc = _start_redis(session, host, redis_port, token_file)
+    redis = _redis_argv(session, host, redis_port, token_file)
     gcs_ready = os.path.join(session, "gcs.ready")
     gcs_args = _gcs_args(fields, gcs_ready, death_timeout_s)
-    if parent_pid:
-        gcs_args += ["--parent-pid", str(parent_pid), "--owned-redis-pid", str(redis_proc.pid)]
-    procs = [redis_proc, _start_gcs(gcs_args, supervised_services, fields)]
+    if supervised_services is None:  # a private cluster: the GCS stops Redis when it stops
+        redis_proc = _spawn(redis, os.devnull, session, "redis")
+        if parent_pid:
+            gcs_args += ["--parent-pid", str(parent_pid), "--owned-redis-pid", str(redis_proc.pid)]
+        procs = [redis_proc, _spawn(gcs_args, os.path.join(session, "logs", "gcs.log"), session, "gcs")]
+    else:  # Redis and the GCS restarted by the supervisor, Redis from its append-only file
+        extra = [(name, [a.format(**fields) for a in argv]) for name, argv in supervised_services]
+        procs = [_start_supervisor([("redis", redis), ("gcs", gcs_args), *extra], session)]
     handle = start_raylet(
         gcs_address=fields["gcs_address"],
         token_file=token_file,
@@ -121,6 +127,7 @@ def start_head(
         num_gpus=num_gpus,
         resources=resources,
         object_store_memory=object_store_memory,
+        spill_capacity_bytes=spill_capacity_bytes,
         head=True,
         parent_pid=parent_pid,
         wait_procs=procs,
@@ -132,19 +139,12 @@ def start_head(
     return handle
 
 
-def _start_redis(session: str, host: str, port: int, token_file: str) -> subprocess.Popen[bytes]:
+def _redis_argv(session: str, host: str, port: int, token_file: str) -> list[str]:
     """The head's Redis, its password the cluster token, its files in the session dir."""
     with open(token_file) as f:
         password = f.read().strip()
-    proc = start_redis(
-        host,
-        port,
-        password,
-        os.path.join(session, "redis"),
-        os.path.join(session, "logs", "redis.log"),
-    )
-    record_pid(session, "redis", proc.pid)
-    return proc
+    data_dir = os.path.join(session, "redis")
+    return redis_argv(host, port, password, data_dir, os.path.join(session, "logs", "redis.log"))
 
 
 def _gcs_args(fields: dict[str, str], ready_file: str, death_timeout_s: float | None) -> list[str]:
@@ -176,15 +176,9 @@ def _gcs_args(fields: dict[str, str], ready_file: str, death_timeout_s: float | 
     return args
 
 
-def _start_gcs(gcs_args: list[str], supervised_services: list[tuple[str, list[str]]] | None,
-               fields: dict[str, str]) -> subprocess.Popen[bytes]:
-    """The GCS on its own, or with `supervised_services` under runtime.supervisor (which
-    restarts any of them that crashes); returns the process started."""
-    session = fields["session_dir"]
-    if supervised_services is None:
-        return _spawn(gcs_args, os.path.join(session, "logs", "gcs.log"), session, "gcs")
-    services = [("gcs", gcs_args)] + [(name, [a.format(**fields) for a in argv])
-                                      for name, argv in supervised_services]
+def _start_supervisor(services: list[tuple[str, list[str]]], session: str) -> subprocess.Popen[bytes]:
+    """runtime.supervisor running `services` (name, argv), which restarts any of them that
+    crashes; returns the supervisor's process."""
     spec = {"session_dir": session, "services": [
         {"name": name, "argv": argv, "log": os.path.join(session, "logs", f"{name}.log")}
         for name, argv in services]}
@@ -205,14 +199,17 @@ def start_raylet(
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
+    spill_capacity_bytes: int | None = None,
     head: bool = False,
     parent_pid: int = 0,
     prestart: int | None = None,
     wait_procs: list[subprocess.Popen[bytes]] | None = None,
     env: dict[str, str] | None = None,
     gcs_lost_timeout_s: float | None = None,
+    end_machine_command: str = "",
 ) -> NodeHandle:
-    """Start a raylet and wait until it has joined the GCS (its ready file)."""
+    """Start a raylet and wait until it has joined the GCS (its ready file). With
+    `end_machine_command` the raylet runs it after stopping for a lost GCS (head_loss.py)."""
     node_id = ids.random_id(8)
     total = default_resources(num_cpus, num_gpus, resources)
     ready = os.path.join(session_dir, f"raylet-{node_id}.ready")
@@ -237,6 +234,10 @@ def start_raylet(
         args += ["--parent-pid", str(parent_pid)]
     if gcs_lost_timeout_s is not None:
         args += ["--gcs-lost-timeout-s", str(gcs_lost_timeout_s)]
+    if spill_capacity_bytes is not None:
+        args += ["--spill-capacity-bytes", str(spill_capacity_bytes)]
+    if end_machine_command:
+        args += ["--end-machine-command", end_machine_command]
     proc = _spawn(
         args,
         os.path.join(session_dir, "logs", f"raylet-{node_id}.log"),

@@ -7,6 +7,7 @@ object with ``add`` and is the only caller of this class (one thread: the raylet
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import shutil
@@ -14,10 +15,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psutil
+
 from runtime.exceptions import ObjectStoreFullError
 from runtime.shm import TMP_SUFFIX, ObjectNotFoundError, object_path, tmp_path, unlink_if_exists
 
 __all__ = ["ObjectNotFoundError", "ObjectStore", "StoreStats"]
+
+
+# Spill may use this share of the spill disk's free space at start unless a cap is given.
+SPILL_DEFAULT_SHARE = 0.5
+
+
+def default_spill_capacity_bytes(spill_dir: str) -> int:
+    return int(shutil.disk_usage(spill_dir).free * SPILL_DEFAULT_SHARE)
 
 
 class _SpillFailed(Exception):
@@ -73,9 +84,11 @@ class ObjectStore:
     """
 
     def __init__(self, shm_dir: str, capacity_bytes: int, spill_dir: str,
-                 make_spare: Callable[[str, int], None] | None = None) -> None:
+                 make_spare: Callable[[str, int], None] | None = None,
+                 spill_capacity_bytes: int | None = None) -> None:
         """`make_spare(path, size)` allocates a spare file off the caller's thread and then
-        calls `spare_ready` (None: no spares)."""
+        calls `spare_ready` (None: no spares). `spill_capacity_bytes`: at most this much on disk
+        (None: SPILL_DEFAULT_SHARE of the spill disk's free space now)."""
         if capacity_bytes <= 0:
             raise ValueError(f"object store capacity must be positive, got {capacity_bytes} bytes")
         self.shm_dir = shm_dir
@@ -83,6 +96,10 @@ class ObjectStore:
         self.capacity_bytes = capacity_bytes
         for directory in (shm_dir, spill_dir):
             os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.spill_capacity_bytes = (
+            default_spill_capacity_bytes(spill_dir) if spill_capacity_bytes is None else spill_capacity_bytes
+        )
+        self._spilled_bytes = 0
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # LRU first, MRU last
         self._used_bytes = 0
         self._num_evicted = 0
@@ -161,6 +178,8 @@ class ObjectStore:
             return
         if entry.in_shm:
             self._used_bytes -= entry.size
+        if entry.spilled:
+            self._spilled_bytes -= entry.size
         unlink_if_exists(object_path(self.shm_dir, object_id))
         unlink_if_exists(object_path(self.spill_dir, object_id))
         if entry.in_shm and not entry.primary and entry.size >= SPARE_MIN_BYTES:
@@ -289,11 +308,22 @@ class ObjectStore:
     def _spill(self, object_id: str, entry: _Entry) -> None:
         if not entry.spilled:
             try:
+                self._check_spill_room(entry.size)
                 _copy_atomically(self.shm_dir, self.spill_dir, object_id)
             except OSError as exc:
                 raise _SpillFailed(object_id, exc) from exc
             entry.spilled = True
+            self._spilled_bytes += entry.size
         self._drop_shm_copy(object_id, entry)
+
+    def _check_spill_room(self, size: int) -> None:
+        if self._spilled_bytes + size > self.spill_capacity_bytes:
+            raise OSError(
+                errno.ENOSPC,
+                f"spill is full: {self._spilled_bytes} of its cap of {self.spill_capacity_bytes} "
+                "bytes used; raise the cap with rayctl start --spill-capacity-bytes or "
+                "runtime.init(spill_capacity_bytes=...)",
+            )
 
     def _drop_shm_copy(self, object_id: str, entry: _Entry) -> None:
         unlink_if_exists(object_path(self.shm_dir, object_id))
@@ -341,4 +371,9 @@ def _writer_alive(tmp_name: str) -> bool:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
-    return True
+    try:  # a killed writer stays a zombie until its parent reaps it: that is gone too
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True

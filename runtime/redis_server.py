@@ -46,14 +46,18 @@ def find_redis_server() -> str:
     )
 
 
-def start_redis(
-    host: str, port: int, password: str, data_dir: str, log_file: str
-) -> subprocess.Popen[bytes]:
-    """Start a password-protected server with append-only persistence in `data_dir`. The password
-    goes in a 0600 config file, never on the command line (where `ps` would show it)."""
+def redis_argv(host: str, port: int, password: str, data_dir: str, log_file: str) -> list[str]:
+    """The command line of a password-protected server with append-only persistence in
+    `data_dir`. Started again with the same line (by the head's supervisor after a crash), it
+    reloads its writes: Redis hands each write to the file (the OS) before it replies, so a killed
+    server loses nothing (tests/test_redis_restart.py kills it); `appendfsync everysec` lets a
+    crash of the whole machine lose up to the last second, for one disk flush a second instead
+    of one per heartbeat write.
+    The password goes in a 0600 config file, never on the command line (where `ps` would show
+    it)."""
     conf = os.path.join(data_dir, "redis.conf")
     write_private_file(conf, f"requirepass {password}\n")
-    args = [
+    return [
         find_redis_server(),
         conf,
         "--port",
@@ -75,8 +79,14 @@ def start_redis(
         "--logfile",
         log_file,
     ]
+
+
+def start_redis(
+    host: str, port: int, password: str, data_dir: str, log_file: str
+) -> subprocess.Popen[bytes]:
+    """Start the server of `redis_argv` in its own session."""
     return subprocess.Popen(
-        args,
+        redis_argv(host, port, password, data_dir, log_file),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,

@@ -109,3 +109,18 @@ def test_the_head_launch_uses_the_same_loop() -> None:
     cloud.fail_next("launch", QuotaError("instances"))
     with pytest.raises(LaunchError, match="cannot launch the head node: quota exceeded"):
         launch_head(config(), cast(NodeProvider, cloud), "thirdhash")
+
+
+def test_each_capacity_failure_is_heard_before_the_next_offering_is_tried() -> None:
+    # The monitor saves each mark from this hook: a crash between two offerings must not lose
+    # the first one's outcome (a restarted monitor would try it again).
+    cloud = fake()
+    cloud.capacity["c1"] = 0
+    heard: list[tuple[str, str, int]] = []
+
+    def on_capacity(node_type: str, offering: Any, why: str) -> None:
+        heard.append((node_type, offering.instance_type, len(cloud.calls_of("launch"))))
+
+    outcome = launch_gang(cast(NodeProvider, cloud), [request(cloud, "cpu", 2)], on_capacity)
+    assert outcome.outcomes[0].complete
+    assert heard == [("cpu", "c1", 1)]  # heard after c1's call, before c2's

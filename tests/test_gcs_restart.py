@@ -115,3 +115,26 @@ def test_a_repeated_actor_creation_is_the_same_actor(cluster) -> None:
     again = cw.gcs_call("CreateActor", gcs_pb2.CreateActorRequest(actor=info))
     assert not again.error and again.actor.state == ActorInfo.ALIVE
     assert rt.get(actor.pid.remote()) == pid
+
+
+def test_an_actor_that_dies_while_the_gcs_is_down_restarts_once_it_is_back(cluster, temp_dir) -> None:
+    """The raylet's report of the death is retried until the restarted GCS takes it (it used to
+    be tried once and lost: later calls on the actor hung)."""
+    import os
+    import signal
+
+    rt = cluster
+
+    @rt.remote(max_restarts=3, max_task_retries=3)  # calls wait for the restart
+    class Worker:
+        def pid(self):
+            return os.getpid()
+
+    actor = Worker.remote()
+    first = rt.get(actor.pid.remote(), timeout=30)
+    cmdline, cwd = kill_gcs(temp_dir)
+    os.kill(first, signal.SIGKILL)
+    start_gcs_again(temp_dir, cmdline, cwd)
+    second = rt.get(actor.pid.remote(), timeout=30)
+    assert second != first  # a new incarnation answers, once, not the dead one
+    assert rt.get(actor.pid.remote(), timeout=10) == second

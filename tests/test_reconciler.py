@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from autoscaler_redis import RedisServer, redis_server_fixture  # noqa: F401
@@ -338,6 +338,47 @@ def test_install_in_flight_when_the_monitor_restarts(
         s.settle()
         assert s.statuses() == {"TERMINATED": 1, "RAYLET_RUNNING": 1}  # replaced
     finally:
+        s.close()
+
+
+class StuckInstallCloud(FakeProvider):
+    """The first node's install hangs (until `release`) before its first command: a monitor
+    killed then leaves it RAYLET_INSTALLING with nobody running it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def command_runner(self, instance: Instance) -> Any:
+        if instance.id == "fake-1":
+            self.entered.set()
+            assert self.release.wait(10), "never released"
+        return super().command_runner(instance)
+
+
+def test_an_install_that_died_with_the_monitor_is_replaced_at_once(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    s = Scenario(cluster_config(), tmp_path, redis_server=redis_server,
+                 provider_class=StuckInstallCloud)
+    stuck = cast(StuckInstallCloud, s.provider)
+    try:
+        s.queue({"CPU": 1}, 1)
+        s.monitor.run_once()
+        wait_for(stuck.entered.is_set, 5, "the install started")
+        dead = s.monitor  # as if killed -9 here: its install never returns
+        s.monitor = s.new_monitor()
+        s.round()  # no time passes: no grace, no timeout
+        first = next(r for r in s.records() if r.cloud_instance_id == "fake-1")
+        failed = [c for c in first.history if c.status is S.RAYLET_INSTALL_FAILED]
+        assert failed and "before its start commands returned" in failed[0].reason
+        stuck.release.set()
+        dead.executor.shutdown()
+        s.settle()
+        assert s.statuses() == {"TERMINATED": 1, "RAYLET_RUNNING": 1}  # replaced
+    finally:
+        stuck.release.set()
         s.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -74,6 +75,9 @@ def start(
         str | None, typer.Option(help="custom resources as JSON, e.g. '{\"tpu\": 4}'")
     ] = None,
     object_store_memory: Annotated[int | None, typer.Option(help="object store bytes")] = None,
+    spill_capacity_bytes: Annotated[
+        int | None, typer.Option(help="most bytes spilled to disk (default: half its free space)")
+    ] = None,
     token_file: Annotated[
         str | None, typer.Option(help="cluster token file (or $RAYCTL_TOKEN_FILE)")
     ] = None,
@@ -85,19 +89,36 @@ def start(
     ] = None,
     block: Annotated[bool, typer.Option(help="stay in the foreground until interrupted")] = False,
     gcs_lost_timeout_s: Annotated[
-        float, typer.Option(help="a worker node stops itself after this long without the head")
+        float,
+        typer.Option(
+            envvar="RAYCTL_HEAD_LOST_TIMEOUT_S",  # the installer sets it from the cluster YAML
+            help="a worker node stops itself after this long without the head",
+        ),
     ] = 60.0,
+    end_machine_command: Annotated[
+        str,
+        typer.Option(
+            envvar="RAYCTL_END_MACHINE_COMMAND",  # the installer sets it from the provider
+            help="shell command a worker node runs after stopping itself for a lost head "
+            "(power off, delete the VM); none by default",
+        ),
+    ] = "",
 ) -> None:
     """Start this machine's node: a head (--head) or a worker joining --address."""
+    if not (math.isfinite(gcs_lost_timeout_s) and gcs_lost_timeout_s > 0):
+        raise typer.BadParameter(
+            f"--gcs-lost-timeout-s must be a finite number of seconds > 0, got {gcs_lost_timeout_s}"
+        )
     shape = NodeShape.of(num_cpus, num_gpus, resources)
     common: dict[str, Any] = dict(
         host=node_ip_address, num_cpus=shape.num_cpus, num_gpus=shape.num_gpus,
         resources=shape.custom, object_store_memory=object_store_memory, temp_dir=temp_dir,
+        spill_capacity_bytes=spill_capacity_bytes,
     )
     if head:
         _start_head(common, port, autoscaling_config)
     else:
-        _start_worker(common, address, token_file, gcs_lost_timeout_s)
+        _start_worker(common, address, token_file, (gcs_lost_timeout_s, end_machine_command))
     if block:
         _block_until_stopped(temp_dir)
 
@@ -124,7 +145,10 @@ def _start_head(common: dict[str, Any], port: int, autoscaling_config: str | Non
 
 
 def _start_worker(
-    common: dict[str, Any], address: str | None, token_file: str | None, gcs_lost_timeout_s: float
+    common: dict[str, Any],
+    address: str | None,
+    token_file: str | None,
+    head_loss: tuple[float, str],
 ) -> None:
     from runtime.cli_commands import start_worker_node
 
@@ -137,7 +161,8 @@ def _start_worker(
         raise typer.Exit(2)
     try:
         info = start_worker_node(address=address, token_file=token_file,
-                                 gcs_lost_timeout_s=gcs_lost_timeout_s, **common)
+                                 gcs_lost_timeout_s=head_loss[0],
+                                 end_machine_command=head_loss[1], **common)
     except (ConnectionError, FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

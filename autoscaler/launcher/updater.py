@@ -66,6 +66,10 @@ class UpdatePlan:
     token_file: str = ""  # local path of the cluster token, copied to TOKEN_PATH on the node
     resources: tuple[tuple[str, float], ...] = ()  # the type's resources: RAYCTL_NODE_RESOURCES
     node_ip: str = ""  # RAYCTL_NODE_IP_ADDRESS; "" leaves `rayctl start` on 127.0.0.1
+    # a worker's end without its head (runtime/raylet/head_loss.py): RAYCTL_HEAD_LOST_TIMEOUT_S
+    # and RAYCTL_END_MACHINE_COMMAND, which `rayctl start` reads; 0 / "" leave its defaults
+    head_lost_timeout_s: float = 0.0
+    end_machine_command: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +169,10 @@ def node_env(plan: UpdatePlan, remote_token_file: str) -> dict[str, str]:
         env["RAYCTL_NODE_IP_ADDRESS"] = plan.node_ip
     if remote_token_file:
         env["RAYCTL_TOKEN_FILE"] = remote_token_file
+    if plan.head_lost_timeout_s:
+        env["RAYCTL_HEAD_LOST_TIMEOUT_S"] = f"{plan.head_lost_timeout_s:g}"
+    if plan.end_machine_command:
+        env["RAYCTL_END_MACHINE_COMMAND"] = plan.end_machine_command
     if plan.resources:  # the raylet offers exactly its type's shape (Ray: RAY_OVERRIDE_RESOURCES)
         env["RAYCTL_NODE_RESOURCES"] = json.dumps(dict(plan.resources))
     return env

@@ -15,8 +15,10 @@ from providers.aws import instances
 from providers.aws.config import AWSNodeConfig
 from providers.aws.errors import Retrier
 from providers.base import (
+    NODE_KIND_WORKER,
     TAG_CLUSTER,
     TAG_LAUNCH_HASH,
+    TAG_NODE_KIND,
     TAG_NODE_TYPE,
     TAG_REQUEST_ID,
     ConfigError,
@@ -102,6 +104,12 @@ def run_instances_args(spec: LaunchSpec) -> dict[str, Any]:
         args["IamInstanceProfile"] = spec.instance_profile
     if node_config.UserData:
         args["UserData"] = node_config.UserData
+    if spec.tags.get(TAG_NODE_KIND) == NODE_KIND_WORKER:
+        # A worker that lost its head powers itself off (end_machine_command); terminate makes
+        # that end the billing too. Ours wins over node_config: a stopped orphan still bills
+        # its volumes and nobody is left to delete it. StopInstances (cache_stopped_nodes) is
+        # not affected: this applies only to a shutdown from inside the instance.
+        args["InstanceInitiatedShutdownBehavior"] = "terminate"
     if spec.offering.market is Market.SPOT:
         options = dict(node_config.InstanceMarketOptions or {})
         args["InstanceMarketOptions"] = {**options, "MarketType": "spot"}

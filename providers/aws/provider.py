@@ -153,6 +153,11 @@ class AWSProvider:
         deleted = bootstrap_mod.purge(self._context())
         log.info("aws.purge", cluster=self.cluster_name, deleted=deleted)
 
+    def end_machine_command(self, node_type: str) -> str | None:
+        # Workers launch with InstanceInitiatedShutdownBehavior=terminate (launch.py), so a
+        # power-off from inside ends the instance and its billing.
+        return "sudo shutdown -h now"
+
     def _describe_cluster(self) -> list[Instance]:
         filters = instances.cluster_filters(self.cluster_name)
         return instances.describe(self.clients.ec2, self._call, filters, self._batch_size)

@@ -125,6 +125,7 @@ class FakeProvider:
         self.command_results: dict[str, CommandResult] = {}
         self.bootstrapped = False
         self.purged = False
+        self.end_command: str | None = None  # what end_machine_command answers
         self._records: dict[str, _Record] = {}
         self._counter = 0
         self._lock = threading.RLock()
@@ -198,6 +199,9 @@ class FakeProvider:
     def purge(self) -> None:
         self._enter("purge")
         self.purged = True
+
+    def end_machine_command(self, node_type: str) -> str | None:
+        return self.end_command
 
     # --- internals ------------------------------------------------------------------------
 

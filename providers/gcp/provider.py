@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from providers.base import (
@@ -29,7 +30,10 @@ from providers.gcp.errors import gcp_errors
 from providers.gcp.instances import InstanceRegistry
 from providers.gcp.launch import LaunchContext, Launcher
 from providers.gcp.resources import resources_from
+from providers.gcp.self_delete import PERMISSION as SELF_DELETE_PERMISSION
 from providers.login import cloud_login
+
+log = structlog.get_logger("providers.gcp")
 
 
 def validate(model: type[BaseModel], data: Mapping[str, Any], where: str) -> Any:
@@ -81,7 +85,15 @@ class GCPProvider:
 
     def bootstrap(self) -> dict[str, Any]:
         clients, waiter, _, _ = self._wired()
-        return Bootstrapper(self.cluster_name, self.config, clients, waiter).run()
+        resolved = Bootstrapper(self.cluster_name, self.config, clients, waiter).run()
+        without = [n for n, c in self._node_configs.items() if "serviceAccounts" not in c.passthrough()]
+        if without:
+            log.warning(
+                "gcp.no_worker_service_account", node_types=without,
+                consequence=f"a worker of these types whose head is lost cannot delete its VM "
+                f"(needs {SELF_DELETE_PERMISSION} on itself) and powers off instead",
+                fix="give them node_config.serviceAccounts with that permission")
+        return resolved
 
     def offerings(self, node_type: str) -> list[Offering]:
         """Preferred machine type first, across the zones; then the next machine type."""
@@ -126,6 +138,11 @@ class GCPProvider:
     def purge(self) -> None:
         clients, waiter, _, _ = self._wired()
         Bootstrapper(self.cluster_name, self.config, clients, waiter).purge()
+
+    def end_machine_command(self, node_type: str) -> str | None:
+        # The VM deletes itself with its service account (self_delete.py); a VM whose account
+        # may not do that powers off instead (a stopped VM bills its disks only).
+        return "python3 -m providers.gcp.self_delete || sudo shutdown -h now"
 
     def _ssh_runner(self, instance: Instance) -> CommandRunner:
         from providers.ssh import runner_for

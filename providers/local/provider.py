@@ -190,6 +190,10 @@ class LocalProvider:
             )
         shutil.rmtree(self.cluster_dir, ignore_errors=True)
 
+    def end_machine_command(self, node_type: str) -> str | None:
+        # A slot is part of this machine: stop the slot's services (its RAYCTL_TEMP_DIR) only.
+        return "rayctl stop"
+
     # --- internals ------------------------------------------------------------------------
 
     def _require_type(self, node_type: str) -> None:

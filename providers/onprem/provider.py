@@ -187,6 +187,10 @@ class OnPremProvider:
             )
         shutil.rmtree(self.cluster_dir, ignore_errors=True)
 
+    def end_machine_command(self, node_type: str) -> str | None:
+        # The host is not ours to power off: stop rayctl's services, as terminate does.
+        return self.settings.stop_command
+
     # --- internals ------------------------------------------------------------------------
 
     def _require_type(self, node_type: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 
@@ -40,7 +42,16 @@ class ActorManager:
         return stub
 
     async def _save(self, actor: common_pb2.ActorInfo) -> None:
+        """A new actor: in Redis, then in memory, then its waiters hear of it."""
         await self.t.put_actor(actor)
+        async with self._changed:
+            self._changed.notify_all()
+
+    @asynccontextmanager
+    async def _changing(self, actor: common_pb2.ActorInfo) -> AsyncIterator[common_pb2.ActorInfo]:
+        """Change a known actor: the draft reaches Redis, then `actor`, then its waiters."""
+        async with self.t.edit(actor) as draft:
+            yield draft
         async with self._changed:
             self._changed.notify_all()
 
@@ -129,38 +140,45 @@ class ActorManager:
         if reply is None or reply.no_room:
             self.wake()
             return
-        if reply.error:
-            actor.state = ActorInfo.DEAD
-            actor.death_cause = reply.error
-        else:
-            actor.state = ActorInfo.ALIVE
-            actor.address = reply.address
-            actor.node_id = node.node_id
-            actor.pid = reply.pid
-        await self._save(actor)
+        async with self._changing(actor) as draft:
+            if reply.error:
+                draft.state = ActorInfo.DEAD
+                draft.death_cause = reply.error
+            else:
+                draft.state = ActorInfo.ALIVE
+                draft.address = reply.address
+                draft.node_id = node.node_id
+                draft.pid = reply.pid
 
-    async def on_actor_died(self, actor_id: str, reason: str) -> None:
+    async def on_actor_died(self, actor_id: str, reason: str, worker_address: str = "") -> None:
+        """An actor's worker died. Reports are retried until acknowledged, so the same death
+        may arrive twice, or after the actor was already restarted (its node died first): only
+        a report naming the incarnation the table holds (its worker's address) counts."""
         actor = self.t.actors.get(actor_id)
         if actor is None or actor.state == ActorInfo.DEAD:
+            return
+        if worker_address and actor.address != worker_address:
+            log.info("actor %s: a late report of an earlier worker's death (%s); ignored",
+                     actor_id, worker_address)
             return
         await self._restart_or_bury(actor, reason)
 
     async def _restart_or_bury(self, actor: common_pb2.ActorInfo, reason: str) -> None:
         if actor.max_restarts == -1 or actor.num_restarts < actor.max_restarts:
-            actor.num_restarts += 1
-            actor.state = ActorInfo.RESTARTING
-            actor.address = ""
+            async with self._changing(actor) as draft:
+                draft.num_restarts += 1
+                draft.state = ActorInfo.RESTARTING
+                draft.address = ""
             log.info("restarting actor %s (%d): %s", actor.actor_id, actor.num_restarts, reason)
-            await self._save(actor)
             self.wake()
         else:
             await self._bury(actor, reason)
 
     async def _bury(self, actor: common_pb2.ActorInfo, reason: str) -> None:
-        actor.state = ActorInfo.DEAD
-        actor.death_cause = reason
-        actor.address = ""
-        await self._save(actor)
+        async with self._changing(actor) as draft:
+            draft.state = ActorInfo.DEAD
+            draft.death_cause = reason
+            draft.address = ""
         if actor.name and self.t.named.get(f"{actor.namespace}/{actor.name}") == actor.actor_id:
             await self.t.put_name(actor.namespace, actor.name, None)
 

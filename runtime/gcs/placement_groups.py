@@ -13,6 +13,8 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from runtime.gcs.long_poll import wait_for_version
 from runtime.gcs.pg_placement import place
@@ -45,11 +47,24 @@ class PlacementGroupManager:
         self._wake.set()
 
     async def _save(self, pg: common_pb2.PlacementGroupInfo) -> None:
+        """A new group: in Redis, then in memory, then its waiters hear of it."""
+        await self.t.put_pg(pg)
+        await self._saved(pg)
+
+    @asynccontextmanager
+    async def _changing(
+        self, pg: common_pb2.PlacementGroupInfo
+    ) -> AsyncIterator[common_pb2.PlacementGroupInfo]:
+        """Change a known group: the draft reaches Redis, then `pg`, then its waiters."""
+        async with self.t.edit(pg) as draft:
+            yield draft
+        await self._saved(pg)
+
+    async def _saved(self, pg: common_pb2.PlacementGroupInfo) -> None:
         if pg.state == PlacementGroupInfo.PENDING:
             self.pending[pg.pg_id] = pg
         else:
             self.pending.pop(pg.pg_id, None)
-        await self.t.put_pg(pg)
         async with self._changed:
             self._changed.notify_all()
 
@@ -66,10 +81,15 @@ class PlacementGroupManager:
         pg.state = PlacementGroupInfo.PENDING
         pg.created_at = time.time()
         self.t.pgs[pg.pg_id] = pg  # seen by lookups and removal while it is being placed
-        await self._try_place(pg, announce=False)  # most groups fit at once: written once
-        if pg.state == PlacementGroupInfo.PENDING:
-            await self._save(pg)
-            self.wake()
+        try:
+            await self._try_place(pg, announce=False)  # most groups fit at once: written once
+            if pg.state == PlacementGroupInfo.PENDING:
+                await self._save(pg)
+                self.wake()
+        except Exception:  # not recorded: the driver's retry (same id) starts afresh
+            if self.t.pgs.get(pg.pg_id) is pg and pg.state == PlacementGroupInfo.PENDING:
+                del self.t.pgs[pg.pg_id]
+            raise
         return pg, ""
 
     async def get(self, pg_id: str, name: str, namespace: str, after_version: int,
@@ -129,10 +149,16 @@ class PlacementGroupManager:
                 await self._call(alive[node_id], "cancel_bundles", pg.pg_id, node_bundles)
                 _view_release(alive[node_id], pg.pg_id, node_bundles)
             return
-        pg.state = PlacementGroupInfo.CREATED
-        del pg.bundle_node_ids[:]
-        pg.bundle_node_ids.extend(placement)
-        await self._save(pg)
+        try:
+            async with self._changing(pg) as draft:
+                draft.state = PlacementGroupInfo.CREATED
+                del draft.bundle_node_ids[:]
+                draft.bundle_node_ids.extend(placement)
+        except Exception:  # not recorded (Redis down): the nodes must not keep what no row names
+            for node_id, node_bundles in by_node.items():
+                await self._call(alive[node_id], "cancel_bundles", pg.pg_id, node_bundles)
+                _view_release(alive[node_id], pg.pg_id, node_bundles)
+            raise
         if announce:  # a group that had to wait; the event log needs no wait
             asyncio.ensure_future(self.t.event(
                 "placement_group_created", f"{pg.pg_id} ({strategy}) on {sorted(set(placement))}"))
@@ -157,8 +183,8 @@ class PlacementGroupManager:
             return None
         state = pg.state
         was_created = state == PlacementGroupInfo.CREATED
-        pg.state = PlacementGroupInfo.REMOVED
-        await self._save(pg)
+        async with self._changing(pg) as draft:
+            draft.state = PlacementGroupInfo.REMOVED
         if was_created:  # the nodes give the bundles back in the background
             asyncio.ensure_future(self._release(pg))
         self._removed.append(pg_id)
@@ -214,9 +240,9 @@ class PlacementGroupManager:
 
     async def _place_again(self, pg: common_pb2.PlacementGroupInfo) -> None:
         await self._release(pg)
-        pg.state = PlacementGroupInfo.PENDING
-        del pg.bundle_node_ids[:]
-        await self._save(pg)
+        async with self._changing(pg) as draft:
+            draft.state = PlacementGroupInfo.PENDING
+            del draft.bundle_node_ids[:]
 
     async def on_node_dead(self, node_id: str) -> None:
         """A group that lost a bundle is placed again from scratch."""

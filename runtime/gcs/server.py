@@ -23,6 +23,7 @@ from runtime.gcs.actors import ActorManager
 from runtime.gcs.placement_groups import PlacementGroupManager
 from runtime.gcs.raylet_links import RayletLinks
 from runtime.gcs.schema import KvKey, KvNamespace
+from runtime.gcs.store_errors import StoreErrorInterceptor, keep_running
 from runtime.gcs.tables import SchemaMismatchError, Tables
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo, PlacementGroupInfo
@@ -113,10 +114,10 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         node = self.t.nodes.get(node_id)
         if node is None or node.state == NodeInfo.DEAD:
             return
-        node.state = NodeInfo.DEAD
-        node.death_reason = reason
-        node.available.clear()
-        await self.t.put_node(node)
+        async with self.t.edit(node) as dead:
+            dead.state = NodeInfo.DEAD
+            dead.death_reason = reason
+            dead.available.clear()
         await self.t.drop_load(node_id)
         await self.t.event("node_dead", f"node {node_id}: {reason}")
         await self.t.publish_node(node)
@@ -194,8 +195,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     async def FinishJob(self, request: Any, context: Any) -> Any:
         job = self.t.jobs.get(request.job_id)
         if job is not None and job.get("end") is None:
-            job["end"] = time.time()
-            await self.t.put_job(request.job_id, job)
+            await self.t.put_job(request.job_id, {**job, "end": time.time()})
             await self.actors.on_job_finished(request.job_id)
             await self.pgs.on_job_finished(request.job_id)
         return gcs_pb2.Empty()
@@ -220,7 +220,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         return gcs_pb2.Empty()
 
     async def ReportActorDied(self, request: Any, context: Any) -> Any:
-        await self.actors.on_actor_died(request.actor_id, request.reason)
+        await self.actors.on_actor_died(request.actor_id, request.reason, request.worker_address)
         return gcs_pb2.Empty()
 
     # -- placement groups ------------------------------------------------------------------------
@@ -279,7 +279,7 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"the GCS cannot start: {exc}") from None
     servicer = GcsServicer(tables, token, args.cluster_id, args.session_dir, args.death_timeout_s)
     server = grpc.aio.server(
-        interceptors=[AioTokenServerInterceptor(token)], options=[("grpc.so_reuseport", 0)]
+        interceptors=[AioTokenServerInterceptor(token), StoreErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
     )
     gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"{args.host}:{args.port}")
@@ -289,11 +289,10 @@ async def serve(args: argparse.Namespace) -> None:
             f.write(str(port))
         os.rename(args.ready_file + ".tmp", args.ready_file)
     log.info("GCS listening on %s:%d (cluster %s)", args.host, port, args.cluster_id)
-    background = [
-        asyncio.ensure_future(c)
-        for c in (servicer.health_loop(), servicer.demand_loop(), servicer.actors.scheduler_loop(),
-                   servicer.pgs.scheduler_loop())
-    ]
+    loops = {"health": servicer.health_loop, "demand": servicer.demand_loop,
+             "actor placement": servicer.actors.scheduler_loop,
+             "placement group": servicer.pgs.scheduler_loop}
+    background = [asyncio.ensure_future(keep_running(name, loop)) for name, loop in loops.items()]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

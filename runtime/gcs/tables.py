@@ -1,16 +1,27 @@
 """The GCS's durable tables: every write goes to Redis (one key prefix per cluster) before the
 in-memory copy answers reads, so a restarted GCS reloads all of it. The keys and record shapes
-are runtime/gcs/schema.py's."""
+are runtime/gcs/schema.py's.
+
+A change to a record already in memory goes through `edit`: the caller changes a draft, the draft
+is written to Redis, and only then does the in-memory record (the same object every holder sees)
+take its value. A write that fails (Redis down) leaves memory as Redis has it."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import redis.asyncio as aioredis
+from google.protobuf.message import Message
 
 from runtime.gcs import schema
 from runtime.gcs.schema import GcsKeys, JobRecord
 from runtime.protocol import common_pb2
+
+# a row of the node, actor or placement-group table
+Record = TypeVar("Record", bound=Message)
 
 
 class SchemaMismatchError(RuntimeError):
@@ -53,6 +64,32 @@ class Tables:
         named = await self.r.hgetall(k.named_actors)
         self.named = {_text(key): _text(v) for key, v in named.items()}
         self.jobs = {_text(key): schema.decode_job(v) for key, v in (await self.r.hgetall(k.jobs)).items()}
+
+    @asynccontextmanager
+    async def edit(self, record: Record) -> AsyncIterator[Record]:
+        """`async with t.edit(actor) as draft: draft.state = ...`: the change reaches Redis before
+        `record` (the in-memory row) shows it; if the write fails, `record` is unchanged."""
+        draft = type(record)()
+        draft.CopyFrom(record)
+        yield draft
+        if isinstance(draft, common_pb2.NodeInfo):
+            await self.put_node(draft)
+        elif isinstance(draft, common_pb2.ActorInfo):
+            await self.put_actor(draft)
+        elif isinstance(draft, common_pb2.PlacementGroupInfo):
+            await self.put_pg(draft)
+        else:
+            raise TypeError(f"no table holds {type(draft).__name__}")
+        record.CopyFrom(draft)
+        self._remember(record)
+
+    def _remember(self, record: Record) -> None:
+        if isinstance(record, common_pb2.NodeInfo):
+            self.nodes[record.node_id] = record
+        elif isinstance(record, common_pb2.ActorInfo):
+            self.actors[record.actor_id] = record
+        elif isinstance(record, common_pb2.PlacementGroupInfo):
+            self.pgs[record.pg_id] = record
 
     async def put_node(self, info: common_pb2.NodeInfo) -> None:
         await self.r.hset(self.keys.nodes, info.node_id, schema.encode_record(info))

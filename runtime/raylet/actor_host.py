@@ -4,12 +4,9 @@ decides whether it restarts."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING
-
-import grpc
 
 from runtime.protocol import common_pb2, gcs_pb2, raylet_pb2
 from runtime.raylet.gpus import gpu_amount
@@ -79,19 +76,19 @@ def on_worker_death(raylet: Raylet, worker: Worker, code: int) -> None:
         if entry is not None:
             raylet.give_back(entry[1])
             raylet.give_back_devices(worker)
-            asyncio.ensure_future(report_actor_died(raylet, worker.actor_id, code))
+            report_actor_died(raylet, worker, code)
         raylet.dispatch()
 
 
-async def report_actor_died(raylet: Raylet, actor_id: str, code: int) -> None:
-    if raylet.gcs is None or raylet.stopping.is_set():
+def report_actor_died(raylet: Raylet, worker: Worker, code: int) -> None:
+    """Tell the GCS (until it acknowledges: it decides on a restart). The worker's address names
+    the dead incarnation, so a repeat, or a report that arrives after the actor restarted
+    elsewhere, changes nothing."""
+    if raylet.stopping.is_set():
         return
-    try:
-        await raylet.gcs.ReportActorDied(
-            gcs_pb2.ActorDiedRequest(
-                actor_id=actor_id, reason=f"the actor's worker process exited (code {code})"
-            ),
-            metadata=raylet.md,
-        )
-    except grpc.aio.AioRpcError as exc:
-        log.warning("could not report actor %s death: %s", actor_id, exc.details())
+    request = gcs_pb2.ActorDiedRequest(
+        actor_id=worker.actor_id,
+        worker_address=worker.address,
+        reason=f"the actor's worker process exited (code {code})",
+    )
+    raylet.reports.send("ReportActorDied", request, f"actor {worker.actor_id}'s death")

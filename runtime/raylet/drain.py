@@ -42,6 +42,17 @@ class ObjectOwners:
     def deleted(self, object_id: str) -> None:
         self._owner.pop(object_id, None)
 
+    def owned_by(self, owners: set[Owner]) -> list[str]:
+        """Primary copies here whose owner is one of `owners`."""
+        return [oid for oid, owner in self._owner.items() if owner in owners]
+
+    def remote_addresses(self) -> list[str]:
+        """Owners on other processes named by primary copies here, not yet known gone."""
+        return sorted({o for o in self._owner.values() if isinstance(o, str)} - self._gone)
+
+    def mark_gone(self, address: str) -> None:
+        self._gone.add(address)
+
     def held(self) -> int:
         """Primary copies whose owner may still use them."""
         return sum(1 for owner in self._owner.values() if self._alive(owner))
@@ -51,7 +62,7 @@ class ObjectOwners:
 
     async def probe(self, token: str) -> None:
         """Find out which owners on other processes still answer (all at once, bounded)."""
-        addresses = sorted({o for o in self._owner.values() if isinstance(o, str)} - self._gone)
+        addresses = self.remote_addresses()
         answers = await asyncio.gather(*(_answers(address, token) for address in addresses))
         self._gone.update(a for a, ok in zip(addresses, answers, strict=True) if not ok)
 

@@ -66,9 +66,11 @@ async def register(r: Raylet) -> None:
                 ) from None
             await asyncio.sleep(0.02)
 
-async def heartbeat_loop(r: Raylet) -> None:
+async def heartbeat_loop(r: Raylet) -> bool:
     """Report resources, idle time and (when it changed) the load; take the cluster view back.
-    A load change is reported at once (after a 10 ms batch), else every HEARTBEAT_INTERVAL_S."""
+    A load change is reported at once (after a 10 ms batch), else every HEARTBEAT_INTERVAL_S.
+    Returns True when it stopped the node because the GCS stayed unreachable for
+    `--gcs-lost-timeout-s` (a gap shorter than that, a GCS or Redis restart, changes nothing)."""
     assert r.gcs is not None
     last_ok = time.monotonic()
     while not r.stopping.is_set():
@@ -100,10 +102,11 @@ async def heartbeat_loop(r: Raylet) -> None:
                     r.args.gcs_lost_timeout_s,
                 )
                 r.stopping.set()
-                return
+                return True
         try:
             await asyncio.wait_for(r._beat_now.wait(), HEARTBEAT_INTERVAL_S)
             await asyncio.sleep(0.01)  # batch a burst of changes into one report
         except TimeoutError:
             pass
         r._beat_now.clear()
+    return False

@@ -16,8 +16,11 @@ import grpc
 
 from runtime.auth import AioTokenServerInterceptor, read_token_file
 from runtime.constants import GRPC_CHANNEL_OPTIONS
+from runtime.leftovers import reclaim_dead_raylets
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
+from runtime.raylet import owner_death
 from runtime.raylet.gcs_link import heartbeat_loop, node_info, register
+from runtime.raylet.head_loss import end_machine
 from runtime.raylet.server import Raylet, log
 from runtime.raylet.worker_pool import WorkerPool
 from runtime.session import record_pid, watch_parent
@@ -72,7 +75,9 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
 async def run(args: argparse.Namespace) -> None:
     """Start the node's services, join the cluster, serve until told to stop, then leave it."""
     token = read_token_file(args.token_file)
+    reclaim_dead_raylets(args.session_dir, args.node_id)
     raylet = Raylet(args, token)
+    raylet.store.abort_partial()  # .tmp files of writers killed mid-put
     servers = await _start_servers(raylet, args, token)
     raylet.pool = _worker_pool(raylet, args)
     for _ in range(args.prestart):
@@ -89,6 +94,7 @@ async def run(args: argparse.Namespace) -> None:
         raylet.total,
     )
     hb = asyncio.ensure_future(heartbeat_loop(raylet))
+    asyncio.ensure_future(owner_death.sweep_remote_owners(raylet))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, raylet.stopping.set)
@@ -96,6 +102,9 @@ async def run(args: argparse.Namespace) -> None:
         asyncio.ensure_future(watch_parent(args.parent_pid, raylet.stopping.set))
     await raylet.stopping.wait()
     await _leave(raylet, servers, hb)
+    head_lost = hb.done() and not hb.cancelled() and hb.result()
+    if head_lost and args.end_machine_command:
+        end_machine(args.end_machine_command, os.path.join(args.session_dir, "logs"))
 
 
 async def _start_servers(raylet: Raylet, args: argparse.Namespace, token: str) -> _Servers:
@@ -142,7 +151,7 @@ def _write_ready_file(raylet: Raylet, args: argparse.Namespace) -> None:
     os.rename(args.ready_file + ".tmp", args.ready_file)
 
 
-async def _leave(raylet: Raylet, servers: _Servers, heartbeats: asyncio.Future[None]) -> None:
+async def _leave(raylet: Raylet, servers: _Servers, heartbeats: asyncio.Future[bool]) -> None:
     """Refuse queued work, leave the GCS, stop the workers and servers, remove the store."""
     assert raylet.pool is not None and raylet.gcs is not None
     raylet.reject_queued(f"node {raylet.node_id} is stopping")
@@ -173,6 +182,7 @@ def main() -> None:
     p.add_argument("--token-file", required=True)
     p.add_argument("--resources", required=True, help="JSON map of resource totals")
     p.add_argument("--object-store-memory", type=int, required=True)
+    p.add_argument("--spill-capacity-bytes", type=int, default=None, help="default: half the disk's free space")
     p.add_argument("--session-dir", required=True)
     p.add_argument("--shm-root", required=True)
     p.add_argument("--prestart", type=int, default=0)
@@ -180,6 +190,8 @@ def main() -> None:
     p.add_argument("--parent-pid", type=int, default=0, help="stop when this process exits")
     p.add_argument("--ready-file", default="")
     p.add_argument("--gcs-lost-timeout-s", type=float, default=60.0)
+    p.add_argument("--end-machine-command", default="",
+                   help="shell command run after the node stopped for a lost GCS")
     args = p.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

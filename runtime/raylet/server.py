@@ -24,9 +24,10 @@ from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo, ShapeCount
-from runtime.raylet import actor_host, drain, objects, scheduling
+from runtime.raylet import actor_host, drain, objects, owner_death, scheduling
 from runtime.raylet.bundles import Bundles
 from runtime.raylet.env_setup import EnvSetup
+from runtime.raylet.gcs_reports import GcsReports
 from runtime.raylet.gpus import GpuSlots, gpu_amount
 from runtime.raylet.transfer import ObjectTransfer
 from runtime.raylet.worker_pool import Worker, WorkerPool
@@ -74,6 +75,7 @@ class Raylet:
             args.object_store_memory,
             os.path.join(args.session_dir, "spill", self.node_id),
             make_spare=self._make_spare,
+            spill_capacity_bytes=args.spill_capacity_bytes,
         )
         self.transfer = ObjectTransfer(self.store, self.shm_dir, token, self._node_data_address, self.node_id)
         self._raylet_stubs: dict[str, raylet_pb2_grpc.RayletStub] = {}
@@ -86,6 +88,7 @@ class Raylet:
         self.load_changed = True
         self._beat_now = asyncio.Event()
         self.envs = EnvSetup(args.session_dir, self._gcs_call)
+        self.reports = GcsReports(self._gcs_call, self.stopping)  # retried until acknowledged
         self._turns = itertools.count()
 
     @property
@@ -247,9 +250,9 @@ class Raylet:
         self.gpus.release(worker.gpu_ids, worker.gpus)
         worker.gpu_ids, worker.gpus = (), 0.0
 
-    async def _gcs_call(self, method: str, request: Any) -> Any:
+    async def _gcs_call(self, method: str, request: Any, timeout: float = 60) -> Any:
         assert self.gcs is not None
-        return await getattr(self.gcs, method)(request, metadata=self.md, timeout=60)
+        return await getattr(self.gcs, method)(request, metadata=self.md, timeout=timeout)
 
     def set_blocked(self, conn: Connection, blocked: bool) -> None:
         """A leased worker waits in get(): lend its CPUs to other leases until it resumes (as Ray
@@ -327,10 +330,9 @@ class Raylet:
             if worker.owner is conn:
                 self.return_lease(lease_id)
         job_id = self.drivers.pop(conn, None)
-        if job_id and self.gcs is not None and not self.stopping.is_set():
-            asyncio.ensure_future(
-                self.gcs.FinishJob(gcs_pb2.JobIdRequest(job_id=job_id), metadata=self.md)
-            )
+        owner_death.on_local_process_gone(self, conn, bool(conn.context.get("local")))
+        if job_id and not self.stopping.is_set():
+            self.reports.send("FinishJob", gcs_pb2.JobIdRequest(job_id=job_id), f"job {job_id}'s end")
         self.dispatch()
 
     def load(self) -> list[common_pb2.ShapeCount]:
@@ -381,6 +383,7 @@ class Raylet:
             return None
         if method == "register_worker":
             assert self.pool is not None
+            conn.context["local"] = True  # this node's process: its address dies with `conn`
             if not conn.on_close:
                 conn.on_close.append(self.on_connection_closed)
             worker = self.pool.on_registered(payload["worker_id"], conn, payload["address"])
@@ -389,6 +392,7 @@ class Raylet:
             return {"node_id": self.node_id}
         if method == "register_driver":
             self.drivers[conn] = payload["job_id"]
+            conn.context["local"] = True
             return {"node_id": self.node_id, "shm_dir": self.shm_dir}
         if method == "hello":
             conn.on_close.append(self.on_connection_closed)

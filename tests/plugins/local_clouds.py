@@ -66,6 +66,9 @@ class _RunsHere:
     def _node_runner(self, instance: Instance) -> CommandRunner:
         return self.nodes.runner(instance)
 
+    def end_machine_command(self, node_type: str) -> str | None:
+        return "rayctl stop"  # these instances run here: never power off this machine
+
     def terminate(self, instance_ids: Sequence[str]) -> None:
         super().terminate(instance_ids)  # type: ignore[misc]
         self.nodes.stop(instance_ids)
