@@ -91,5 +91,6 @@ def oom_message(node_id: str, memory: MemorySnapshot, threshold: float, victim: 
         f"{memory.used_bytes / gib:.2f} GiB of {memory.total_bytes / gib:.2f} GiB "
         f"({memory.fraction:.0%}), over the threshold of {threshold:.0%}. "
         "To avoid it, run fewer tasks at once (ask for more num_cpus or memory resources per "
-        "task), give the node more memory, or raise `rayctl start --memory-usage-threshold`."
+        "task), give the node more memory, or raise RAYCTL_MEMORY_USAGE_THRESHOLD on the node "
+        "(0 turns the monitor off)."
     )

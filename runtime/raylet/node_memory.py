@@ -13,6 +13,7 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MEMINFO = Path("/proc/meminfo")
+PROC_CGROUP = Path("/proc/self/cgroup")
 # cgroup v1 reports "no limit" as a huge page-aligned number; anything this large is unlimited.
 _V1_UNLIMITED_BYTES = 1 << 60
 
@@ -38,9 +39,9 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _v1_inactive_file(root: Path) -> int:
+def _v1_inactive_file(directory: Path) -> int:
     try:
-        for line in (root / "memory" / "memory.stat").read_text().splitlines():
+        for line in (directory / "memory.stat").read_text().splitlines():
             key, _, value = line.partition(" ")
             if key == "total_inactive_file":
                 return int(value)
@@ -49,18 +50,50 @@ def _v1_inactive_file(root: Path) -> int:
     return 0
 
 
-def read_cgroup(root: Path = CGROUP_ROOT) -> MemorySnapshot | None:
-    """The cgroup's usage against its limit, or None when the cgroup sets no limit."""
-    limit = _read_int(root / "memory.max")  # v2: "max" (no limit) is not a digit
+def _limited(directory: Path) -> MemorySnapshot | None:
+    """Usage against the limit set on this one cgroup directory (v2 or v1), None without one."""
+    limit = _read_int(directory / "memory.max")  # v2: "max" (no limit) is not a digit
     if limit is not None:
-        current = _read_int(root / "memory.current")
+        current = _read_int(directory / "memory.current")
         return MemorySnapshot(current, limit) if current is not None else None
-    limit = _read_int(root / "memory" / "memory.limit_in_bytes")
-    usage = _read_int(root / "memory" / "memory.usage_in_bytes")
+    limit = _read_int(directory / "memory.limit_in_bytes")
+    usage = _read_int(directory / "memory.usage_in_bytes")
     if limit is None or usage is None or limit >= _V1_UNLIMITED_BYTES:
         return None
     # As Ray: page cache that can be dropped at once is not memory pressure.
-    return MemorySnapshot(max(usage - _v1_inactive_file(root), 0), limit)
+    return MemorySnapshot(max(usage - _v1_inactive_file(directory), 0), limit)
+
+
+def _own_paths(proc_cgroup: Path) -> list[str]:
+    """This process's cgroup paths from /proc/self/cgroup: the v1 memory hierarchy's first,
+    then the unified (v2) one."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return []
+    v1 = [path for _, controllers, path in (line.split(":", 2) for line in lines if line.count(":") >= 2)
+          if "memory" in controllers.split(",")]
+    v2 = [line.split(":", 2)[2] for line in lines if line.startswith("0::")]
+    return v1 + v2
+
+
+def read_cgroup(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> MemorySnapshot | None:
+    """The nearest limit over this process: its own memory cgroup's, else the closest ancestor's
+    that sets one (a raylet moved into a cgroup, a Slurm job step, a Kubernetes pod); None when
+    no cgroup up to `root` sets a limit. A path the mount does not show (a container without its
+    own cgroup namespace) falls back to the mount's top."""
+    for base in (root / "memory", root):
+        for own in _own_paths(proc_cgroup) or ["/"]:
+            directory = base / own.strip("/")
+            while True:
+                if directory.is_dir():
+                    found = _limited(directory)
+                    if found is not None:
+                        return found
+                if directory == base:
+                    break
+                directory = directory.parent
+    return None
 
 
 def read_meminfo(path: Path = MEMINFO) -> MemorySnapshot:
@@ -83,8 +116,7 @@ def read_node_memory() -> MemorySnapshot:
 def file_reader(path: Path) -> MemoryReader:
     """A reader of `{"used_bytes": .., "total_bytes": ..}` in `path`, reread on every call.
 
-    The raylet's entry point uses it when RAYCTL_FAKE_NODE_MEMORY_FILE names a file, so a test
-    can make a real raylet see 96 % without filling the machine's memory.
+    For tests of the guard's loop; a raylet always reads the real node (`read_node_memory`).
     """
 
     def read() -> MemorySnapshot:

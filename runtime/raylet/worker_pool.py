@@ -36,6 +36,9 @@ class Worker:
     blocked: bool = False  # inside get()/wait(): its lease's CPUs are lent to others meanwhile
     gpu_ids: tuple[str, ...] = ()  # the devices its lease or actor holds (see raylet/gpus.py)
     gpus: float = 0.0  # how much of them
+    busy_since: float = 0.0  # monotonic time its lease was granted or its actor started
+    retriable: bool = False  # its task has retries left / its actor restarts left (memory monitor)
+    death_note: str = ""  # why the raylet is killing it, when it is (runtime/raylet/oom.py)
 
     @property
     def pid(self) -> int:
@@ -155,7 +158,7 @@ class WorkerPool:
         worker.lease_id = ""
         worker.blocked = False
         worker.owner = None
-        if worker.dead:
+        if worker.dead or worker.death_note:  # a worker being killed is not handed out again
             return
         waiters = self._waiters[worker.env_key]
         while waiters:
