@@ -46,6 +46,7 @@ from autoscaler.status import compose
 from providers.base import NodeProvider
 from runtime.gcs import schema
 from runtime.gcs.schema import GcsKeys, KvKey, KvNamespace
+from runtime.log_rotation import rotate_own_output
 
 log = structlog.get_logger(__name__)
 
@@ -304,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    rotate_own_output()
     config = load_config(args.config)
     token = read_token_file(args.token_file)
     host, _, port = args.redis_address.rpartition(":")

@@ -90,6 +90,7 @@ class CoreWorker:
             "ready": self._serve_ready,
             "log": self._serve_log,
             "stream_item": lambda _conn, payload: self.tasks.on_stream_item(*payload),
+            "oom_killed": lambda _conn, p: self.tasks.on_oom_killed(p["lease_id"], p["message"]),
         }
 
     def _join_raylet(self, raylet_address: str) -> tuple[Connection, str, str]:

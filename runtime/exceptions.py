@@ -3,6 +3,7 @@
     RuntimeBaseError [RayError]
     ├── TaskError [RayTaskError]     (at get: also an instance of the task's exception class)
     ├── WorkerCrashedError
+    ├── OutOfMemoryError           (the node's memory monitor killed the task's worker)
     ├── ActorError [RayActorError]
     │   ├── ActorDiedError           (gone for good)
     │   └── ActorUnavailableError    (restarting, or its connection broke: may come back)
@@ -72,6 +73,10 @@ class TaskError(RuntimeBaseError):
 
 class WorkerCrashedError(RuntimeBaseError):
     """The worker running a task died, and the task had no retries left."""
+
+
+class OutOfMemoryError(RuntimeBaseError):
+    """The node's memory monitor killed the task's worker, and the task had no retries left."""
 
 
 class ActorError(RuntimeBaseError):

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from runtime.log_rotation import rotate_own_output
 from runtime.session import record_pid
 
 log = logging.getLogger("rayctl.supervisor")
@@ -82,6 +83,7 @@ def run(spec: dict) -> None:  # type: ignore[type-arg]
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rotate_own_output()
     with open(sys.argv[1]) as f:
         spec = json.load(f)
     run(spec)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runtime.exceptions import TaskCancelledError, TaskError, WorkerCrashedError
+from runtime.exceptions import OutOfMemoryError, TaskCancelledError, TaskError, WorkerCrashedError
 from runtime.object_ref import ObjectRef
 from runtime.resources import shape_key
 from runtime.streaming import Stream, on_end, on_item
@@ -59,6 +59,7 @@ class Lease:
     gpu_ids: tuple[str, ...] = ()  # the devices the raylet gave it (CUDA_VISIBLE_DEVICES)
     busy: TaskState | None = None
     linger: asyncio.TimerHandle | None = None
+    oom_message: str = ""  # the node's memory monitor is killing its worker, and why
 
 
 @dataclass(eq=False)
@@ -204,7 +205,8 @@ class TaskSubmitter:
         cw = self.cw
         warn = cw.loop.call_later(INFEASIBLE_WARNING_AFTER_S, self._maybe_warn, q)
         request = {"shape": q.shape, "backlog": len(q.pending), "strategy": q.strategy, "allow_spill": True,
-                   "runtime_env": q.runtime_env}
+                   "runtime_env": q.runtime_env,
+                   "retriable": bool(q.pending) and q.pending[0].retries_left != 0}
         try:
             raylet, grant = await self._lease_with_spillback(request)
             conn = await cw.connection(grant["address"])
@@ -302,6 +304,8 @@ class TaskSubmitter:
             elif state.retries_left != 0:
                 state.retries_left -= 1
                 q.pending.appendleft(state)
+            elif lease.oom_message:
+                self._finish(state, error=OutOfMemoryError(f"task {state.spec['name']}: {lease.oom_message}"))
             else:
                 self._finish(
                     state,
@@ -322,6 +326,15 @@ class TaskSubmitter:
             self._pump(q)
         elif lease in q.leases:
             lease.linger = self.cw.loop.call_later(LEASE_LINGER_S, self._linger_done, lease)
+
+    def on_oom_killed(self, lease_id: str, message: str) -> None:
+        """Our raylet (or one we were spilled to) is about to kill this lease's worker for memory:
+        remember why, for the error if the task has no retries left."""
+        for q in self.queues.values():
+            for lease in q.leases:
+                if lease.lease_id == lease_id:
+                    lease.oom_message = message
+                    return
 
     def _linger_done(self, lease: Lease) -> None:
         lease.linger = None

@@ -20,6 +20,7 @@ from runtime.auth import token_from_env
 from runtime.constants import INLINE_OBJECT_MAX_BYTES
 from runtime.core_worker import CoreWorker
 from runtime.exceptions import TaskCancelledError
+from runtime.log_rotation import rotate_own_output
 from runtime.serialization import deserialize, serialize
 from runtime.task_submitter import format_remote_error
 from runtime.transport import Connection
@@ -361,6 +362,7 @@ def _fail_future(fut: asyncio.Future[Any], exc: BaseException) -> None:
 
 
 def main() -> None:
+    rotate_own_output()
     worker = Worker()
     try:
         worker.run_forever()

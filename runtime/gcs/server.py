@@ -25,6 +25,7 @@ from runtime.gcs.raylet_links import RayletLinks
 from runtime.gcs.schema import KvKey, KvNamespace
 from runtime.gcs.store_errors import StoreErrorInterceptor, keep_running
 from runtime.gcs.tables import SchemaMismatchError, Tables
+from runtime.log_rotation import rotate_own_output
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo, PlacementGroupInfo
 from runtime.resources import fits
@@ -329,6 +330,7 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    rotate_own_output()
     asyncio.run(serve(args))
 
 

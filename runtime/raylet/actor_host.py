@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from runtime.protocol import common_pb2, gcs_pb2, raylet_pb2
@@ -39,6 +40,8 @@ async def start_actor(raylet: Raylet, actor: common_pb2.ActorInfo) -> raylet_pb2
         return raylet_pb2.StartActorReply(error=f"runtime_env: {exc}")
     worker.actor_id = actor.actor_id
     worker.gpu_ids, worker.gpus = devices, gpu_amount(need)
+    worker.busy_since = time.monotonic()
+    worker.retriable = actor.max_restarts == -1 or actor.num_restarts < actor.max_restarts
     raylet.actor_workers[actor.actor_id] = (worker, need)
     assert worker.conn is not None
     try:
@@ -89,6 +92,6 @@ def report_actor_died(raylet: Raylet, worker: Worker, code: int) -> None:
     request = gcs_pb2.ActorDiedRequest(
         actor_id=worker.actor_id,
         worker_address=worker.address,
-        reason=f"the actor's worker process exited (code {code})",
+        reason=worker.death_note or f"the actor's worker process exited (code {code})",
     )
     raylet.reports.send("ReportActorDied", request, f"actor {worker.actor_id}'s death")

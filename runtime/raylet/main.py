@@ -17,8 +17,9 @@ import grpc
 from runtime.auth import AioTokenServerInterceptor, read_token_file
 from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.leftovers import reclaim_dead_raylets
+from runtime.log_rotation import rotate_own_output
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
-from runtime.raylet import owner_death
+from runtime.raylet import oom, owner_death
 from runtime.raylet.gcs_link import heartbeat_loop, node_info, register
 from runtime.raylet.head_loss import end_machine
 from runtime.raylet.server import Raylet, log
@@ -95,6 +96,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     hb = asyncio.ensure_future(heartbeat_loop(raylet))
     asyncio.ensure_future(owner_death.sweep_remote_owners(raylet))
+    asyncio.ensure_future(oom.make_guard(raylet, args.memory_guard).run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, raylet.stopping.set)
@@ -193,9 +195,14 @@ def main() -> None:
     p.add_argument("--end-machine-command", default="",
                    help="shell command run after the node stopped for a lost GCS")
     args = p.parse_args()
+    try:
+        args.memory_guard = oom.settings_from_env()
+    except ValueError as exc:
+        raise SystemExit(f"the raylet cannot start: {exc}") from None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    rotate_own_output()
     asyncio.run(run(args))
 
 

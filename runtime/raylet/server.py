@@ -48,6 +48,7 @@ class LeaseRequest:
     strategy: Any = None
     allow_spill: bool = True
     runtime_env: dict[str, Any] | None = None
+    retriable: bool = False  # the owner's next task has retries left (for the memory monitor)
 
 
 class Raylet:
@@ -141,7 +142,7 @@ class Raylet:
         shape = payload["shape"]
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_event_loop().create_future()
         req = LeaseRequest(shape, conn, fut, payload.get("strategy"), payload.get("allow_spill", True),
-                           payload.get("runtime_env"))
+                           payload.get("runtime_env"), bool(payload.get("retriable")))
         if self.draining:
             req.allow_spill = True
         decision = scheduling.choose(shape, req.strategy, self.node_id, self.total, self.available,
@@ -220,6 +221,7 @@ class Raylet:
         worker.lease_id = lease_id
         worker.owner = req.owner
         worker.gpu_ids, worker.gpus = devices, gpu_amount(req.shape)
+        worker.busy_since, worker.retriable = time.monotonic(), req.retriable
         self.leases[lease_id] = (worker, req.shape)
         self.update_idle()  # dispatch() ran before the grant: it saw neither the request nor this
         req.future.set_result(

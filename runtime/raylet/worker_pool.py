@@ -18,6 +18,8 @@ from runtime.transport import Connection
 
 log = logging.getLogger("rayctl.raylet.pool")
 
+MAX_EARLY_DEATHS = 5  # workers of one runtime_env dying before registering, in a row
+
 
 @dataclass(eq=False)
 class Worker:
@@ -36,6 +38,9 @@ class Worker:
     blocked: bool = False  # inside get()/wait(): its lease's CPUs are lent to others meanwhile
     gpu_ids: tuple[str, ...] = ()  # the devices its lease or actor holds (see raylet/gpus.py)
     gpus: float = 0.0  # how much of them
+    busy_since: float = 0.0  # monotonic time its lease was granted or its actor started
+    retriable: bool = False  # its task has retries left / its actor restarts left (memory monitor)
+    death_note: str = ""  # why the raylet is killing it, when it is (runtime/raylet/oom.py)
 
     @property
     def pid(self) -> int:
@@ -71,6 +76,9 @@ class WorkerPool:
         self.idle_by_env: dict[str, list[Worker]] = defaultdict(list)
         self._waiters: dict[str, list[asyncio.Future[Worker]]] = defaultdict(list)
         self.starting: dict[str, int] = defaultdict(int)
+        # how each runtime_env's workers are set up, and how many died in a row before registering
+        self._setups: dict[str, Callable[[], Awaitable[Any]] | None] = {}
+        self._early_deaths: dict[str, int] = defaultdict(int)
 
     @property
     def idle(self) -> list[Worker]:
@@ -123,7 +131,8 @@ class WorkerPool:
     async def _watch(self, worker: Worker) -> None:
         code = await worker.proc.wait()
         worker.dead = True
-        if not worker.registered.done():
+        early = not worker.registered.done()
+        if early:
             self.starting[worker.env_key] -= 1
             worker.registered.set_exception(
                 RuntimeError(f"worker exited with code {code} before registering")
@@ -133,7 +142,33 @@ class WorkerPool:
         if worker in self.idle_by_env[worker.env_key]:
             self.idle_by_env[worker.env_key].remove(worker)
         log.info("worker %s (pid %d) exited with code %s", worker.worker_id, worker.pid, code)
+        if early:
+            self._replace_early_death(worker, code)
         self.on_death(worker, code)
+
+    def _replace_early_death(self, worker: Worker, code: int) -> None:
+        """A worker that died before registering was started for someone waiting: start another
+        for them (killed by an operator, a chaos test, the OOM killer), unless its runtime_env's
+        workers keep dying at start, then hand the waiters the error instead of looping."""
+        env_key = worker.env_key
+        waiters = [f for f in self._waiters[env_key] if not f.done()]
+        self._waiters[env_key] = waiters
+        if len(waiters) <= self.starting[env_key]:
+            return
+        self._early_deaths[env_key] += 1
+        if self._early_deaths[env_key] >= MAX_EARLY_DEATHS:
+            self._early_deaths[env_key] = 0
+            error = RuntimeError(
+                f"{MAX_EARLY_DEATHS} workers in a row exited before registering (the last with "
+                f"code {code}); see {self.log_dir}/worker-{worker.worker_id}.err"
+            )
+            for fut in waiters:
+                fut.set_exception(error)
+            self._waiters[env_key] = []
+            return
+        log.info("worker %s died before registering; starting another for %d waiting",
+                 worker.worker_id, len(waiters) - self.starting[env_key])
+        asyncio.ensure_future(self._start_quietly(env_key, self._setups.get(env_key), waiters[0]))
 
     def on_registered(self, worker_id: str, conn: Connection, address: str) -> Worker | None:
         worker = self.workers.get(worker_id)
@@ -143,6 +178,7 @@ class WorkerPool:
         worker.address = address
         if not worker.registered.done():
             self.starting[worker.env_key] -= 1
+            self._early_deaths[worker.env_key] = 0
             worker.registered.set_result(None)
         self.release(worker)
         return worker
@@ -155,7 +191,7 @@ class WorkerPool:
         worker.lease_id = ""
         worker.blocked = False
         worker.owner = None
-        if worker.dead:
+        if worker.dead or worker.death_note:  # a worker being killed is not handed out again
             return
         waiters = self._waiters[worker.env_key]
         while waiters:
@@ -174,6 +210,7 @@ class WorkerPool:
             if not worker.dead:
                 return worker
         fut: asyncio.Future[Worker] = asyncio.get_event_loop().create_future()
+        self._setups[env_key] = setup
         waiters = self._waiters[env_key]
         waiters.append(fut)
         if self.starting[env_key] < len(waiters):
