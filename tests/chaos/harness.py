@@ -128,19 +128,21 @@ def recorded_shm_dirs(root: str) -> list[str]:
     return sorted({line.strip() for f in files for line in open(f) if line.strip()})
 
 
+def file_bytes(directory: str) -> int:
+    """Bytes (tmpfs blocks) the files in `directory` hold: a live node's store, say."""
+    held = 0
+    for dirpath, _, names in os.walk(directory):
+        for name in names:
+            try:
+                held += os.stat(os.path.join(dirpath, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return held
+
+
 def shm_bytes(dirs: list[str]) -> int:
-    """Bytes held in `dirs` (tmpfs blocks); a directory left behind empty counts as 1 byte."""
-    total = 0
-    for directory in dirs:
-        held = 0
-        for dirpath, _, names in os.walk(directory):
-            for name in names:
-                try:
-                    held += os.stat(os.path.join(dirpath, name)).st_blocks * 512
-                except FileNotFoundError:
-                    continue
-        total += held or int(os.path.isdir(directory))
-    return total
+    """Bytes held in `dirs` after teardown; a directory left behind empty counts as 1 byte."""
+    return sum(file_bytes(d) or int(os.path.isdir(d)) for d in dirs)
 
 
 def sigkill(proc: psutil.Process) -> float:

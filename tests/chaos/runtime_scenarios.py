@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 from harness import (
     ScenarioResult,
+    file_bytes,
     kill_leftovers,
     processes_under,
     recorded_shm_dirs,
@@ -202,11 +203,11 @@ def driver_killed(root: str, objects: int = 10, object_mb: int = 100) -> Scenari
         )
         try:
             held = driver.stdout.readline().strip() == "held" if driver.stdout else False
-            before = shm_bytes([node.shm_dir])
+            before = file_bytes(node.shm_dir)  # the node lives on: its (empty) dir stays
             killed_at = sigkill(psutil.Process(driver.pid))
-            freed = _wait(lambda: shm_bytes([node.shm_dir]) == 0, 10)
+            freed = _wait(lambda: file_bytes(node.shm_dir) == 0, 10)
             recover = time.monotonic() - killed_at if freed else None
-            held_after = shm_bytes([node.shm_dir])
+            held_after = file_bytes(node.shm_dir)
         finally:
             driver.kill()
             driver.wait()
