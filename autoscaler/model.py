@@ -109,6 +109,7 @@ class InstanceInfo:
     status: InstanceStatus
     launch_config_hash: str = ""
     launched_at: float = 0.0
+    running_since: float = 0.0  # when its raylet registered (RAYLET_RUNNING); 0: not (yet)
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,7 +218,14 @@ def build_snapshot(obs: Observation, head_node_type: str, now: float) -> Cluster
         if n.state != GcsNodeState.DEAD
     )
     instances = tuple(
-        InstanceInfo(r.instance_id, r.node_type, r.status, r.launch_config_hash, _launched_at(r))
+        InstanceInfo(
+            r.instance_id,
+            r.node_type,
+            r.status,
+            r.launch_config_hash,
+            _launched_at(r),
+            _running_since(r),
+        )
         for r in obs.records
         if r.status != InstanceStatus.TERMINATED
     )
@@ -243,6 +250,11 @@ def _node(n: GcsNode, lifecycle_id: str, head_node_type: str) -> Node:
         state=NodeState.DRAINING if n.state == GcsNodeState.DRAINING else NodeState.ALIVE,
         is_head=n.is_head,
     )
+
+
+def _running_since(record: InstanceRecord) -> float:
+    at = [c.at for c in record.history if c.status == InstanceStatus.RAYLET_RUNNING]
+    return at[-1] if at else 0.0
 
 
 def _launched_at(record: InstanceRecord) -> float:

@@ -60,9 +60,14 @@ class W:
     idle_for: float | None = None  # seconds idle at NOW; None: busy
     h: str = "h1"
     status: InstanceStatus = InstanceStatus.RAYLET_RUNNING
+    joined_ago: float | None = None  # seconds since its raylet registered; None: long ago
 
     def instance(self) -> InstanceInfo:
-        return InstanceInfo(f"i-{self.id}", self.node_type, self.status, self.h, launched_at=0.0)
+        since = 0.0 if self.joined_ago is None else NOW - self.joined_ago
+        return InstanceInfo(
+            f"i-{self.id}", self.node_type, self.status, self.h, launched_at=0.0,
+            running_since=since,
+        )
 
     def node(self) -> Node | None:
         if self.status != InstanceStatus.RAYLET_RUNNING:
@@ -236,6 +241,23 @@ gpu = T("gpu", CPU=8, GPU=1)
         snap(demand=[({"GPU": 8}, 1), (CPU1, 4)]),
         {"cpu4": 1},
         infeasible=[{"GPU": 8}],
+    ),
+    Case(
+        "a node that joined 0.5 s ago runs the queued work it was launched for",
+        config(cpu4),
+        snap([W("a", "cpu4", CPU4, free={}, joined_ago=0.5)], demand=[(CPU1, 4)]),
+    ),
+    Case(
+        "a node that joined 0.5 s ago holds only its own size of the queue",
+        config(cpu4),
+        snap([W("a", "cpu4", CPU4, free={}, joined_ago=0.5)], demand=[(CPU1, 6)]),
+        {"cpu4": 1},
+    ),
+    Case(
+        "a node busy for 5 s: the queue is new work",
+        config(cpu4),
+        snap([W("a", "cpu4", CPU4, free={}, joined_ago=5.0)], demand=[(CPU1, 4)]),
+        {"cpu4": 1},
     ),
     Case(
         "fits an existing node only: waits, not infeasible",

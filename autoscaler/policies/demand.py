@@ -23,6 +23,12 @@ from autoscaler.policies.binpack import (
 from autoscaler.policies.reasons import describe, waiting_reason
 from autoscaler.policies.state import PlanState
 
+# The demand the planner reads and a new node's usage come from different raylets' reports: for
+# a moment after a node joins, the tasks it already runs can still be listed as queued (the
+# caller's raylet reports them a beat later). Seen as queued demand plus a busy node, they would
+# launch a second node for the same work (the chaos suite saw 4 one-CPU workers made for two
+# one-CPU tasks). So a node counts whole for this long after its raylet registered.
+JOIN_SETTLE_S = 2.0
 
 def apply(state: PlanState) -> None:
     config = state.config
@@ -53,11 +59,23 @@ def _budget(state: PlanState) -> Budget:
     return Budget(per_type, total)
 
 
+def _just_joined(state: PlanState, node: Node) -> bool:
+    """Its raylet registered less than JOIN_SETTLE_S ago."""
+    instance = state.instances.get(node.instance_id)
+    return (
+        instance is not None
+        and instance.running_since > 0
+        and state.now - instance.running_since < JOIN_SETTLE_S
+    )
+
+
 def _capacity(
     state: PlanState, *, use_total: bool
 ) -> tuple[list[RowId], list[Mapping[str, float]]]:
     """Rows for a FreePool: busy nodes first, then idle ones (most recently busy first, so the
-    longest idle stay drainable), then pending instances and nodes planned so far."""
+    longest idle stay drainable), then pending instances and nodes planned so far. A node that
+    just joined counts whole: what runs there may be the queued work it was launched for,
+    still listed by a load report older than the node's own."""
 
     def order(node: Node) -> tuple[bool, float, str]:
         idle = node.idle_since is not None
@@ -65,7 +83,9 @@ def _capacity(
 
     nodes = sorted(state.in_service.values(), key=order)
     ids = [RowId.node(n.node_id) for n in nodes]
-    capacities: list[Mapping[str, float]] = [n.total if use_total else n.available for n in nodes]
+    capacities: list[Mapping[str, float]] = [
+        n.total if use_total or _just_joined(state, n) else n.available for n in nodes
+    ]
     for instance in state.pending_instances():
         spec = state.spec(instance.node_type)
         if spec is not None and state.is_current(instance):
