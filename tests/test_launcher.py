@@ -245,6 +245,25 @@ def test_a_launch_config_change_replaces_the_head(cluster: Cluster) -> None:
         after["instance_id"]]
 
 
+def test_status_of_a_head_without_services_says_what_is_left_and_what_to_do(
+    cluster: Cluster,
+) -> None:
+    """As after an interrupted `down` (it stops the head's services first): status names the
+    instances still up and both ways out, and `up --restart-only` is one of them."""
+    config = str(cluster.config_file)
+    assert invoke("exec", config, "rayctl stop").exit_code == 0
+    result = invoke("status", config)
+    assert result.exit_code == 1
+    head_id = head_record(cluster)["instance_id"]
+    assert f"head {head_id} runs no services" in result.output, result.output
+    assert f"{head_id} (head)" in result.output
+    assert "`rayctl up CONFIG --restart-only`" in result.output
+    assert "`rayctl down CONFIG` removes everything" in result.output
+    assert invoke("up", config, "-y", "--restart-only").exit_code == 0
+    ran = wait_for(lambda: invoke("status", config).exit_code == 0 or None, 15, "status again")
+    assert ran is True
+
+
 def test_down_removes_every_process_and_slot(cluster: Cluster) -> None:
     pids = cluster_pids(cluster.root)
     assert pids, "the cluster should have processes before down"

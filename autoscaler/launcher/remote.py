@@ -26,6 +26,7 @@ from autoscaler.launcher.head import (
     HeadServices,
     LaunchError,
     cluster_env,
+    cluster_instances,
     head_ip,
     head_runner,
     is_local,
@@ -202,9 +203,27 @@ def get_head_ip(config: ClusterConfig) -> str:
 def status_on_head(config: ClusterConfig, *, as_json: bool, verbose: bool) -> CommandResult:
     """`rayctl status` run on the head, where the cluster's address file is."""
     head = open_head(config)
+    services = read_head_services(head.runner)
+    if services is None or "gcs" not in services.alive:
+        raise LaunchError(_services_down(config, head, services))
     flags = (["--json"] if as_json else []) + (["--verbose"] if verbose else [])
-    return head.runner.run(shlex.join(["rayctl", "status", *flags]),
-                           env=cluster_env(read_head_services(head.runner)))
+    return head.runner.run(shlex.join(["rayctl", "status", *flags]), env=cluster_env(services))
+
+
+def _services_down(config: ClusterConfig, head: Head, services: HeadServices | None) -> str:
+    """What is left of a cluster whose head runs no (or not all) services, and what to do: an
+    interrupted `down` stops the services before it terminates anything."""
+    left = cluster_instances(head.provider, config.cluster_name)
+    names = ", ".join(f"{i.id} (head)" if i.is_head else i.id for i in left)
+    stopped = "no services" if services is None or not services.alive else (
+        f"no GCS ({', '.join(services.dead) or 'gcs'} stopped)"
+    )
+    return (
+        f"cluster {config.cluster_name!r}: head {head.instance.id} runs {stopped}, so there is "
+        f"no status to show; {len(left)} instance(s) still up: {names}. "
+        "`rayctl up CONFIG --restart-only` starts the services again; `rayctl down CONFIG` "
+        "removes everything"
+    )
 
 
 # --- interactive --------------------------------------------------------------------------------
