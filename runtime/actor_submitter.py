@@ -122,8 +122,11 @@ class ActorSubmitter:
         lost.timer = self.cw.loop.call_later(FATE_GRACE_S, self._settle_lost, aq, lost, None)
         aq.lost.append(lost)
 
-    def _settle_lost(self, aq: ActorQueue, lost: LostCall, error: BaseException | None) -> None:
-        """Fail a lost call with `error`, or (None) as unavailable: the actor may still be there."""
+    def _settle_lost(
+        self, aq: ActorQueue, lost: LostCall, error: BaseException | None, died_of: str = ""
+    ) -> None:
+        """Fail a lost call with `error`, or (None) as unavailable: the actor may still be there
+        (`died_of`: why its worker died, when the GCS knows it is restarting)."""
         if lost not in aq.lost:
             return
         aq.lost.remove(lost)
@@ -131,8 +134,10 @@ class ActorSubmitter:
             lost.timer.cancel()
         self.cw.tasks._finish(lost.state, error=error or ActorUnavailableError(
             f"actor {aq.actor_id} is unavailable: the connection to it broke while running "
-            f"{lost.state.spec['name']} ({lost.cause}), which may or may not have run; the actor "
-            "may be restarting: call again later, or set max_task_retries to resend calls"
+            f"{lost.state.spec['name']} ({lost.cause}), which may or may not have run; "
+            + (f"it restarts after its worker died: {died_of}; " if died_of else
+               "the actor may be restarting: ")
+            + "call again later, or set max_task_retries to resend calls"
         ))
 
     def _fail_unretriable(self, aq: ActorQueue) -> None:
@@ -157,8 +162,11 @@ class ActorSubmitter:
         """The GCS sent a record newer than a lost call's connection: the actor is not dead (that
         is dead_error's case), so those calls are unavailable, not died."""
         aq.restarting = actor.state == common_pb2.ActorInfo.RESTARTING
+        # a record newer than the lost call's connection, of an actor that restarted: that death
+        # broke the call (RESTARTING may already be ALIVE again by the time we look)
+        died_of = actor.death_cause if actor.num_restarts > 0 else ""
         for lost in [lost for lost in aq.lost if actor.version > lost.seen_version]:
-            self._settle_lost(aq, lost, None)
+            self._settle_lost(aq, lost, None, died_of)
         if aq.restarting:
             self._fail_unretriable(aq)
 

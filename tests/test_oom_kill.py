@@ -10,12 +10,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from runtime.cluster_utils import Cluster
 from runtime.raylet.oom import REFRESH_ENV, THRESHOLD_ENV
+from tests.polling import wait_for
 
 LIMIT_BYTES = 600 * 1024**2
 THRESHOLD = 0.7  # 420 MB: far enough below the limit that a 100 ms check always comes first
@@ -137,3 +139,43 @@ def test_a_task_with_retries_left_runs_again_after_the_kill(
 
     assert rt.get(hog_once.remote(str(marker)), timeout=60) == "second attempt"
     assert marker.exists() and kernel_oom_kills(cgroup) == 0
+
+
+def test_an_actor_that_fills_the_node_is_restarted_and_its_death_names_the_monitor(
+    boxed_node: tuple[Cluster, Path],
+) -> None:
+    import runtime as rt
+    from runtime.exceptions import ActorError
+
+    _, cgroup = boxed_node
+
+    @rt.remote(resources={"boxed": 1}, num_cpus=0, max_restarts=1)
+    class Hoarder:
+        def __init__(self) -> None:
+            self.chunks: list[bytearray] = []
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def hoard(self) -> int:
+            while len(self.chunks) < 300:
+                self.chunks.append(bytearray(10 * 1024**2))
+                time.sleep(0.05)
+            return len(self.chunks)
+
+    actor = Hoarder.remote()
+    first = rt.get(actor.pid.remote(), timeout=30)
+    with pytest.raises(ActorError) as caught:
+        rt.get(actor.hoard.remote(), timeout=60)
+    assert "memory monitor" in str(caught.value), caught.value  # why it restarts
+    assert kernel_oom_kills(cgroup) == 0
+    second = wait_for(lambda: _pid_or_none(rt, actor), 30, "the actor to restart")
+    assert second != first
+
+
+def _pid_or_none(rt: Any, actor: Any) -> int | None:
+    try:
+        pid: int = rt.get(actor.pid.remote(), timeout=5)
+    except Exception:  # noqa: BLE001 - still restarting
+        return None
+    return pid

@@ -169,6 +169,7 @@ class ActorManager:
                 draft.num_restarts += 1
                 draft.state = ActorInfo.RESTARTING
                 draft.address = ""
+                draft.death_cause = reason  # the last death's, for callers whose calls it broke
             log.info("restarting actor %s (%d): %s", actor.actor_id, actor.num_restarts, reason)
             self.wake()
         else:
