@@ -1,14 +1,23 @@
 """Freeing the objects of owners that died. A local owner (a driver or worker of this node) is
 dead when its connection to this raylet closes; a remote owner (an address on another node) when
-its address refuses connections, looked at every OWNER_SWEEP_INTERVAL_S while objects here name
-it. Every copy of a freed object goes (runtime/raylet/objects.py), so nothing outlives its owner."""
+its address refuses connections, or, when it does not answer at all, when its host is the
+address of a node the GCS declared dead and of no live node (the whole machine went away: a
+probe there times out instead of being refused). Remote owners are looked at every
+OWNER_SWEEP_INTERVAL_S while objects here name them. Every copy of a freed object goes
+(runtime/raylet/objects.py), so nothing outlives its owner."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+import grpc
+
+from runtime.protocol import gcs_pb2
+from runtime.protocol.common_pb2 import NodeInfo
 from runtime.raylet import objects
 from runtime.transport import Connection, connect
 
@@ -53,6 +62,28 @@ def _abort_partial(r: Raylet) -> None:
         log.debug("partial writes not looked at: %s", exc)
 
 
+class Probe(enum.Enum):
+    """How a remote owner's address answered a connection."""
+
+    ANSWERED = "answered"
+    REFUSED = "refused"  # nobody listens there: the process is gone
+    SILENT = "silent"  # a timeout or no route: a busy owner, or a machine that went away
+
+
+def gone_owners(
+    probes: Sequence[tuple[str, Probe]], live_hosts: Iterable[str], dead_hosts: Iterable[str]
+) -> set[str]:
+    """The owners to count as dead: refused, or silent on the host of a dead node that no live
+    node shares (a silent owner elsewhere, say a driver off the cluster, is left alone)."""
+    lost_machines = set(dead_hosts) - set(live_hosts)
+    return {
+        address
+        for address, probe in probes
+        if probe is Probe.REFUSED
+        or (probe is Probe.SILENT and address.rpartition(":")[0] in lost_machines)
+    }
+
+
 async def sweep_remote_owners(r: Raylet) -> None:
     """Until the node stops: free the objects of remote owners that are gone."""
     while not r.stopping.is_set():
@@ -63,22 +94,40 @@ async def sweep_remote_owners(r: Raylet) -> None:
         addresses = r.owners.remote_addresses()
         if not addresses:
             continue
-        refused = await asyncio.gather(*(_refuses(a, r.token) for a in addresses))
-        dead: set[Connection | str] = {a for a, no in zip(addresses, refused, strict=True) if no}
+        answers = await asyncio.gather(*(_probe(a, r.token) for a in addresses))
+        probes = list(zip(addresses, answers, strict=True))
+        live_hosts: set[str] = set()
+        dead_hosts: set[str] = set()
+        if any(p is Probe.SILENT for _, p in probes):
+            live_hosts, dead_hosts = await _node_hosts(r)
+        dead: set[Connection | str] = set(gone_owners(probes, live_hosts, dead_hosts))
         for address in dead:
             r.owners.mark_gone(str(address))
         if dead:
             _free_owned_by(r, dead)
 
 
-async def _refuses(address: str, token: str) -> bool:
+async def _probe(address: str, token: str) -> Probe:
     try:
         conn = await connect(
             address, token, info={"role": "owner-probe"}, timeout_s=PROBE_TIMEOUT_S
         )
     except (ConnectionRefusedError, ConnectionResetError):
-        return True
-    except Exception:  # noqa: BLE001 - slow or odd: not proof the owner is gone
-        return False
+        return Probe.REFUSED
+    except Exception:  # noqa: BLE001 - slow, unreachable or odd: not proof on its own
+        return Probe.SILENT
     conn.close()
-    return False
+    return Probe.ANSWERED
+
+
+async def _node_hosts(r: Raylet) -> tuple[set[str], set[str]]:
+    """The hosts of live nodes and of dead ones, from the GCS (empty when it cannot say)."""
+    if r.gcs is None:
+        return set(), set()
+    try:
+        reply = await r.gcs.GetNodes(gcs_pb2.Empty(), metadata=r.md, timeout=5)
+    except grpc.aio.AioRpcError:
+        return set(), set()
+    live = {n.address for n in reply.nodes if n.state != NodeInfo.DEAD}
+    dead = {n.address for n in reply.nodes if n.state == NodeInfo.DEAD}
+    return live, dead
