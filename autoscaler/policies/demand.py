@@ -30,6 +30,7 @@ from autoscaler.policies.state import PlanState
 # one-CPU tasks). So a node counts whole for this long after its raylet registered.
 JOIN_SETTLE_S = 2.0
 
+
 def apply(state: PlanState) -> None:
     config = state.config
     launchable = [

@@ -77,7 +77,7 @@ def running_work(raylet: Raylet) -> list[RunningWork]:
             continue
         kind = WorkKind.ACTOR if worker.actor_id else WorkKind.TASK
         owner = worker.owner
-        owner_id = str(owner.context.get("address", id(owner))) if owner is not None else ""
+        owner_id = str(owner.peer_info.get("address") or id(owner)) if owner is not None else ""
         name = f"actor {worker.actor_id}" if worker.actor_id else f"its worker (pid {worker.pid})"
         work.append(
             RunningWork(worker.pid, kind, owner_id, worker.busy_since, worker.retriable, name)
