@@ -1,7 +1,9 @@
-"""Reclaiming what killed raylets left in a session: their shared-memory directories (the ones
-recorded in the session's `shm_dirs`, whatever root they were under) and spill directories.
-A raylet runs this as it starts; only raylets whose recorded process is really gone (pid and
-create time, as `rayctl stop` checks) lose their directories."""
+"""Reclaiming what killed raylets left: their shared-memory directories (the ones recorded in a
+session's `shm_dirs`, whatever root they were under) and spill directories, in the starting
+raylet's own session and in every other session under the same temp dir (a node or a whole
+cluster killed without `rayctl stop`, a machine that rebooted). A raylet runs this as it starts;
+only raylets whose recorded process is really gone (pid and create time, as `rayctl stop`
+checks) lose their directories."""
 
 from __future__ import annotations
 
@@ -16,6 +18,16 @@ import psutil
 log = logging.getLogger("rayctl.leftovers")
 
 RAYLET_PID_PREFIX = "raylet-"
+
+
+def reclaim_dead_raylets_here(session_dir: str, this_node_id: str) -> list[str]:
+    """Dead raylets' directories in every session next to `session_dir` (its own included)."""
+    dead: list[str] = []
+    parent = os.path.dirname(os.path.abspath(session_dir))
+    for session in sorted(glob.glob(os.path.join(parent, "session_*"))):
+        if os.path.isdir(session):
+            dead += reclaim_dead_raylets(session, this_node_id)
+    return dead
 
 
 def reclaim_dead_raylets(session_dir: str, this_node_id: str) -> list[str]:

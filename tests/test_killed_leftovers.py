@@ -4,11 +4,15 @@ directories when the next raylet of the session starts; a writer killed mid-put 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
 
+import psutil
 import pytest
 
 from runtime.cluster_utils import Cluster
@@ -71,3 +75,35 @@ def test_partial_write_of_a_killed_writer_is_removed(cluster: Cluster) -> None:
         if writer.poll() is None:
             writer.kill()
             writer.wait(10)
+
+
+def test_a_new_cluster_removes_what_a_killed_cluster_left_in_the_same_temp_dir(
+    tmp_path: Path,
+) -> None:
+    """A whole cluster killed with SIGKILL (no `rayctl stop`, as after a crash): the first raylet
+    of the next session in that temp dir removes the dead raylets' shm and spill directories."""
+    temp_dir = str(tmp_path / "rayctl-tmp")
+    old = Cluster({"num_cpus": 0}, temp_dir=temp_dir)
+    old_node = old.add_node(num_cpus=0)
+    old_dirs = [old.head.shm_dir, old_node.shm_dir]
+    old_spill = os.path.join(old.head.session_dir, "spill")
+    try:
+        assert all(os.path.isdir(d) for d in old_dirs)
+        for proc in [*old.head.procs, *old_node.procs]:  # every process, at once
+            with suppress(psutil.Error):
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    child.kill()
+            proc.kill()
+            proc.wait(10)
+        assert all(os.path.isdir(d) for d in old_dirs), "killed raylets cannot clean up"
+        new = Cluster({"num_cpus": 0}, temp_dir=temp_dir)
+        try:
+            assert new.head.session_dir != old.head.session_dir
+            assert not any(os.path.exists(d) for d in old_dirs)
+            assert not os.listdir(old_spill)
+            assert os.path.isdir(new.head.shm_dir)
+        finally:
+            new.shutdown()
+    finally:
+        for d in old_dirs:
+            shutil.rmtree(d, ignore_errors=True)

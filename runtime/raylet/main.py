@@ -16,7 +16,7 @@ import grpc
 
 from runtime.auth import AioTokenServerInterceptor, read_token_file
 from runtime.constants import GRPC_CHANNEL_OPTIONS
-from runtime.leftovers import reclaim_dead_raylets
+from runtime.leftovers import reclaim_dead_raylets_here
 from runtime.log_rotation import rotate_own_output
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet import oom, owner_death
@@ -76,7 +76,7 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
 async def run(args: argparse.Namespace) -> None:
     """Start the node's services, join the cluster, serve until told to stop, then leave it."""
     token = read_token_file(args.token_file)
-    reclaim_dead_raylets(args.session_dir, args.node_id)
+    reclaim_dead_raylets_here(args.session_dir, args.node_id)
     raylet = Raylet(args, token)
     raylet.store.abort_partial()  # .tmp files of writers killed mid-put
     servers = await _start_servers(raylet, args, token)
