@@ -3,7 +3,9 @@ local raylet. gRPC costs ~1 ms a call here, this path ~0.05 ms, so tasks and act
 
 Every connection starts with a handshake: the client sends the cluster token and its versions; the
 server compares the token (constant time) *before* unpickling anything, then the versions. Only
-authenticated peers ever get a pickled byte read.
+authenticated peers ever get a pickled byte read. Until then a peer gets the caps of
+runtime/listener_caps.py: one frame of at most 64 KiB, 5 s to send it, and a listener keeps at
+most 128 such connections (the oldest is dropped for a new one).
 
 Messages are tuples:  ("req", rid, method, payload)  ->  ("rep", rid, ok, payload)
                       ("msg", method, payload)        (one-way)
@@ -23,6 +25,7 @@ from typing import Any
 from runtime.auth import tokens_equal
 from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
 from runtime.exceptions import AuthenticationError, VersionMismatchError
+from runtime.listener_caps import HANDSHAKE_FRAME_MAX, HANDSHAKE_TIMEOUT_S, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +59,18 @@ class ConnectionLost(ConnectionError):
 class Connection(asyncio.Protocol):
     """One framed, authenticated connection (either side)."""
 
-    def __init__(self, handler: Handler | None, token: str, server_side: bool) -> None:
+    def __init__(
+        self,
+        handler: Handler | None,
+        token: str,
+        server_side: bool,
+        unauthenticated: Unauthenticated | None = None,
+    ) -> None:
         self._handler = handler
         self._token = token
         self._server_side = server_side
+        self._unauthenticated = unauthenticated  # the listener's, server side
+        self._deadline: asyncio.TimerHandle | None = None
         self._buf = bytearray()
         self._authed = False
         self._next_rid = 0
@@ -83,8 +94,28 @@ class Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        if self._server_side:
+            if self._unauthenticated is not None:
+                self._unauthenticated.admit(id(self), transport.abort)
+            self._deadline = asyncio.get_event_loop().call_later(
+                HANDSHAKE_TIMEOUT_S, self._handshake_overdue
+            )
+
+    def _handshake_overdue(self) -> None:
+        if not self._authed and self.transport is not None:
+            log.info("closed a connection that sent no handshake in %g s", HANDSHAKE_TIMEOUT_S)
+            self.transport.abort()
+
+    def _left_the_handshake(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._unauthenticated is not None:
+            self._unauthenticated.done(id(self))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._left_the_handshake()
+        self._buf = bytearray()
         err = ConnectionLost(f"connection lost: {exc}" if exc else "connection closed")
         for fut in self._pending.values():
             if not fut.done():
@@ -108,6 +139,10 @@ class Connection(asyncio.Protocol):
         n = len(buf)
         while n - pos >= 4:
             (size,) = _LEN.unpack_from(buf, pos)
+            if not self._authed and size > HANDSHAKE_FRAME_MAX:
+                self._refuse(f"a {size}-byte frame before the handshake")
+                self._buf = bytearray()
+                return
             if n - pos - 4 < size:
                 break
             frame = bytes(buf[pos + 4 : pos + 4 + size])
@@ -144,6 +179,7 @@ class Connection(asyncio.Protocol):
                 self.handshake_done.set_exception(err)
                 return False
         self._authed = True
+        self._left_the_handshake()
         if not self.handshake_done.done():
             self.handshake_done.set_result(None)
         return True
@@ -268,7 +304,10 @@ def _log_task_error(task: asyncio.Future[Any]) -> None:
 
 async def serve(host: str, port: int, token: str, handler: Handler) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: Connection(handler, token, True), host, port)
+    unauthenticated = Unauthenticated()
+    return await loop.create_server(
+        lambda: Connection(handler, token, True, unauthenticated), host, port
+    )
 
 
 async def connect(

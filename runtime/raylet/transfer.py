@@ -6,7 +6,8 @@ reusable 32 MiB buffer and writes it to the destination file.
 The bytes travel on a raw TCP data plane (Python gRPC streams ~0.35 GB/s here, a raw socket
 several GB/s); gRPC stays the control plane. The data plane is authenticated like every other
 transport: the first frame carries the cluster token, compared in constant time before anything
-else is read, and nothing on it is ever unpickled (object bytes only).
+else is read, and nothing on it is ever unpickled (object bytes only). Before that frame a peer
+gets the caps of runtime/listener_caps.py (4 KiB, 5 s, 128 waiting connections a listener).
 
 Nodes never read each other's shared memory, even on one machine: every cross-node byte comes
 through here (`bytes_received` / `bytes_sent` count them, and tests assert it)."""
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from runtime import shm
 from runtime.auth import tokens_equal
 from runtime.exceptions import ObjectLostError
+from runtime.listener_caps import HANDSHAKE_TIMEOUT_S, Unauthenticated
 from runtime.object_store import SPARE_MIN_BYTES, ObjectStore
 
 _LEN = struct.Struct("!I")
@@ -42,6 +44,7 @@ class ObjectTransfer:
         self.copies: dict[str, set[str]] = {}  # object id -> nodes that pulled it from here
         self.bytes_received = 0
         self.bytes_sent = 0
+        self._unauthenticated = Unauthenticated()
 
     # -- receiving ------------------------------------------------------------------------------
     async def pull(self, object_id: str, node_id: str) -> str:
@@ -127,19 +130,20 @@ class ObjectTransfer:
         return await asyncio.start_server(self._handle, host, port)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        key = id(writer)
+        self._unauthenticated.admit(key, writer.transport.abort)
         try:
-            (length,) = _LEN.unpack(await reader.readexactly(_LEN.size))
-            if length > 4096:
-                return  # not a rayctl request
-            request = json.loads(await reader.readexactly(length))
-            if not isinstance(request, dict) or not tokens_equal(str(request.get("token", "")), self.token):
+            request = await asyncio.wait_for(_read_request(reader), HANDSHAKE_TIMEOUT_S)
+            self._unauthenticated.done(key)
+            if request is None or not tokens_equal(str(request.get("token", "")), self.token):
                 return  # refused: no reply, connection closed
             object_id = str(request.get("object_id", ""))
             if await self._send_object(object_id, writer) and request.get("node_id"):
                 self.copies.setdefault(object_id, set()).add(str(request["node_id"]))
-        except (asyncio.IncompleteReadError, ValueError, ConnectionError):
+        except (asyncio.IncompleteReadError, ValueError, ConnectionError, TimeoutError):
             pass
         finally:
+            self._unauthenticated.done(key)
             writer.close()
 
     async def _send_object(self, object_id: str, writer: asyncio.StreamWriter) -> bool:
@@ -157,6 +161,15 @@ class ObjectTransfer:
             await loop.sendfile(writer.transport, f, 0, size)  # zero-copy where the OS allows
         self.bytes_sent += size
         return True
+
+
+async def _read_request(reader: asyncio.StreamReader) -> dict[str, object] | None:
+    """The first frame: a small JSON object, or None for anything else."""
+    (length,) = _LEN.unpack(await reader.readexactly(_LEN.size))
+    if length > 4096:
+        return None  # not a rayctl request
+    request = json.loads(await reader.readexactly(length))
+    return request if isinstance(request, dict) else None
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

@@ -1,0 +1,103 @@
+"""Caps before authentication on a real raylet's listeners (issue 13, item 1). What used to happen
+on the node-local port: a 0xFFFFFFFF length then 256 MiB without a token grew the raylet from 43
+to 299 MiB, and 2,000 idle sockets were all still open 17 s later."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from runtime.cluster_utils import Cluster
+from runtime.listener_caps import HANDSHAKE_TIMEOUT_S, MAX_UNAUTHENTICATED
+from tests.polling import wait_for
+
+MIB = 1024**2
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster({"num_cpus": 1})
+    try:
+        c.connect()
+        yield c
+    finally:
+        c.shutdown()
+
+
+def _raylet(cluster: Cluster) -> psutil.Process:
+    return psutil.Process(cluster.head.procs[-1].pid)
+
+
+def _ports(cluster: Cluster) -> dict[str, int]:
+    import runtime as rt
+    from runtime.api import _core
+    from runtime.protocol import gcs_pb2
+
+    [node] = [n for n in _core().gcs_call("GetNodes", gcs_pb2.Empty()).nodes]
+    assert node.node_id == rt.get_runtime_context().get_node_id()
+    return {"node-local": cluster.head.raylet_local_port, "data plane": node.data_port}
+
+
+def _still_works() -> None:
+    import runtime as rt
+
+    @rt.remote
+    def ping() -> str:
+        return "pong"
+
+    assert rt.get(ping.remote(), timeout=30) == "pong"
+
+
+@pytest.mark.parametrize("port_name", ["node-local", "data plane"])
+def test_an_endless_frame_without_a_token_is_cut_off(cluster: Cluster, port_name: str) -> None:
+    raylet = _raylet(cluster)
+    rss_before = raylet.memory_info().rss
+    port = _ports(cluster)[port_name]
+    sent = 0
+    chunk = b"\0" * MIB
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(b"\xff\xff\xff\xff")
+            while sent < 256 * MIB:
+                sock.sendall(chunk)
+                sent += len(chunk)
+            cut_off = False
+        except OSError:  # reset or broken pipe: the raylet closed it
+            cut_off = True
+    assert cut_off, f"the raylet read all {sent // MIB} MiB of an unauthenticated frame"
+    grown = (raylet.memory_info().rss - rss_before) / MIB
+    print(f"{port_name}: cut off after {sent // MIB} MiB sent in "
+          f"{time.monotonic() - started:.2f}s; raylet grew {grown:.1f} MiB")
+    assert grown < 8
+    _still_works()
+
+
+def test_idle_sockets_are_capped_and_closed_after_the_deadline(cluster: Cluster) -> None:
+    raylet = _raylet(cluster)
+    ports = _ports(cluster)
+    fds_before = raylet.num_fds()
+    socks = [
+        socket.create_connection(("127.0.0.1", port), timeout=10)
+        for port in ports.values()
+        for _ in range(500)
+    ]
+    try:
+        time.sleep(0.5)  # (let the raylet accept them all; the cap applies as it does)
+        held = raylet.num_fds() - fds_before
+        assert held <= len(ports) * MAX_UNAUTHENTICATED + 16, f"{held} idle connections held"
+        _still_works()  # a real driver's calls still go through meanwhile
+        wait_for(
+            lambda: raylet.num_fds() - fds_before <= 8,
+            HANDSHAKE_TIMEOUT_S + 5,
+            "the idle connections to be closed after the handshake deadline",
+        )
+        print(f"500 idle sockets on each of {', '.join(ports)}: at most {held} held in all, "
+              f"every one closed within {HANDSHAKE_TIMEOUT_S:g} s")
+    finally:
+        for sock in socks:
+            sock.close()
