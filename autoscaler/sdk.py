@@ -5,6 +5,7 @@ replaced by the next call, that the autoscaler satisfies as if the cluster were 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -12,8 +13,12 @@ from typing import Any
 
 from autoscaler.status import ClusterStatus
 from runtime.gcs.schema import KvKey, KvNamespace
+from runtime.resources import check_resources
 
 GcsCall = Callable[[str, Any], Any]
+
+
+MAX_REQUESTED_BUNDLES = 100_000  # a list that size is ~10 MB of JSON in the GCS
 
 
 def request_resources(
@@ -58,18 +63,26 @@ def get_status(*, address: str | None = None, token: str | None = None) -> Clust
 def _bundles(
     num_cpus: int | None, bundles: Sequence[Mapping[str, float]] | None
 ) -> list[dict[str, float]]:
-    if num_cpus is not None and (isinstance(num_cpus, bool) or num_cpus < 0):
-        raise ValueError(f"num_cpus must be a whole number >= 0, got {num_cpus!r}")
+    if num_cpus is not None and (
+        isinstance(num_cpus, bool) or not isinstance(num_cpus, numbers.Integral)
+        or not 0 <= num_cpus <= MAX_REQUESTED_BUNDLES
+    ):
+        raise ValueError(
+            f"num_cpus must be a whole number from 0 to {MAX_REQUESTED_BUNDLES:,}, got {num_cpus!r}"
+        )
     out = [{"CPU": 1.0}] * int(num_cpus or 0)
-    for i, bundle in enumerate(bundles or []):
+    bundles = list(bundles or [])
+    if len(out) + len(bundles) > MAX_REQUESTED_BUNDLES:
+        raise ValueError(
+            f"request_resources asks for {len(out) + len(bundles):,} bundles; at most "
+            f"{MAX_REQUESTED_BUNDLES:,} (ask for bigger bundles instead)"
+        )
+    for i, bundle in enumerate(bundles):
         if not isinstance(bundle, Mapping) or not bundle:
             raise ValueError(
                 f"bundles[{i}] must be a non-empty dict like {{'CPU': 2}}, got {bundle!r}"
             )
-        for name, amount in bundle.items():
-            if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
-                raise ValueError(f"bundles[{i}][{name!r}] must be a number >= 0, got {amount!r}")
-        out.append({str(k): float(v) for k, v in bundle.items()})
+        out.append(check_resources(f"bundles[{i}]", bundle))
     return out
 
 

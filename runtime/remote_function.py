@@ -9,7 +9,7 @@ from typing import Any
 from runtime import ids
 from runtime.constants import DEFAULT_MAX_RETRIES, INLINE_OBJECT_MAX_BYTES
 from runtime.object_ref import ObjectRef
-from runtime.resources import task_shape
+from runtime.resources import check_amount, check_resources, check_retries, task_shape
 from runtime.serialization import dumps_function, serialize
 from runtime.task_submitter import TaskState
 
@@ -43,6 +43,14 @@ def check_num_returns(value: Any, *, streaming_ok: bool = False) -> Any:
 
 
 def check_options(options: dict[str, Any], allowed: set[str], what: str) -> None:
+    for key in ("num_cpus", "num_gpus", "memory"):
+        if options.get(key) is not None:
+            check_amount(f"{what}: {key}", options[key])
+    if options.get("resources") is not None:
+        check_resources(f"{what}: resources", options["resources"])
+    for key in ("max_retries", "max_restarts", "max_task_retries"):
+        if options.get(key) is not None:
+            check_retries(f"{what}: {key}", options[key])
     if "num_returns" in options:
         check_num_returns(options["num_returns"], streaming_ok=what.startswith("remote function"))
     if options.get("runtime_env"):
