@@ -55,11 +55,16 @@ class ClusterConfigError(ValueError):
 # --- value types with the messages a person should read ---------------------------------------
 
 
+MAX_NUMBER = 1e15  # past any sane amount, count or timeout (memory in bytes included)
+MAX_COUNT = 1_000_000  # workers of a cluster or a type
+
+
 def _non_negative_number(value: Any) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise PydanticCustomError("non_negative_number", "must be a number >= 0")
-    if value < 0:
-        raise PydanticCustomError("non_negative_number", "must be a number >= 0")
+    bad = isinstance(value, bool) or not isinstance(value, int | float)
+    if bad or not math.isfinite(value) or not 0 <= value <= MAX_NUMBER:
+        raise PydanticCustomError(
+            "non_negative_number", f"must be a finite number from 0 to {MAX_NUMBER:g}"
+        )
     return value
 
 
@@ -71,18 +76,35 @@ def _positive_finite_number(value: Any) -> int | float:
 
 
 def _non_negative_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PydanticCustomError("non_negative_int", "must be a whole number >= 0")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise PydanticCustomError(
+            "non_negative_int", f"must be a whole number from 0 to {MAX_COUNT:,}"
+        )
     return value
 
 
+def _safe_name(value: Any) -> bool:
+    """1-64 ASCII letters, digits, '-', '_' or '.', starting with a letter or digit."""
+    ok = isinstance(value, str) and value.isascii() and value[:1].isalnum()
+    return ok and all(c.isalnum() or c in "-_." for c in value) and len(value) <= 64
+
+
 def _cluster_name(value: Any) -> str:
-    ok = isinstance(value, str) and value[:1].isalnum()
-    if not ok or not all(c.isalnum() or c in "-_." for c in value) or len(value) > 64:
+    if not _safe_name(value):
         raise PydanticCustomError(
             "cluster_name",
             "must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit "
             "(it names tags, labels and directories)",
+        )
+    return str(value)
+
+
+def _node_type_name(value: Any) -> str:
+    if not _safe_name(value):
+        raise PydanticCustomError(
+            "node_type_name",
+            "must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit "
+            "(it goes into tags, labels, file names and shell commands); rename the node type",
         )
     return str(value)
 
@@ -92,6 +114,7 @@ NonNegativeNumber = Annotated[int | float, PlainValidator(_non_negative_number)]
 NonNegativeInt = Annotated[int, PlainValidator(_non_negative_int)]
 PositiveFiniteNumber = Annotated[int | float, PlainValidator(_positive_finite_number)]
 ClusterName = Annotated[str, PlainValidator(_cluster_name)]
+NodeTypeName = Annotated[str, PlainValidator(_node_type_name)]
 
 
 class _Model(BaseModel):
@@ -134,8 +157,8 @@ class ClusterConfig(_Model):
     head_lost_timeout_minutes: PositiveFiniteNumber = 10
     provider: dict[str, Any]
     auth: AuthConfig = Field(default_factory=AuthConfig)
-    available_node_types: dict[str, NodeTypeConfig]
-    head_node_type: str
+    available_node_types: dict[NodeTypeName, NodeTypeConfig]
+    head_node_type: NodeTypeName
     file_mounts: dict[str, str] = Field(default_factory=dict)  # remote path -> local path
     cluster_synced_files: list[str] = Field(default_factory=list)
     file_mounts_sync_continuously: bool = False

@@ -171,6 +171,9 @@ def describe_validation_error(
             key = str(err["loc"][-1])
             parent = _format_loc([*loc, *err["loc"][:-1]])
             lines.append(unknown_key_error(parent, key, known_keys or []))
+        elif kind == "value_error" and isinstance(err.get("input"), Mapping):
+            # a check over a whole section: its message names the keys and values itself
+            lines.append(f"{path}: {err['msg'].removeprefix('Value error, ')}")
         else:
             hint = _hint(kind, err.get("ctx") or {}, err["msg"])
             lines.append(f"{path}: {hint}, got {_show(err.get('input'))}")
@@ -192,6 +195,8 @@ def _hint(kind: str, ctx: Mapping[str, Any], fallback: str) -> str:
 
 def _format_loc(loc: list[Any] | tuple[Any, ...]) -> str:
     out = ""
+    if len(loc) >= 2 and loc[-1] == "[key]":  # pydantic's mark for a bad dict key: the key is it
+        loc = [*loc[:-2], f"{loc[-2]!r} (the name)" if loc[-2] else "''"]
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"

@@ -83,3 +83,20 @@ def test_request_resources_refuses_bad_values(
     with pytest.raises(ValueError) as caught:
         _bundles(num_cpus, bundles)  # type: ignore[arg-type]
     assert named in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("wide", ["0.0.0.0/0", "1.2.3.4/0", "0::/0", "0.0.0.0/1", "2001:db8::/16"])
+def test_aws_refuses_ssh_wider_than_a_slash_8_without_consent(wide: str) -> None:
+    """AWS accepted `ssh_cidr: 0.0.0.0/0` silently."""
+    from pydantic import ValidationError
+
+    from providers.aws.config import AWSProviderConfig
+
+    with pytest.raises(ValidationError, match="allow_ssh_from_anywhere: true"):
+        AWSProviderConfig(region="us-east-1", ssh_cidr=wide)
+    allowed = AWSProviderConfig(region="us-east-1", ssh_cidr=wide, allow_ssh_from_anywhere=True)
+    assert allowed.ssh_cidr is not None and allowed.ssh_cidr.endswith(wide.rsplit("/", 1)[1])
+    narrow = AWSProviderConfig(region="us-east-1", ssh_cidr="203.0.113.7/32")
+    assert narrow.ssh_cidr == "203.0.113.7/32"
+    with pytest.raises(ValidationError, match="is not a network"):
+        AWSProviderConfig(region="us-east-1", ssh_cidr="my laptop")

@@ -70,8 +70,31 @@ def test_the_example_error_message_verbatim() -> None:
     raw = minimal()
     raw["available_node_types"]["gpu"] = {"resources": {"GPU": "two"}}
     assert errors_of(raw) == [
-        'available_node_types.gpu.resources.GPU: must be a number >= 0, got "two"'
+        'available_node_types.gpu.resources.GPU: must be a finite number from 0 to 1e+15, got "two"'
     ]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("upscaling_speed", float("inf")), ("idle_timeout_minutes", float("nan")),
+     ("upscaling_speed", 1e300), ("max_workers", 10**9)],
+)
+def test_infinite_or_absurd_numbers_are_refused(key: str, value: Any) -> None:
+    """`upscaling_speed: .inf` used to pass and then fail every monitor round (OverflowError)."""
+    errors = errors_of(minimal(**{key: value}))
+    assert errors[0].startswith(f"{key}: must be a ") and "\n" not in errors[0], errors
+
+
+def test_infinite_resources_and_unsafe_node_type_names_are_refused() -> None:
+    raw = minimal()
+    raw["available_node_types"]["cpu"]["resources"] = {"CPU": float("inf")}
+    raw["available_node_types"]["a;rm -rf x"] = {"resources": {"CPU": 1}}
+    errors = errors_of(raw)
+    assert "available_node_types.cpu.resources.CPU: must be a finite number from 0 to 1e+15, " \
+        "got Infinity" in errors
+    [named] = [e for e in errors if "rm -rf" in e]
+    assert named.startswith("available_node_types.'a;rm -rf x' (the name): must be 1-64 letters")
+    assert "rename the node type" in named
 
 
 def test_unknown_key_suggests_the_nearest_known_one() -> None:
@@ -105,9 +128,9 @@ def test_every_error_is_listed_at_once() -> None:
     raw = minimal(max_workers="many", setup_commands=["ok", 3], head_node_type="haed")
     raw["available_node_types"]["cpu"].update(min_workers=3, max_workers=1, resources={"CPU": -1})
     assert sorted(errors_of(raw)) == sorted([
-        'max_workers: must be a whole number >= 0, got "many"',
+        'max_workers: must be a whole number from 0 to 1,000,000, got "many"',
         "setup_commands[1]: must be a string, got 3",
-        "available_node_types.cpu.resources.CPU: must be a number >= 0, got -1",
+        "available_node_types.cpu.resources.CPU: must be a finite number from 0 to 1e+15, got -1",
         '''head_node_type: "haed" is not in available_node_types; did you mean `head`?''',
         "available_node_types.cpu.min_workers: 3 is more than this type's max_workers 1; "
         "lower min_workers or raise max_workers",

@@ -86,6 +86,15 @@ def test_bootstrap_is_idempotent_and_opens_ssh_only_from_the_configured_range(fa
     assert internal["network"] == "projects/proj/global/networks/default"
 
 
+@pytest.mark.parametrize("wide", ["0.0.0.0/0", "1.2.3.4/0", "0::/0", "0.0.0.0/1", "10.0.0.0/7"])
+def test_ssh_wider_than_a_slash_8_is_refused_unless_explicitly_allowed(fake, wide):
+    """Parsed, not compared as a string: 1.2.3.4/0 and 0::/0 are the whole internet too."""
+    with pytest.raises(ConfigError, match="allow_ssh_from_anywhere: true") as caught:
+        make(fake, ssh_cidr=wide)
+    assert "\n" not in str(caught.value)
+    assert fake.state.firewalls == {}
+
+
 def test_bootstrap_refuses_ssh_from_anywhere_unless_explicitly_allowed(fake):
     with pytest.raises(ConfigError, match="allow_ssh_from_anywhere"):
         make(fake, ssh_cidr="0.0.0.0/0").bootstrap()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from providers.ssh_range import check_ssh_range
 
 # The documented default AMI lookup: the newest Canonical Ubuntu 24.04 LTS image (Python 3.12,
 # which rayctl needs >= 3.11) for the instance type's architecture ({arch}: amd64 | arm64).
@@ -56,6 +58,7 @@ class AWSProviderConfig(BaseModel):
     security_group: SecurityGroupConfig = Field(default_factory=SecurityGroupConfig)
     # rayctl additions ----------------------------------------------------------------------
     ssh_cidr: str | None = None  # SSH ingress source; unset = no SSH ingress is opened
+    allow_ssh_from_anywhere: bool = False  # consent to an ssh_cidr wider than a /8
     spot_fallback_to_on_demand: bool = False
     # The AMI's login. Ray's place for it is auth.ssh_user, which the provider reads first;
     # this older spelling is kept for configs that use it and must not contradict auth.
@@ -69,6 +72,12 @@ class AWSProviderConfig(BaseModel):
 
     def zones(self) -> list[str]:
         return [z.strip() for z in self.availability_zone.split(",") if z.strip()]
+
+    @model_validator(mode="after")
+    def _ssh_range(self) -> AWSProviderConfig:
+        if self.ssh_cidr is not None:
+            self.ssh_cidr = check_ssh_range(self.ssh_cidr, self.allow_ssh_from_anywhere)
+        return self
 
 
 class AWSNodeConfig(BaseModel):

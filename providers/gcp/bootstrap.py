@@ -16,8 +16,6 @@ from providers.gcp.config import GCPProviderConfig
 from providers.gcp.errors import gcp_errors
 from providers.gcp.labels import network_tag, resource_name
 
-ANYWHERE = ("0.0.0.0/0", "::/0")
-
 
 @dataclass(frozen=True, slots=True)
 class FirewallRule:
@@ -63,11 +61,7 @@ def _ssh_cidr(config: GCPProviderConfig) -> str | None:
         raise ConfigError(
             "provider.ssh_cidr is not set: set it to the range you SSH from (e.g. "
             "203.0.113.7/32), or set use_internal_ips: true when rayctl runs inside the VPC")
-    if cidr in ANYWHERE and not config.allow_ssh_from_anywhere:
-        raise ConfigError(
-            f"provider.ssh_cidr {cidr} opens SSH to the whole internet; narrow it to your "
-            "range, or set allow_ssh_from_anywhere: true if you really mean it")
-    return cidr
+    return cidr  # checked with the config (providers/ssh_range.py)
 
 
 def read_public_key(value: str | None) -> str | None:

@@ -6,10 +6,11 @@ Keys follow Ray's GCP schema so Ray configs carry over: `node_config` is the bod
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from providers.ssh_range import check_ssh_range
 
 # The image default needs Python >= 3.11 (the setup commands install rayctl with it).
 DEFAULT_SOURCE_IMAGE = "projects/debian-cloud/global/images/family/debian-12"
@@ -71,12 +72,11 @@ class GCPProviderConfig(BaseModel):
             raise ValueError("list at least one zone, e.g. availability_zone: us-central1-a")
         return zones
 
-    @field_validator("ssh_cidr")
-    @classmethod
-    def _cidr_valid(cls, cidr: str | None) -> str | None:
-        if cidr is not None:
-            ipaddress.ip_network(cidr, strict=False)  # raises ValueError naming the bad value
-        return cidr
+    @model_validator(mode="after")
+    def _ssh_range(self) -> GCPProviderConfig:
+        if self.ssh_cidr is not None:
+            self.ssh_cidr = check_ssh_range(self.ssh_cidr, self.allow_ssh_from_anywhere)
+        return self
 
     @field_validator("cache_stopped_nodes")
     @classmethod
