@@ -13,16 +13,11 @@ from typing import Any
 import grpc
 
 from runtime.constants import TOKEN_ENV, TOKEN_FILE_ENV
+from runtime.private_state import write_private_file
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "rayctl-token"
 
-
-def write_private_file(path: str, text: str) -> None:
-    """Write `text` to `path`, readable by its owner only (mode 0600 from the start)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def create_token_file(path: str) -> str:

@@ -22,7 +22,7 @@ GCS_RECONNECT_TIMEOUT_S = float(os.environ.get("RAYCTL_GCS_RECONNECT_TIMEOUT_S",
 DEFAULT_OBJECT_STORE_MAX_BYTES = 2 * 1024**3
 DEFAULT_MAX_RETRIES = 3
 # Where sessions keep logs, pid files and sockets (a local provider slot overrides it).
-TEMP_DIR = os.environ.get("RAYCTL_TEMP_DIR", "/tmp/rayctl")
+TEMP_DIR = os.environ.get("RAYCTL_TEMP_DIR", f"/tmp/rayctl-{os.getuid()}")  # per user, 0700
 TOKEN_ENV = "RAYCTL_TOKEN"
 TOKEN_FILE_ENV = "RAYCTL_TOKEN_FILE"
 

@@ -16,6 +16,7 @@ import psutil
 from runtime import ids
 from runtime.auth import create_token_file
 from runtime.constants import DEFAULT_OBJECT_STORE_MAX_BYTES, TEMP_DIR
+from runtime.private_state import check_private_dir, ensure_private_dir, write_private_file
 from runtime.redis_server import redis_argv
 from runtime.session import record_pid, record_shm_dir, session_dir_for, wait_for_file
 from runtime.shm import shm_root
@@ -37,6 +38,8 @@ class NodeHandle:
     cluster_id: str = ""
     redis_address: str = ""
 
+
+REDIS_HOST = "127.0.0.1"
 
 def free_port(host: str) -> int:
     with socket.socket() as s:
@@ -103,11 +106,12 @@ def start_head(
     session = session_dir_for(temp_dir or TEMP_DIR, cluster_id)
     token_file = os.path.join(session, "token")
     create_token_file(token_file)
-    redis_port = free_port(host)
+    # Redis serves only the head's own processes (the GCS, the monitor): loopback only.
+    redis_port = free_port(REDIS_HOST)
     fields = {"gcs_address": f"{host}:{port or free_port(host)}", "token_file": token_file,
-              "redis_address": f"{host}:{redis_port}", "cluster_id": cluster_id,
+              "redis_address": f"{REDIS_HOST}:{redis_port}", "cluster_id": cluster_id,
               "session_dir": session}
-    redis = _redis_argv(session, host, redis_port, token_file)
+    redis = _redis_argv(session, REDIS_HOST, redis_port, token_file)
     gcs_ready = os.path.join(session, "gcs.ready")
     gcs_args = _gcs_args(fields, gcs_ready, death_timeout_s)
     if supervised_services is None:  # a private cluster: the GCS stops Redis when it stops
@@ -289,22 +293,21 @@ def _raylet_args(*, node_id: str, host: str, gcs_address: str, token_file: str,
 
 def write_address_file(temp_dir: str, handle: NodeHandle) -> str:
     """Let `init(address="auto")` and `rayctl start --address` on this machine find the cluster."""
-    os.makedirs(temp_dir, exist_ok=True)
+    ensure_private_dir(temp_dir)
     path = os.path.join(temp_dir, ADDRESS_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(
-            {
-                "address": handle.gcs_address,
-                "token_file": handle.token_file,
-                "session_dir": handle.session_dir,
-            },
-            f,
-        )
-    os.rename(path + ".tmp", path)
+    record = {
+        "address": handle.gcs_address,
+        "token_file": handle.token_file,
+        "session_dir": handle.session_dir,
+    }
+    write_private_file(path, json.dumps(record))
     return path
 
 
 def read_address_file(temp_dir: str | None = None) -> dict[str, str] | None:
+    """The cluster started on this machine, from a temp dir only this user controls."""
+    if not check_private_dir(temp_dir or TEMP_DIR):
+        return None
     try:
         with open(os.path.join(temp_dir or TEMP_DIR, ADDRESS_FILE)) as f:
             data: dict[str, str] = json.load(f)

@@ -18,8 +18,11 @@ from collections.abc import Callable
 
 import psutil
 
+from runtime.private_state import ensure_private_dir
+
 
 def session_dir_for(temp_dir: str, cluster_id: str) -> str:
+    ensure_private_dir(temp_dir)
     path = os.path.join(temp_dir, f"session_{cluster_id}")
     for sub in ("logs", "pids", "redis", "spill"):
         os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)

@@ -29,7 +29,7 @@ LAUNCHER_DIR_ENV = "RAYCTL_LAUNCHER_DIR"
 DEFAULT_LAUNCHER_DIR = "~/.rayctl/clusters"
 # Where `rayctl start --head` writes its address file on the node (the local runner sets
 # RAYCTL_TEMP_DIR to the slot's tmp/; over SSH the runtime's default applies).
-ADDRESS_FILE_CMD = 'cat "${RAYCTL_TEMP_DIR:-/tmp/rayctl}/cluster_address.json"'
+ADDRESS_FILE_CMD = 'cat "${RAYCTL_TEMP_DIR:-/tmp/rayctl-$(id -u)}/cluster_address.json"'
 
 
 class LaunchError(Exception):

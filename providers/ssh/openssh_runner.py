@@ -32,6 +32,7 @@ from providers.ssh.target import (
     remote_command,
     timeout_note,
 )
+from runtime.private_state import ensure_private_dir
 
 SSH_ERROR_EXIT_CODE = 255  # ssh's own failures; a remote command may return it too
 CONTROL_PERSIST_S = 10  # the master outlives the last command this long (Ray uses 10 s)
@@ -173,7 +174,9 @@ class OpenSSHRunner:
         return f"{self.target.user}@{self.target.host}"
 
     def _argv(self, line: str) -> list[str]:
-        self.control_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.control_dir.parent.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(str(self.control_dir), "SSH control directory",
+                           "a control_dir of your own")
         key = self.target.key_path
         if key and not os.access(os.path.expanduser(key), os.R_OK):
             raise connect_error(self.target, Failure.NO_KEY, f"cannot read {key}")
