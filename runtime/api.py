@@ -151,7 +151,12 @@ def _locate(address: str, temp_dir: str | None, token: str | None) -> _ClusterAc
                 "`rayctl start --head` first, or pass address='host:port'"
             )
         address = info["address"]
-    token = token or token_from_env() or (read_token_file(info["token_file"]) if info else None)
+    # The token of the cluster started on this machine goes only to that cluster's address:
+    # init(address=X) for another cluster must bring X's token, never hand this one to X.
+    same_cluster = info is not None and info.get("address") == address
+    token = token or token_from_env() or (
+        read_token_file(info["token_file"]) if info and same_cluster else None
+    )
     if not token:
         raise ConnectionError(
             f"no cluster token for {address}: set RAYCTL_TOKEN_FILE to the cluster's token file"

@@ -72,7 +72,7 @@ def start_worker_node(
     temp_dir = temp_dir or TEMP_DIR
     session = session_dir_for(temp_dir, f"node-{ids.random_id(4)}")
     own_token = os.path.join(session, "token")
-    token = _find_token(token_file, temp_dir)
+    token = _find_token(token_file, temp_dir, address)
     write_private_file(own_token, token)
     handle = start_raylet(
         gcs_address=address,
@@ -90,17 +90,20 @@ def start_worker_node(
     return {"node_id": handle.node_id, "logs": os.path.join(session, "logs")}
 
 
-def _find_token(token_file: str | None, temp_dir: str) -> str:
+def _find_token(token_file: str | None, temp_dir: str, address: str) -> str:
+    """The token for the cluster at `address`: given, from the environment, or the one of the
+    cluster started on this machine when `address` is that cluster's (never another's)."""
     if token_file:
         return read_token_file(token_file)
     token = token_from_env()
     if token:
         return token
     info = read_address_file(temp_dir)
-    if info:
+    if info and info.get("address") == address:
         return read_token_file(info["token_file"])
     raise ValueError(
-        "no cluster token: pass --token-file, or set RAYCTL_TOKEN_FILE to the head's token file"
+        f"no cluster token for {address}: pass --token-file, or set RAYCTL_TOKEN_FILE to the "
+        "head's token file"
     )
 
 

@@ -93,3 +93,27 @@ def test_redis_listens_on_loopback_while_the_head_serves_another_address(tmp_pat
         assert any("127.0.0.2" in ips for ips in listening.values())  # the GCS and raylet
     finally:
         stop_session(head.session_dir, grace_s=3)
+
+
+def test_this_machines_token_never_goes_to_another_clusters_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`init(address=X)` and `rayctl start --address X` without a token used to send the token
+    of the cluster started on this machine to X, whoever listens there."""
+    from runtime.api import _locate
+    from runtime.cli_commands import _find_token
+    from runtime.node import NodeHandle, write_address_file
+
+    monkeypatch.delenv("RAYCTL_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("RAYCTL_TOKEN", raising=False)
+    temp_dir = str(tmp_path / "t")
+    ensure_private_dir(temp_dir)
+    token_file = os.path.join(temp_dir, "token")
+    write_private_file(token_file, "this-machines-secret")
+    write_address_file(temp_dir, NodeHandle("127.0.0.1:6001", token_file, temp_dir, "n", 0, ""))
+    elsewhere = "198.51.100.9:6379"  # (TEST-NET: nothing is ever sent there)
+    with pytest.raises(ConnectionError, match=f"no cluster token for {elsewhere}"):
+        _locate(elsewhere, temp_dir, None)
+    with pytest.raises(ValueError, match=f"no cluster token for {elsewhere}"):
+        _find_token(None, temp_dir, elsewhere)
+    assert _find_token(None, temp_dir, "127.0.0.1:6001") == "this-machines-secret"
