@@ -45,10 +45,11 @@ class ClusterConfigError(ValueError):
     """A cluster config that cannot work; `errors` lists every problem, one line each."""
 
     def __init__(self, errors: list[str], source: str = "") -> None:
-        self.errors = list(errors)
+        # one line each, whatever a key or value held (a newline in a node type name, say)
+        self.errors = ["".join(c if c.isprintable() else repr(c)[1:-1] for c in e) for e in errors]
         where = f" {source}" if source else ""
         count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
-        lines = "\n".join(f"  - {e}" for e in errors)
+        lines = "\n".join(f"  - {e}" for e in self.errors)
         super().__init__(f"invalid cluster config{where} ({count}):\n{lines}")
 
 

@@ -198,6 +198,8 @@ def _format_loc(loc: list[Any] | tuple[Any, ...]) -> str:
     if len(loc) >= 2 and loc[-1] == "[key]":  # pydantic's mark for a bad dict key: the key is it
         loc = [*loc[:-2], f"{loc[-2]!r} (the name)" if loc[-2] else "''"]
     for part in loc:
+        if isinstance(part, str) and not part.isprintable():
+            part = repr(part)  # a key with a newline or a control character stays on one line
         if isinstance(part, int):
             out += f"[{part}]"
         else:
