@@ -1,8 +1,16 @@
-"""The cluster token: created at head start, stored 0600, checked on every gRPC method and on
-every node-local connection before a single pickled byte is read."""
+"""The cluster token: created at head start, stored 0600, and proven (never sent) on the direct
+transport and the data plane by challenge and response, both ways, before a single pickled byte is
+read on either side.
+
+A proof is HMAC-SHA256 keyed by the token over the prover's role, the channel and both sides'
+fresh nonces. The role keeps a server's answer from being reflected back as a client's; the
+nonces keep an old proof from being replayed. Someone listening where a client dials learns
+neither the token nor anything it could reuse, and the client sends it nothing further."""
 
 from __future__ import annotations
 
+import enum
+import hashlib
 import hmac
 import logging
 import os
@@ -17,7 +25,45 @@ from runtime.private_state import write_private_file
 
 log = logging.getLogger(__name__)
 METADATA_KEY = "rayctl-token"
+NONCE_HEX_LEN = 32
 
+
+class Role(enum.Enum):
+    """Who is proving: the side that listens or the side that dialled."""
+
+    SERVER = "server"
+    CLIENT = "client"
+
+
+class Channel(enum.Enum):
+    """What a proof is for, so a proof made on one channel is worthless on another."""
+
+    DIRECT = "direct"  # runtime/transport.py
+    DATA = "data"  # runtime/raylet/transfer.py
+    GRPC = "grpc"
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(NONCE_HEX_LEN // 2)
+
+
+def is_nonce(value: object) -> bool:
+    return (
+        isinstance(value, str)
+        and len(value) == NONCE_HEX_LEN
+        and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+def proof(token: str, role: Role, channel: Channel, *parts: str) -> str:
+    """What `role` sends to show it holds `token` on `channel` for these nonces (and context)."""
+    message = "\x00".join((role.value, channel.value, *parts)).encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def proof_ok(token: str, given: object, role: Role, channel: Channel, *parts: str) -> bool:
+    """Whether `given` is the proof `role` owes (compared in constant time)."""
+    return isinstance(given, str) and tokens_equal(given, proof(token, role, channel, *parts))
 
 
 def create_token_file(path: str) -> str:

@@ -61,9 +61,11 @@ def _listeners(cluster: Cluster) -> dict[str, tuple[str, int]]:
 def _handshake_like() -> st.SearchStrategy[bytes]:
     """JSON that looks like a handshake, with wrong or odd fields."""
     value = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40),
-                      st.lists(st.integers(), max_size=3))
+                      st.lists(st.integers(), max_size=3),
+                      st.text("0123456789abcdef", min_size=32, max_size=64))  # nonce, proof
     body = st.dictionaries(
-        st.sampled_from(["magic", "token", "versions", "info", "object_id", "x"]), value,
+        st.sampled_from(["magic", "token", "versions", "info", "object_id", "nonce", "proof",
+                         "x"]), value,
         max_size=5,
     ).map(lambda d: json.dumps(d).encode())
     return body.map(lambda b: struct.pack("!I", len(b)) + b)

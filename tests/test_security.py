@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 import struct
+import threading
 
 import grpc
 import psutil
@@ -61,15 +62,31 @@ def test_every_grpc_method_refuses_calls_without_the_token(cluster, metadata) ->
             )
 
 
+def _frame(sock: socket.socket, message: dict) -> None:
+    payload = json.dumps(message).encode()
+    sock.sendall(struct.pack("!I", len(payload)) + payload)
+
+
+def _read_frame(sock: socket.socket) -> dict:
+    size = struct.unpack("!I", _recv_exact(sock, 4))[0]
+    return json.loads(_recv_exact(sock, size))
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError(f"closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
 def _raw_exchange(address: str, payload: bytes) -> dict:
     host, _, port = address.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(struct.pack("!I", len(payload)) + payload)
-        size = struct.unpack("!I", sock.recv(4))[0]
-        data = b""
-        while len(data) < size:
-            data += sock.recv(size - len(data))
-        return json.loads(data)
+        return _read_frame(sock)
 
 
 def _local_ports(rt):
@@ -80,33 +97,140 @@ def _local_ports(rt):
     return [f"{node.address}:{node.local_port}", cw.address]
 
 
-def test_node_local_transport_refuses_wrong_token_and_garbage(cluster) -> None:
+def _versions() -> dict:
     from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
 
-    versions = {"python": PYTHON_VERSION, "rayctl": RAYCTL_VERSION, "protocol": PROTOCOL_VERSION}
+    return {"python": PYTHON_VERSION, "rayctl": RAYCTL_VERSION, "protocol": PROTOCOL_VERSION}
+
+
+def test_node_local_transport_refuses_a_wrong_proof_an_old_hello_and_garbage(cluster) -> None:
+    from runtime.api import _core
+    from runtime.auth import Channel, Role, new_nonce, proof, proof_ok
+
+    token = _core().token
     for address in _local_ports(cluster):
-        reply = _raw_exchange(
-            address,
-            json.dumps({"magic": "RAYCTL/1", "token": "wrong", "versions": versions}).encode(),
-        )
-        assert reply == {"ok": False, "error": "missing or wrong cluster token"}
+        host, _, port = address.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            ours = new_nonce()
+            _frame(sock, {"magic": "RAYCTL/1", "versions": _versions(), "nonce": ours})
+            challenge = _read_frame(sock)
+            # the server proves itself first, without giving the token away
+            assert token not in json.dumps(challenge)
+            assert proof_ok(token, challenge["proof"], Role.SERVER, Channel.DIRECT, ours,
+                            challenge["challenge"])
+            wrong = proof("wrong", Role.CLIENT, Channel.DIRECT, ours, challenge["challenge"])
+            _frame(sock, {"proof": wrong})
+            assert _read_frame(sock) == {"ok": False, "error": "missing or wrong cluster token"}
+        # a hello that carries the token itself (the old way) gets no further
+        reply = _raw_exchange(address, json.dumps(
+            {"magic": "RAYCTL/1", "token": token, "versions": _versions()}).encode())
+        assert reply["ok"] is False and "nonce" in reply["error"]
         reply = _raw_exchange(address, b"\x80\x05garbage pickle")
         assert reply["ok"] is False and "garbage" in reply["error"]
 
 
 def test_version_mismatch_is_refused_naming_both_versions(cluster) -> None:
-    from runtime.api import _core
-    from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
+    from runtime.auth import new_nonce
+    from runtime.constants import RAYCTL_VERSION
 
-    cw = _core()
-    old = {"python": PYTHON_VERSION, "rayctl": "0.0.1-old", "protocol": PROTOCOL_VERSION}
+    old = dict(_versions(), rayctl="0.0.1-old")
     for address in _local_ports(cluster):
-        reply = _raw_exchange(
-            address, json.dumps({"magic": "RAYCTL/1", "token": cw.token, "versions": old}).encode()
-        )
+        reply = _raw_exchange(address, json.dumps(
+            {"magic": "RAYCTL/1", "versions": old, "nonce": new_nonce()}).encode())
         assert reply["ok"] is False
         assert "version mismatch" in reply["error"]
         assert "0.0.1-old" in reply["error"] and RAYCTL_VERSION in reply["error"]
+
+
+class _Impostor:
+    """A listener where a client dials that does not hold the cluster token: it records what it
+    is sent and answers every hello with a made-up proof, then a pickle that leaves a mark if
+    anyone unpickles it."""
+
+    def __init__(self, mark: str) -> None:
+        self.received = bytearray()
+        self.mark = mark
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import pickle
+
+        self.sock.settimeout(10)
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(3)
+            trap = pickle.dumps(("rep", 1, True, _Mark(self.mark)))
+            try:
+                self.received += conn.recv(65536)
+                _frame(conn, {"ok": True, "challenge": "0" * 32, "proof": "0" * 64,
+                              "versions": _versions()})
+                conn.sendall(struct.pack("!I", len(trap)) + trap)
+                while chunk := conn.recv(65536):
+                    self.received += chunk
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+        self._thread.join(10)
+
+
+class _Mark:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_client_sends_nothing_to_and_unpickles_nothing_from_a_listener_without_the_token(
+    tmp_path,
+) -> None:
+    import asyncio
+
+    from runtime import transport
+    from runtime.exceptions import AuthenticationError
+
+    token = "a" * 64
+    mark = str(tmp_path / "unpickled")
+    impostor = _Impostor(mark)
+    try:
+        with pytest.raises(AuthenticationError) as info:
+            asyncio.run(transport.connect(impostor.address, token, timeout_s=5))
+    finally:
+        impostor.close()
+    assert impostor.address in str(info.value) and "prove" in str(info.value)
+    assert token.encode() not in impostor.received
+    assert b"proof" not in impostor.received  # nothing it could replay either
+    assert not os.path.exists(mark)
+
+
+def test_a_transport_with_another_token_is_refused_both_ways() -> None:
+    import asyncio
+
+    from runtime import transport
+    from runtime.exceptions import AuthenticationError
+
+    async def scenario() -> None:
+        server = await transport.serve("127.0.0.1", 0, "b" * 64, lambda c, m, p: p)
+        address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            with pytest.raises(AuthenticationError):
+                await transport.connect(address, "c" * 64, timeout_s=5)
+            conn = await transport.connect(address, "b" * 64, timeout_s=5)
+            assert await conn.request("echo", {"x": 1}) == {"x": 1}
+            conn.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
 
 
 def test_token_file_is_private_and_services_bind_to_the_node_address(cluster, temp_dir) -> None:
@@ -126,17 +250,53 @@ def test_token_file_is_private_and_services_bind_to_the_node_address(cluster, te
         ), "the token must never appear on a command line"
 
 
-def test_object_data_plane_refuses_without_the_token(cluster) -> None:
+def test_object_data_plane_refuses_without_a_proof_and_proves_itself(cluster) -> None:
     from runtime.api import _core
+    from runtime.auth import Channel, Role, new_nonce, proof, proof_ok
 
     node = _core().nodes()[0]
+    token = _core().token
     assert node.data_port
-    for token in ("wrong", ""):
-        request = json.dumps({"token": token, "object_id": "00"}).encode()
-        with socket.create_connection((node.address, node.data_port), timeout=5) as sock:
-            sock.sendall(struct.pack("!I", len(request)) + request)
+
+    def ask(secret: str) -> socket.socket:
+        sock = socket.create_connection((node.address, node.data_port), timeout=5)
+        ours = new_nonce()
+        _frame(sock, {"object_id": "not-an-object", "nonce": ours})
+        challenge = _read_frame(sock)
+        assert proof_ok(token, challenge["proof"], Role.SERVER, Channel.DATA, ours,
+                        challenge["challenge"], "not-an-object")
+        _frame(sock, {"proof": proof(secret, Role.CLIENT, Channel.DATA, ours,
+                                     challenge["challenge"], "not-an-object")})
+        return sock
+
+    for secret in ("wrong", ""):
+        with ask(secret) as sock:
             assert sock.recv(16) == b"", "the data plane answered a peer without the token"
-    request = json.dumps({"token": _core().token, "object_id": "not-an-object"}).encode()
     with socket.create_connection((node.address, node.data_port), timeout=5) as sock:
-        sock.sendall(struct.pack("!I", len(request)) + request)
-        assert struct.unpack("!q", sock.recv(8))[0] == -1  # authenticated: "not here"
+        _frame(sock, {"token": token, "object_id": "00"})  # the old way: no nonce, no answer
+        assert sock.recv(16) == b""
+    with ask(token) as sock:
+        assert struct.unpack("!q", _recv_exact(sock, 8))[0] == -1  # authenticated: "not here"
+
+
+def test_object_pull_from_a_listener_without_the_token_takes_nothing(tmp_path) -> None:
+    import asyncio
+
+    from runtime.exceptions import ObjectLostError
+    from runtime.object_store import ObjectStore
+    from runtime.raylet.transfer import ObjectTransfer
+
+    impostor = _Impostor(str(tmp_path / "unused"))
+    token = "d" * 64
+    shm_dir = tmp_path / "shm"
+    shm_dir.mkdir()
+    transfer = ObjectTransfer(ObjectStore(str(shm_dir), 1 << 30, str(tmp_path / "spill")), str(shm_dir), token,
+                              lambda _node: impostor.address)
+    try:
+        with pytest.raises(ObjectLostError) as info:
+            asyncio.run(transfer.pull("ab" * 14, "n1"))
+    finally:
+        impostor.close()
+    assert "prove" in str(info.value)
+    assert token.encode() not in impostor.received
+    assert not [p for p in os.listdir(shm_dir)], "bytes from the impostor were kept"

@@ -4,10 +4,15 @@ in memory: the sender streams the file with sendfile(2), the receiver reads the 
 reusable 32 MiB buffer and writes it to the destination file.
 
 The bytes travel on a raw TCP data plane (Python gRPC streams ~0.35 GB/s here, a raw socket
-several GB/s); gRPC stays the control plane. The data plane is authenticated like every other
-transport: the first frame carries the cluster token, compared in constant time before anything
-else is read, and nothing on it is ever unpickled (object bytes only). Before that frame a peer
-gets the caps of runtime/listener_caps.py (4 KiB, 5 s, 128 waiting connections a listener).
+several GB/s); gRPC stays the control plane. The data plane is authenticated like the direct
+transport, both ways and without sending the token (runtime/auth.py):
+  puller -> {object_id, node_id, nonce}
+  sender -> {challenge, proof}            HMAC(token; server, both nonces, the object id)
+  puller -> {proof}                       only if the sender's proof holds; else it hangs up
+  sender -> size, bytes                   only if the puller's proof holds
+so no object bytes, which readers later unpickle, are taken from a peer outside the cluster, and
+none are given to one. Until it has proven itself a peer gets the caps of
+runtime/listener_caps.py (4 KiB frames, 5 s for the whole handshake, 128 waiting connections).
 
 Nodes never read each other's shared memory, even on one machine: every cross-node byte comes
 through here (`bytes_received` / `bytes_sent` count them, and tests assert it)."""
@@ -22,8 +27,8 @@ import struct
 from collections.abc import Callable
 
 from runtime import shm
-from runtime.auth import tokens_equal
-from runtime.exceptions import ObjectLostError
+from runtime.auth import Channel, Role, is_nonce, new_nonce, proof, proof_ok
+from runtime.exceptions import AuthenticationError, ObjectLostError
 from runtime.listener_caps import HANDSHAKE_TIMEOUT_S, Unauthenticated
 from runtime.object_store import SPARE_MIN_BYTES, ObjectStore
 
@@ -65,7 +70,7 @@ class ObjectTransfer:
         loop = asyncio.get_running_loop()
         try:
             size = await loop.run_in_executor(None, self._receive, address, object_id, loop)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, AuthenticationError) as exc:
             raise ObjectLostError(f"could not fetch object {object_id} from node {node_id}: {exc}") from None
         self.bytes_received += size
         self.store.add(object_id, size, primary=False)
@@ -77,8 +82,16 @@ class ObjectTransfer:
         host, _, port = address.rpartition(":")
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-            request = json.dumps({"token": self.token, "object_id": object_id, "node_id": self.node_id}).encode()
-            sock.sendall(_LEN.pack(len(request)) + request)
+            ours = new_nonce()
+            _send_json(sock, {"object_id": object_id, "node_id": self.node_id, "nonce": ours})
+            challenge = _recv_json(sock)
+            theirs = challenge.get("challenge")
+            if not (is_nonce(theirs) and proof_ok(self.token, challenge.get("proof"), Role.SERVER,
+                                                  Channel.DATA, ours, str(theirs), object_id)):
+                raise AuthenticationError(
+                    f"{address} did not prove it holds this cluster's token; nothing was taken from it"
+                )
+            _send_json(sock, {"proof": proof(self.token, Role.CLIENT, Channel.DATA, ours, str(theirs), object_id)})
             (size,) = _SIZE.unpack(_recv_exact(sock, _SIZE.size))
             if size < 0:
                 raise OSError(f"the node does not have object {object_id}")
@@ -133,9 +146,9 @@ class ObjectTransfer:
         key = id(writer)
         self._unauthenticated.admit(key, writer.transport.abort)
         try:
-            request = await asyncio.wait_for(_read_request(reader), HANDSHAKE_TIMEOUT_S)
+            request = await asyncio.wait_for(self._handshake(reader, writer), HANDSHAKE_TIMEOUT_S)
             self._unauthenticated.done(key)
-            if request is None or not tokens_equal(str(request.get("token", "")), self.token):
+            if request is None:
                 return  # refused: no reply, connection closed
             object_id = str(request.get("object_id", ""))
             if await self._send_object(object_id, writer) and request.get("node_id"):
@@ -145,6 +158,26 @@ class ObjectTransfer:
         finally:
             self._unauthenticated.done(key)
             writer.close()
+
+    async def _handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> dict[str, object] | None:
+        """The puller's request once it has proven itself, else None."""
+        request = await _read_request(reader)
+        if request is None or not is_nonce(request.get("nonce")):
+            return None
+        object_id = str(request.get("object_id", ""))
+        nonces = (str(request["nonce"]), new_nonce())
+        challenge = {"challenge": nonces[1],
+                     "proof": proof(self.token, Role.SERVER, Channel.DATA, *nonces, object_id)}
+        data = json.dumps(challenge).encode()
+        writer.write(_LEN.pack(len(data)) + data)
+        await writer.drain()
+        answer = await _read_request(reader)
+        if answer is None or not proof_ok(self.token, answer.get("proof"), Role.CLIENT,
+                                          Channel.DATA, *nonces, object_id):
+            return None
+        return request
 
     async def _send_object(self, object_id: str, writer: asyncio.StreamWriter) -> bool:
         try:
@@ -170,6 +203,24 @@ async def _read_request(reader: asyncio.StreamReader) -> dict[str, object] | Non
         return None  # not a rayctl request
     request = json.loads(await reader.readexactly(length))
     return request if isinstance(request, dict) else None
+
+
+def _send_json(sock: socket.socket, message: dict[str, object]) -> None:
+    data = json.dumps(message).encode()
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+def _recv_json(sock: socket.socket) -> dict[str, object]:
+    (length,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+    try:
+        if length > 4096:
+            raise ValueError
+        message = json.loads(_recv_exact(sock, length))
+        if not isinstance(message, dict):
+            raise ValueError
+    except ValueError:
+        raise AuthenticationError("the peer is not a rayctl data plane") from None
+    return message
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
