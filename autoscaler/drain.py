@@ -17,7 +17,7 @@ from typing import Protocol
 import grpc
 import structlog
 
-from runtime.auth import call_metadata
+from runtime.grpc_auth import open_channel
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -81,9 +81,8 @@ class AcceptingDrainer:
 
 class GcsDrainer:
     def __init__(self, gcs_address: str, token: str) -> None:
-        self._channel = grpc.insecure_channel(gcs_address)
+        self._channel = open_channel(gcs_address, token)
         self._stub = gcs_pb2_grpc.GcsStub(self._channel)
-        self._md = call_metadata(token)
 
     def request_drain(
         self, node_id: str, *, reason: str, idle_only: bool, deadline_s: float = 0.0
@@ -92,7 +91,7 @@ class GcsDrainer:
             node_id=node_id, reason=reason, idle_only=idle_only, deadline_s=deadline_s
         )
         try:
-            reply = self._stub.DrainNode(request, metadata=self._md, timeout=DRAIN_CALL_TIMEOUT_S)
+            reply = self._stub.DrainNode(request, timeout=DRAIN_CALL_TIMEOUT_S)
         except grpc.RpcError as exc:
             log.warning("drain call failed; keeping the node", node_id=node_id,
                         error=exc.details())

@@ -251,16 +251,15 @@ def _enable_keyspace_events(client: redis.Redis) -> bool:
 
 def gcs_nodes(gcs_address: str, token: str) -> NodeSource:
     """Live node rows from the GCS (heartbeat fields included), Redis as fallback."""
-    import grpc
 
-    from runtime.auth import call_metadata
+    from runtime.grpc_auth import open_channel
     from runtime.protocol import gcs_pb2, gcs_pb2_grpc
 
-    channel = grpc.insecure_channel(gcs_address)
+    channel = open_channel(gcs_address, token)
     stub = gcs_pb2_grpc.GcsStub(channel)
 
     def read() -> list[GcsNode]:
-        reply = stub.GetNodes(gcs_pb2.Empty(), metadata=call_metadata(token), timeout=5)
+        reply = stub.GetNodes(gcs_pb2.Empty(), timeout=5)
         return [node_from_proto(n) for n in reply.nodes]
 
     return read

@@ -99,16 +99,16 @@ def _gcs(address: str | None, token: str | None) -> Iterator[GcsCall]:
         return
     import grpc
 
-    from runtime.auth import call_metadata
+    from runtime.grpc_auth import open_channel
     from runtime.protocol import gcs_pb2_grpc
 
     gcs_address, secret = resolve_address(address, token)
-    with grpc.insecure_channel(gcs_address) as channel:
+    with open_channel(gcs_address, secret) as channel:
         stub = gcs_pb2_grpc.GcsStub(channel)
 
         def call(method: str, request: Any) -> Any:
             try:
-                return getattr(stub, method)(request, metadata=call_metadata(secret), timeout=10)
+                return getattr(stub, method)(request, timeout=10)
             except grpc.RpcError as exc:
                 raise ConnectionError(
                     f"cannot reach the cluster at {gcs_address}: {exc.details()}"

@@ -15,16 +15,11 @@ import hmac
 import logging
 import os
 import secrets
-from collections.abc import Callable
-from typing import Any
-
-import grpc
 
 from runtime.constants import TOKEN_ENV, TOKEN_FILE_ENV
 from runtime.private_state import write_private_file
 
 log = logging.getLogger(__name__)
-METADATA_KEY = "rayctl-token"
 NONCE_HEX_LEN = 32
 
 
@@ -93,53 +88,3 @@ def tokens_equal(a: str | bytes, b: str | bytes) -> bool:
     a_b = a.encode() if isinstance(a, str) else a
     b_b = b.encode() if isinstance(b, str) else b
     return hmac.compare_digest(a_b, b_b)
-
-
-class TokenServerInterceptor(grpc.ServerInterceptor):
-    """Refuses (UNAUTHENTICATED) and logs every call without the right token."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-        def deny(_request: Any, context: grpc.ServicerContext) -> Any:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong cluster token")
-
-        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == METADATA_KEY and tokens_equal(value, self._token):
-                return continuation(handler_call_details)
-        log.warning("refused unauthenticated call to %s", handler_call_details.method)
-        return self._deny_unary
-
-
-class AioTokenServerInterceptor(grpc.aio.ServerInterceptor):
-    """The asyncio-server twin of TokenServerInterceptor."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-        async def deny(_request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong cluster token")
-
-        self._deny_unary = grpc.unary_unary_rpc_method_handler(deny)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == METADATA_KEY and tokens_equal(value, self._token):
-                return await continuation(handler_call_details)
-        log.warning("refused unauthenticated call to %s", handler_call_details.method)
-        return self._deny_unary
-
-
-def call_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    return ((METADATA_KEY, token),)

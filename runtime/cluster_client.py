@@ -8,8 +8,7 @@ import socket
 import grpc
 import psutil
 
-from runtime.auth import call_metadata
-from runtime.constants import GRPC_CHANNEL_OPTIONS
+from runtime.grpc_auth import open_channel
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo
 
@@ -18,10 +17,10 @@ def local_raylet(gcs_address: str, token: str, timeout_s: float = 10.0) -> tuple
     """The address and node-local port of a live raylet on this machine, for a driver to bind
     and join: a node whose address is one of this machine's (the head's when there are
     several: one machine, many raylets), else the node at the GCS's host."""
-    with grpc.insecure_channel(gcs_address, options=GRPC_CHANNEL_OPTIONS) as channel:
+    with open_channel(gcs_address, token) as channel:
         stub = gcs_pb2_grpc.GcsStub(channel)
         try:
-            reply = stub.GetNodes(gcs_pb2.Empty(), metadata=call_metadata(token), timeout=timeout_s)
+            reply = stub.GetNodes(gcs_pb2.Empty(), timeout=timeout_s)
         except grpc.RpcError as exc:
             raise ConnectionError(
                 f"cannot reach the cluster at {gcs_address}: {exc.details()}"

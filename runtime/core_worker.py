@@ -19,9 +19,9 @@ from typing import Any
 import grpc
 
 from runtime import ids, object_ref, shm
-from runtime.auth import call_metadata
-from runtime.constants import GCS_RECONNECT_TIMEOUT_S, GRPC_CHANNEL_OPTIONS, INLINE_OBJECT_MAX_BYTES
+from runtime.constants import GCS_RECONNECT_TIMEOUT_S, INLINE_OBJECT_MAX_BYTES
 from runtime.exceptions import GetTimeoutError, ObjectLostError, OwnerDiedError, TaskError
+from runtime.grpc_auth import open_channel
 from runtime.object_ref import ObjectRef
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc
 from runtime.reference_table import READY, Entry, ReferenceTable
@@ -52,7 +52,6 @@ class CoreWorker:
         self.namespace = namespace
         self.worker_id = worker_id or ids.random_id(6)
         self.task_ids = ids.TaskIdGenerator()
-        self.md = call_metadata(token)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="rayctl-io", daemon=True)
         self._thread.start()
@@ -62,7 +61,7 @@ class CoreWorker:
         self.address = f"{host}:{self._server.sockets[0].getsockname()[1]}"
         self.refs = ReferenceTable(self.address, self._free_object, self._release_borrowed)
         self.raylet, self.node_id, self.shm_dir = self._join_raylet(f"{host}:{raylet_port}")
-        self._channel = grpc.insecure_channel(gcs_address, options=GRPC_CHANNEL_OPTIONS)
+        self._channel = open_channel(gcs_address, token)
         self.gcs = gcs_pb2_grpc.GcsStub(self._channel)
         self._free_batch: list[tuple[str, str]] = []
         self._background_calls: set[Any] = set()
@@ -366,7 +365,7 @@ class CoreWorker:
         delay = 0.05
         while True:
             try:
-                return getattr(self.gcs, method)(request, metadata=self.md, timeout=timeout)
+                return getattr(self.gcs, method)(request, timeout=timeout)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay > deadline:
                     raise
@@ -376,7 +375,7 @@ class CoreWorker:
     def gcs_call_async(self, method: str, request: Any, timeout: float = 30) -> None:
         """Send a GCS call without waiting for it (the future is kept until done, so it is not
         cancelled when dropped); a failure is logged."""
-        future = getattr(self.gcs, method).future(request, metadata=self.md, timeout=timeout)
+        future = getattr(self.gcs, method).future(request, timeout=timeout)
         self._background_calls.add(future)
 
         def done(f: Any) -> None:

@@ -88,7 +88,7 @@ def test_a_change_that_cannot_be_written_leaves_memory_as_redis_has_it(store: St
 def test_callers_hear_unavailable_naming_the_store_then_the_gcs_answers_again(
     store: Store, tmp_path: Path
 ) -> None:
-    from runtime.auth import call_metadata
+    from runtime.grpc_auth import open_channel
     from runtime.protocol import gcs_pb2, gcs_pb2_grpc
 
     token_file = tmp_path / "token"
@@ -102,13 +102,11 @@ def test_callers_hear_unavailable_naming_the_store_then_the_gcs_answers_again(
             stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(ready.exists, 20, "the GCS")
-        channel = grpc.insecure_channel(f"127.0.0.1:{ready.read_text()}")
+        channel = open_channel(f"127.0.0.1:{ready.read_text()}", store.password)
         gcs_stub = gcs_pb2_grpc.GcsStub(channel)
-        md = call_metadata(store.password)
 
         def put(value: bytes) -> None:
-            gcs_stub.KvPut(gcs_pb2.KvRequest(ns="t", key="k", value=value, overwrite=True),
-                           metadata=md, timeout=5)
+            gcs_stub.KvPut(gcs_pb2.KvRequest(ns="t", key="k", value=value, overwrite=True), timeout=5)
 
         put(b"before")
         store.kill()
@@ -118,7 +116,7 @@ def test_callers_hear_unavailable_naming_the_store_then_the_gcs_answers_again(
         assert "control store" in refused.value.details()
         assert "Error" not in refused.value.details().split("(")[0]  # ours first, not redis's
         store.start()
-        found = gcs_stub.KvGet(gcs_pb2.KvRequest(ns="t", key="k"), metadata=md, timeout=5)
+        found = gcs_stub.KvGet(gcs_pb2.KvRequest(ns="t", key="k"), timeout=5)
         assert found.value == b"before"  # reloaded from the append-only file
         put(b"after")
         assert gcs.poll() is None, "the GCS rode through the outage"

@@ -165,15 +165,16 @@ def test_a_node_that_freed_a_fetched_copy_writes_the_next_one_into_its_pages(clu
 
 
 def _node_stats(rt, node_id):
-    import grpc
 
     from runtime.api import _core
     from runtime.protocol import raylet_pb2, raylet_pb2_grpc
 
     info = next(n for n in rt.nodes() if n["NodeID"] == node_id)
-    with grpc.insecure_channel(f"{info['NodeManagerAddress']}:{info['NodeManagerPort']}") as channel:
+    from runtime.grpc_auth import open_channel
+
+    with open_channel(f"{info['NodeManagerAddress']}:{info['NodeManagerPort']}", _core().token) as channel:
         return raylet_pb2_grpc.RayletStub(channel).GetNodeStats(
-            raylet_pb2.RayletEmpty(), metadata=_core().md, timeout=5)
+            raylet_pb2.RayletEmpty(), timeout=5)
 
 
 @pytest.mark.parametrize(

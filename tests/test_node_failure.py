@@ -148,15 +148,16 @@ def _drain(cw, node_id: str):
 
 
 def _store_used(rt, node_id: str) -> int:
-    import grpc
 
     from runtime.api import _core
     from runtime.protocol import raylet_pb2, raylet_pb2_grpc
 
     info = next(n for n in rt.nodes() if n["NodeID"] == node_id)
-    with grpc.insecure_channel(f"{info['NodeManagerAddress']}:{info['NodeManagerPort']}") as channel:
+    from runtime.grpc_auth import open_channel
+
+    with open_channel(f"{info['NodeManagerAddress']}:{info['NodeManagerPort']}", _core().token) as channel:
         stats = raylet_pb2_grpc.RayletStub(channel).GetNodeStats(
-            raylet_pb2.RayletEmpty(), metadata=_core().md, timeout=5)
+            raylet_pb2.RayletEmpty(), timeout=5)
     return int(stats.object_store_used)
 
 

@@ -53,14 +53,16 @@ def test_a_node_or_driver_of_protocol_1_is_refused_naming_both_versions(cluster)
     cw = _core()
     old = common_pb2.Versions(python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=1)
     node = common_pb2.NodeInfo(node_id="old-node", address="127.0.0.1", versions=old)
-    with grpc.insecure_channel(cw.gcs_address) as channel:
+    from runtime.grpc_auth import open_channel
+
+    with open_channel(cw.gcs_address, cw.token) as channel:
         gcs = gcs_pb2_grpc.GcsStub(channel)
         for method, request in [
             ("RegisterNode", gcs_pb2.RegisterNodeRequest(node=node)),
             ("RegisterJob", gcs_pb2.RegisterJobRequest(versions=old, driver_pid=1)),
         ]:
             with pytest.raises(grpc.RpcError) as refused:
-                getattr(gcs, method)(request, metadata=cw.md, timeout=10)
+                getattr(gcs, method)(request, timeout=10)
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, method
             assert "it runs protocol 1, this process runs protocol 2" in refused.value.details()
     assert "old-node" not in {n["NodeID"] for n in cluster.nodes()}

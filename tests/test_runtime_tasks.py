@@ -410,15 +410,16 @@ def test_refs_passed_on_and_returned_nested_are_freed_when_unreachable(cluster) 
 
 
 def _store_used(rt) -> int:
-    import grpc
 
     from runtime.api import _core
     from runtime.protocol import raylet_pb2, raylet_pb2_grpc
 
     node = rt.nodes()[0]
-    with grpc.insecure_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}") as channel:
+    from runtime.grpc_auth import open_channel
+
+    with open_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}", _core().token) as channel:
         stats = raylet_pb2_grpc.RayletStub(channel).GetNodeStats(
-            raylet_pb2.RayletEmpty(), metadata=_core().md, timeout=5)
+            raylet_pb2.RayletEmpty(), timeout=5)
     return int(stats.object_store_used)
 
 

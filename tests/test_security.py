@@ -13,7 +13,7 @@ import grpc
 import psutil
 import pytest
 
-from runtime.protocol import gcs_pb2, raylet_pb2
+from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2
 
 
 def _services():
@@ -41,25 +41,128 @@ def _addresses(rt):
     }
 
 
-@pytest.mark.parametrize(
-    "metadata", [None, (("rayctl-token", "wrong"),)], ids=["no-token", "wrong-token"]
-)
-def test_every_grpc_method_refuses_calls_without_the_token(cluster, metadata) -> None:
+def _bad_auth(token: str) -> list:
+    from runtime.auth import Channel, Role, new_nonce, proof
+
+    def signed(secret: str, millis: int) -> tuple:
+        def make(method: str) -> tuple:
+            nonce = new_nonce()
+            mac = proof(secret, Role.CLIENT, Channel.GRPC, nonce, str(millis), method)
+            return (("rayctl-auth", f"{nonce}.{millis}.{mac}"),)
+        return make
+
+    import time
+
+    now = int(time.time() * 1000)
+    return [
+        lambda _m: None,  # nothing
+        lambda _m: (("rayctl-token", token),),  # the token itself, the old way
+        signed("wrong", now),  # a proof made with another token
+        lambda _m: (("rayctl-auth", "garbage"),),
+    ]
+
+
+def test_every_grpc_method_refuses_calls_without_a_proof(cluster) -> None:
+    from runtime.api import _core
+
     addresses = _addresses(cluster)
     methods = list(_all_methods())
     assert len(methods) >= 15
-    for service, name, request_cls in methods:
-        with grpc.insecure_channel(addresses[service]) as channel:
-            call = channel.unary_unary(
-                f"/rayctl.{service}/{name}",
-                request_serializer=request_cls.SerializeToString,
-                response_deserializer=lambda b: b,
-            )
-            with pytest.raises(grpc.RpcError) as info:
-                call(request_cls(), metadata=metadata, timeout=5)
-            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, (
-                f"{service}.{name} was not refused"
-            )
+    for make_metadata in _bad_auth(_core().token):
+        for service, name, request_cls in methods:
+            with grpc.insecure_channel(addresses[service]) as channel:
+                call = channel.unary_unary(
+                    f"/rayctl.{service}/{name}",
+                    request_serializer=request_cls.SerializeToString,
+                    response_deserializer=lambda b: b,
+                )
+                with pytest.raises(grpc.RpcError) as info:
+                    call(request_cls(), metadata=make_metadata(f"/rayctl.{service}/{name}"),
+                         timeout=5)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, (
+                    f"{service}.{name} was not refused"
+                )
+
+
+def test_a_grpc_call_overheard_cannot_be_replayed_and_a_skewed_clock_is_named(cluster) -> None:
+    import time
+
+    from runtime.api import _core
+    from runtime.auth import Channel, Role, new_nonce, proof
+    from runtime.grpc_auth import open_channel
+
+    gcs, token = _core().gcs_address, _core().token
+    method = "/rayctl.Gcs/GetNodes"
+    millis = str(int(time.time() * 1000))
+    nonce = new_nonce()
+    header = (("rayctl-auth", f"{nonce}.{millis}.{proof(token, Role.CLIENT, Channel.GRPC, nonce, millis, method)}"),)
+    with grpc.insecure_channel(gcs) as channel:
+        call = channel.unary_unary(method, request_serializer=gcs_pb2.Empty.SerializeToString,
+                                   response_deserializer=gcs_pb2.GetNodesReply.FromString)
+        reply, answered = call.with_call(gcs_pb2.Empty(), metadata=header, timeout=5)
+        assert reply.nodes
+        assert any(k == "rayctl-proof" for k, _v in answered.initial_metadata())
+        with pytest.raises(grpc.RpcError) as replayed:
+            call(gcs_pb2.Empty(), metadata=header, timeout=5)
+    assert replayed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "replayed" in replayed.value.details()
+    with open_channel(gcs, token, clock=lambda: time.time() + 120) as late:
+        with pytest.raises(grpc.RpcError) as skewed:
+            gcs_pb2_grpc.GcsStub(late).GetNodes(gcs_pb2.Empty(), timeout=5)
+    assert skewed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "clock is +120 s off" in skewed.value.details()
+    assert "NTP" in skewed.value.details()
+
+
+class _ImpostorGcs(gcs_pb2_grpc.GcsServicer):
+    """A GCS without the cluster token: it answers GetNodes with a node of its choosing."""
+
+    def __init__(self) -> None:
+        self.metadata: list = []
+
+    def GetNodes(self, request, context):
+        self.metadata.append(tuple(context.invocation_metadata()))
+        from runtime.protocol import common_pb2
+
+        return gcs_pb2.GetNodesReply(nodes=[common_pb2.NodeInfo(node_id="evil")])
+
+
+def test_a_grpc_client_takes_no_reply_from_a_server_without_the_token() -> None:
+    import asyncio
+    from concurrent import futures
+
+    from runtime.grpc_auth import open_aio_channel, open_channel
+
+    token = "e" * 64
+    impostor = _ImpostorGcs()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    gcs_pb2_grpc.add_GcsServicer_to_server(impostor, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    address = f"127.0.0.1:{port}"
+    try:
+        with open_channel(address, token) as channel:
+            stub = gcs_pb2_grpc.GcsStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.GetNodes(gcs_pb2.Empty(), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "did not prove" in refused.value.details()
+            future = stub.GetNodes.future(gcs_pb2.Empty(), timeout=5)
+            assert isinstance(future.exception(), grpc.RpcError)
+            with pytest.raises(grpc.RpcError):
+                future.result()
+
+        async def aio() -> None:
+            async with open_aio_channel(address, token) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await gcs_pb2_grpc.GcsStub(channel).GetNodes(gcs_pb2.Empty(), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        asyncio.run(aio())
+    finally:
+        server.stop(None)
+    assert len(impostor.metadata) == 3
+    assert not any(token in value for md in impostor.metadata for _k, value in md)
 
 
 def _frame(sock: socket.socket, message: dict) -> None:

@@ -10,10 +10,9 @@ from contextlib import asynccontextmanager
 
 import grpc
 
-from runtime.auth import call_metadata
-from runtime.constants import GRPC_CHANNEL_OPTIONS
 from runtime.gcs.long_poll import wait_for_version
 from runtime.gcs.tables import Tables
+from runtime.grpc_auth import open_aio_channel
 from runtime.protocol import common_pb2, raylet_pb2, raylet_pb2_grpc
 from runtime.protocol.common_pb2 import ActorInfo, NodeInfo
 from runtime.resources import fits
@@ -24,7 +23,7 @@ log = logging.getLogger("rayctl.gcs.actors")
 class ActorManager:
     def __init__(self, tables: Tables, token: str) -> None:
         self.t = tables
-        self.md = call_metadata(token)
+        self._token = token
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
         self._channels: dict[str, raylet_pb2_grpc.RayletStub] = {}
@@ -37,7 +36,7 @@ class ActorManager:
         addr = f"{node.address}:{node.raylet_port}"
         stub = self._channels.get(addr)
         if stub is None:
-            stub = raylet_pb2_grpc.RayletStub(grpc.aio.insecure_channel(addr, options=GRPC_CHANNEL_OPTIONS))
+            stub = raylet_pb2_grpc.RayletStub(open_aio_channel(addr, self._token))
             self._channels[addr] = stub
         return stub
 
@@ -123,7 +122,7 @@ class ActorManager:
     async def _start_on(self, actor: common_pb2.ActorInfo, node: common_pb2.NodeInfo) -> None:
         try:
             reply = await self.raylet(node).StartActor(
-                raylet_pb2.StartActorRequest(actor=actor), metadata=self.md, timeout=600
+                raylet_pb2.StartActorRequest(actor=actor), timeout=600
             )
         except grpc.aio.AioRpcError as exc:
             log.warning(
@@ -199,7 +198,6 @@ class ActorManager:
             try:
                 await self.raylet(node).KillActorWorker(
                     raylet_pb2.KillActorWorkerRequest(actor_id=actor_id, force=True),
-                    metadata=self.md,
                     timeout=10,
                 )
             except grpc.aio.AioRpcError as exc:

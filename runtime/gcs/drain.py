@@ -23,7 +23,7 @@ RAYLET_ANSWER_TIMEOUT_S = 5.0
 
 
 async def drain_node(t: Tables, request: gcs_pb2.DrainNodeRequest,
-                     raylet: Callable[[NodeInfo], Any], metadata: Any) -> gcs_pb2.DrainNodeReply:
+                     raylet: Callable[[NodeInfo], Any]) -> gcs_pb2.DrainNodeReply:
     """Ask the node's raylet to drain; `raylet(node)` is its gRPC stub."""
     node = t.nodes.get(request.node_id)
     if node is None:
@@ -33,7 +33,7 @@ async def drain_node(t: Tables, request: gcs_pb2.DrainNodeRequest,
     asked = raylet_pb2.DrainRequest(deadline_s=request.deadline_s, force=request.force,
                                     reason=request.reason, idle_only=request.idle_only)
     try:
-        reply = await raylet(node).DrainNode(asked, metadata=metadata, timeout=RAYLET_ANSWER_TIMEOUT_S)
+        reply = await raylet(node).DrainNode(asked, timeout=RAYLET_ANSWER_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
         return _rejected(f"the raylet of node {node.node_id} did not answer: {exc.details()}")
     if not reply.accepted:

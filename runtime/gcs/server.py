@@ -15,7 +15,7 @@ import grpc
 import redis.asyncio as aioredis
 
 from runtime import ids
-from runtime.auth import AioTokenServerInterceptor, read_token_file
+from runtime.auth import read_token_file
 from runtime.constants import NODE_DEATH_TIMEOUT_S
 from runtime.gcs import drain as gcs_drain
 from runtime.gcs import schema
@@ -25,6 +25,7 @@ from runtime.gcs.raylet_links import RayletLinks
 from runtime.gcs.schema import KvKey, KvNamespace
 from runtime.gcs.store_errors import StoreErrorInterceptor, keep_running
 from runtime.gcs.tables import SchemaMismatchError, Tables
+from runtime.grpc_auth import ProofServerInterceptor
 from runtime.log_rotation import rotate_own_output
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo, PlacementGroupInfo
@@ -247,7 +248,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
     # -- draining ------------------------------------------------------------------------------
     async def DrainNode(self, request: Any, context: Any) -> Any:
         """Accepted or rejected at once; an accepted node drains in the background."""
-        return await gcs_drain.drain_node(self.t, request, self.actors.raylet, self.actors.md)
+        return await gcs_drain.drain_node(self.t, request, self.actors.raylet)
 
     # -- feasibility ---------------------------------------------------------------------------
     async def CheckFeasible(self, request: Any, context: Any) -> Any:
@@ -280,7 +281,7 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"the GCS cannot start: {exc}") from None
     servicer = GcsServicer(tables, token, args.cluster_id, args.session_dir, args.death_timeout_s)
     server = grpc.aio.server(
-        interceptors=[AioTokenServerInterceptor(token), StoreErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
+        interceptors=[ProofServerInterceptor(token), StoreErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
     )
     gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"{args.host}:{args.port}")

@@ -51,7 +51,7 @@ async def register(r: Raylet) -> None:
     while True:
         try:
             await r.gcs.RegisterNode(
-                gcs_pb2.RegisterNodeRequest(node=node_info(r)), metadata=r.md, timeout=5
+                gcs_pb2.RegisterNodeRequest(node=node_info(r)), timeout=5
             )
             return
         except grpc.aio.AioRpcError as exc:
@@ -86,7 +86,7 @@ async def heartbeat_loop(r: Raylet) -> bool:
             drain=drain.progress(r),
         )
         try:
-            reply = await r.gcs.Heartbeat(req, metadata=r.md, timeout=2)
+            reply = await r.gcs.Heartbeat(req, timeout=2)
             last_ok = time.monotonic()
             if reply.unknown_node:
                 await register(r)

@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
-from runtime.auth import AioTokenServerInterceptor, read_token_file
-from runtime.constants import GRPC_CHANNEL_OPTIONS
+from runtime.auth import read_token_file
+from runtime.grpc_auth import ProofServerInterceptor, open_aio_channel
 from runtime.leftovers import reclaim_dead_raylets_here
 from runtime.log_rotation import rotate_own_output
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
@@ -83,7 +83,7 @@ async def run(args: argparse.Namespace) -> None:
     raylet.pool = _worker_pool(raylet, args)
     for _ in range(args.prestart):
         await raylet.pool.start_worker()
-    raylet.gcs = gcs_pb2_grpc.GcsStub(grpc.aio.insecure_channel(args.gcs_address, options=GRPC_CHANNEL_OPTIONS))
+    raylet.gcs = gcs_pb2_grpc.GcsStub(open_aio_channel(args.gcs_address, token))
     await register(raylet)
     if args.ready_file:
         _write_ready_file(raylet, args)
@@ -114,7 +114,7 @@ async def _start_servers(raylet: Raylet, args: argparse.Namespace, token: str) -
     the data plane; their bound ports go on `args` (`*_port_bound`)."""
     local_server = await serve(args.host, args.local_port, token, raylet.handle)
     args.local_port_bound = local_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    server = grpc.aio.server(interceptors=[AioTokenServerInterceptor(token)])
+    server = grpc.aio.server(interceptors=[ProofServerInterceptor(token)])
     raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
     args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
     data_server = await raylet.transfer.serve(args.host, 0)
@@ -162,7 +162,6 @@ async def _leave(raylet: Raylet, servers: _Servers, heartbeats: asyncio.Future[b
     try:
         await raylet.gcs.UnregisterNode(
             gcs_pb2.NodeIdRequest(node_id=raylet.node_id, reason="node stopped"),
-            metadata=raylet.md,
             timeout=1,
         )
     except grpc.aio.AioRpcError:

@@ -47,7 +47,7 @@ def delete_copies(
 async def _free_remote(raylet: Raylet, address: str, object_ids: list[str]) -> None:
     try:
         await raylet.raylet_stub(address).FreeObjects(
-            raylet_pb2.FreeRequest(object_ids=object_ids), metadata=raylet.md, timeout=10
+            raylet_pb2.FreeRequest(object_ids=object_ids), timeout=10
         )
     except grpc.aio.AioRpcError as exc:
         log.warning("could not free %d objects on %s: %s", len(object_ids), address, exc.details())

@@ -125,7 +125,7 @@ async def _node_hosts(r: Raylet) -> tuple[set[str], set[str]]:
     if r.gcs is None:
         return set(), set()
     try:
-        reply = await r.gcs.GetNodes(gcs_pb2.Empty(), metadata=r.md, timeout=5)
+        reply = await r.gcs.GetNodes(gcs_pb2.Empty(), timeout=5)
     except grpc.aio.AioRpcError:
         return set(), set()
     live = {n.address for n in reply.nodes if n.state != NodeInfo.DEAD}

@@ -19,8 +19,7 @@ from typing import Any
 import grpc
 
 from runtime import ids, shm
-from runtime.auth import call_metadata
-from runtime.constants import GRPC_CHANNEL_OPTIONS
+from runtime.grpc_auth import open_aio_channel
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo, ShapeCount
@@ -82,7 +81,6 @@ class Raylet:
         self._raylet_stubs: dict[str, raylet_pb2_grpc.RayletStub] = {}
         self.pool: WorkerPool | None = None
         self.gcs: gcs_pb2_grpc.GcsStub | None = None
-        self.md = call_metadata(token)
         self.stopping = asyncio.Event()
         self.drain: drain.Drain | None = None  # set once a drain is accepted (runtime/raylet/drain.py)
         self.owners = drain.ObjectOwners()
@@ -133,7 +131,7 @@ class Raylet:
         if self.gcs is None:
             return
         try:
-            reply = await self.gcs.GetNodes(gcs_pb2.Empty(), metadata=self.md, timeout=5)
+            reply = await self.gcs.GetNodes(gcs_pb2.Empty(), timeout=5)
             self.cluster_view = [n for n in reply.nodes if n.state != NodeInfo.DEAD]
         except grpc.aio.AioRpcError:
             pass
@@ -254,7 +252,7 @@ class Raylet:
 
     async def _gcs_call(self, method: str, request: Any, timeout: float = 60) -> Any:
         assert self.gcs is not None
-        return await getattr(self.gcs, method)(request, metadata=self.md, timeout=timeout)
+        return await getattr(self.gcs, method)(request, timeout=timeout)
 
     def set_blocked(self, conn: Connection, blocked: bool) -> None:
         """A leased worker waits in get(): lend its CPUs to other leases until it resumes (as Ray
@@ -281,7 +279,7 @@ class Raylet:
     def raylet_stub(self, address: str) -> raylet_pb2_grpc.RayletStub:
         stub = self._raylet_stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=GRPC_CHANNEL_OPTIONS)
+            channel = open_aio_channel(address, self.token)
             stub = self._raylet_stubs[address] = raylet_pb2_grpc.RayletStub(channel)
         return stub
 

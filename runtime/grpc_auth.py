@@ -1,0 +1,243 @@
+"""Mutual authentication on gRPC, and the one place gRPC channels are opened.
+
+Every call carries `rayctl-auth: <nonce>.<unix ms>.<proof>`, the proof an HMAC of the token over
+the client's role, the nonce, the time and the method (runtime/auth.py), never the token. The
+server refuses (UNAUTHENTICATED, before any handler runs) a call whose proof is wrong, whose time
+is more than FRESH_S away from its own clock (the message names the skew) or whose nonce it has
+already seen in that window, so a call overheard on the wire cannot be replayed. Its initial
+metadata carries `rayctl-proof`, the server's HMAC over the same nonce, time and method; the
+client takes a successful reply only with that proof, so a listener without the token where a
+client dials gets no token and can hand the client nothing (errors pass, as code and text only).
+
+Without TLS a party on the network path can still read and alter calls in flight; this keeps the
+token off the wire and impostors out, TLS keeps the path private.
+
+Channels: `open_channel` (blocking) and `open_aio_channel` (asyncio) are the only ways the
+project dials a gRPC server; servers install `ProofServerInterceptor`.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from runtime.auth import Channel, Role, is_nonce, new_nonce, proof, proof_ok
+from runtime.constants import GRPC_CHANNEL_OPTIONS
+
+log = logging.getLogger(__name__)
+
+AUTH_KEY = "rayctl-auth"  # client -> server, on every call
+PROOF_KEY = "rayctl-proof"  # server -> client, in the initial metadata of every answered call
+FRESH_S = 30.0  # how far a call's time may be from the server's clock
+WRONG_TOKEN = "missing or wrong cluster token"
+
+
+def _sign(token: str, method: str, clock: Callable[[], float]) -> tuple[str, str, str]:
+    """(nonce, millis, header value) for one call."""
+    nonce, millis = new_nonce(), str(int(clock() * 1000))
+    return nonce, millis, f"{nonce}.{millis}.{proof(token, Role.CLIENT, Channel.GRPC, nonce, millis, method)}"
+
+
+def _server_proof(token: str, nonce: str, millis: str, method: str) -> str:
+    return proof(token, Role.SERVER, Channel.GRPC, nonce, millis, method)
+
+
+class NotProven(grpc.RpcError):
+    """A successful reply from a server that did not prove it holds the cluster token."""
+
+    def __init__(self, method: str) -> None:
+        self._details = (
+            f"the server answering {method} did not prove it holds this cluster's token (it is "
+            "not this cluster's, or it runs another token); its reply was dropped"
+        )
+        super().__init__(self._details)
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAUTHENTICATED
+
+    def details(self) -> str:
+        return self._details
+
+
+def _proven(token: str, metadata: Any, nonce: str, millis: str, method: str) -> bool:
+    for key, value in metadata or ():
+        if key == PROOF_KEY:
+            return proof_ok(token, value, Role.SERVER, Channel.GRPC, nonce, millis, method)
+    return False
+
+
+def _with_auth(details: Any, value: str) -> Any:
+    metadata = [*(details.metadata or ()), (AUTH_KEY, value)]
+    return details._replace(metadata=metadata)
+
+
+class _SignedCall:
+    """A blocking call (also a future) whose successful result is given out only with the
+    server's proof."""
+
+    def __init__(self, call: Any, token: str, nonce: str, millis: str, method: str) -> None:
+        self._call = call
+        self._check = (token, nonce, millis, method)
+        self._checked = False
+        self._problem: NotProven | None = None
+
+    def _not_proven(self) -> NotProven | None:
+        if not self._checked:
+            token, nonce, millis, method = self._check
+            if not _proven(token, self._call.initial_metadata(), nonce, millis, method):
+                self._problem = NotProven(method)
+            self._checked = True
+        return self._problem
+
+    def result(self, timeout: float | None = None) -> Any:
+        response = self._call.result(timeout)  # an error reply raises here, as it is
+        problem = self._not_proven()
+        if problem is not None:
+            raise problem
+        return response
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        error = self._call.exception(timeout)
+        return error if error is not None else self._not_proven()
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self._call.add_done_callback(lambda _call: fn(self))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
+
+
+class _ClientInterceptor(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str, clock: Callable[[], float]) -> None:
+        self._token, self._clock = token, clock
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        nonce, millis, value = _sign(self._token, details.method, self._clock)
+        call = continuation(_with_auth(details, value), request)
+        return _SignedCall(call, self._token, nonce, millis, details.method)
+
+
+class _AioClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str, clock: Callable[[], float]) -> None:
+        self._token, self._clock = token, clock
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        nonce, millis, value = _sign(self._token, method, self._clock)
+        call = await continuation(_with_auth(details, value), request)
+        response = await call  # an error reply raises here, as it is
+        if not _proven(self._token, await call.initial_metadata(), nonce, millis, method):
+            empty = grpc.aio.Metadata()
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAUTHENTICATED, empty, empty,
+                                       details=NotProven(method).details())
+        return response
+
+
+def open_channel(
+    address: str, token: str, options: Sequence[tuple[str, Any]] = GRPC_CHANNEL_OPTIONS,
+    clock: Callable[[], float] = time.time,
+) -> grpc.Channel:
+    """A blocking channel to a rayctl gRPC server whose calls prove, and require, the token."""
+    channel = grpc.insecure_channel(address, options=list(options))
+    return grpc.intercept_channel(channel, _ClientInterceptor(token, clock))
+
+
+def open_aio_channel(
+    address: str, token: str, options: Sequence[tuple[str, Any]] = GRPC_CHANNEL_OPTIONS,
+    clock: Callable[[], float] = time.time,
+) -> grpc.aio.Channel:
+    """The asyncio twin of `open_channel`."""
+    return grpc.aio.insecure_channel(
+        address, options=list(options), interceptors=[_AioClientInterceptor(token, clock)]
+    )
+
+
+class _SeenNonces:
+    """Nonces of calls accepted within the freshness window (a replay of one is refused)."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._order: collections.deque[tuple[float, str]] = collections.deque()
+
+    def first_time(self, nonce: str, now: float) -> bool:
+        while self._order and self._order[0][0] < now:
+            self._seen.discard(self._order.popleft()[1])
+        if nonce in self._seen:
+            return False
+        self._seen.add(nonce)
+        # a call stays fresh up to FRESH_S after its own time, which is at most FRESH_S ahead
+        self._order.append((now + 2 * FRESH_S, nonce))
+        return True
+
+
+class ProofServerInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses (UNAUTHENTICATED, with the reason) every call without a fresh, right proof, and
+    answers the rest with the server's own proof in the initial metadata."""
+
+    def __init__(self, token: str, clock: Callable[[], float] = time.time) -> None:
+        self._token = token
+        self._clock = clock
+        self._seen = _SeenNonces()
+        self._deny: dict[str, Any] = {}
+
+    def _denial(self, reason: str) -> Any:
+        handler = self._deny.get(reason)
+        if handler is None:
+
+            async def deny(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+
+            handler = grpc.unary_unary_rpc_method_handler(deny)
+            if len(self._deny) < 64:  # the fixed reasons; a skew message varies
+                self._deny[reason] = handler
+        return handler
+
+    def _check(self, method: str, metadata: Any) -> tuple[str, str] | str:
+        """(nonce, millis) of a call that proved itself, or why it is refused."""
+        value = next((v for k, v in metadata or () if k == AUTH_KEY), None)
+        if not isinstance(value, str) or value.count(".") != 2:
+            return WRONG_TOKEN
+        nonce, millis, given = value.split(".")
+        if not is_nonce(nonce) or not millis.isdigit() or len(millis) > 15:
+            return WRONG_TOKEN
+        if not proof_ok(self._token, given, Role.CLIENT, Channel.GRPC, nonce, millis, method):
+            return WRONG_TOKEN
+        now = self._clock()
+        skew = int(millis) / 1000 - now
+        if abs(skew) > FRESH_S:
+            return (
+                f"the caller's clock is {skew:+.0f} s off this server's (more than {FRESH_S:g} s "
+                "is refused, as a replay could be): synchronise the clocks (NTP)"
+            )
+        if not self._seen.first_time(nonce, now):
+            return "a replayed call (its nonce was already used)"
+        return nonce, millis
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        method = handler_call_details.method
+        verdict = self._check(method, handler_call_details.invocation_metadata)
+        if isinstance(verdict, str):
+            log.warning("refused a call to %s: %s", method, verdict)
+            return self._denial(verdict)
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior = handler.unary_unary
+        answer = ((PROOF_KEY, _server_proof(self._token, *verdict, method)),)
+
+        async def proven(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.send_initial_metadata(answer)
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return handler._replace(unary_unary=proven)
