@@ -1,19 +1,22 @@
 """The cluster token: created at head start, stored 0600, and proven (never sent) on the direct
-transport and the data plane by challenge and response, both ways, before a single pickled byte is
-read on either side.
+transport, the data plane and gRPC (runtime/grpc_auth.py) by challenge and response, both ways,
+before a single pickled byte is read on either side.
 
-A proof is HMAC-SHA256 keyed by the token over the prover's role, the channel and both sides'
-fresh nonces. The role keeps a server's answer from being reflected back as a client's; the
-nonces keep an old proof from being replayed. Someone listening where a client dials learns
-neither the token nor anything it could reuse, and the client sends it nothing further."""
+A proof is a MAC keyed by the token (keyed BLAKE2b, RFC 7693: ~1 us here against ~3 us for
+HMAC-SHA256) over the prover's role, the channel and both sides' fresh nonces. The role keeps a
+server's answer from being reflected back as a client's; the nonces keep an old proof from being
+replayed. Someone listening where a client dials learns neither the token nor anything it could
+reuse, and the client sends it nothing further."""
 
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 
 from runtime.constants import TOKEN_ENV, TOKEN_FILE_ENV
@@ -21,6 +24,7 @@ from runtime.private_state import write_private_file
 
 log = logging.getLogger(__name__)
 NONCE_HEX_LEN = 32
+_HEX = re.compile("[0-9a-f]+")
 
 
 class Role(enum.Enum):
@@ -43,17 +47,19 @@ def new_nonce() -> str:
 
 
 def is_nonce(value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == NONCE_HEX_LEN
-        and all(c in "0123456789abcdef" for c in value)
-    )
+    return isinstance(value, str) and len(value) == NONCE_HEX_LEN and _HEX.fullmatch(value) is not None
 
 
 def proof(token: str, role: Role, channel: Channel, *parts: str) -> str:
     """What `role` sends to show it holds `token` on `channel` for these nonces (and context)."""
     message = "\x00".join((role.value, channel.value, *parts)).encode()
-    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+    return hashlib.blake2b(message, key=_mac_key(token), digest_size=32).hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _mac_key(token: str) -> bytes:
+    """The token as a 64-byte BLAKE2b key (the token file may hold any length)."""
+    return hashlib.blake2b(token.encode(), digest_size=64, person=b"rayctl-mac-key").digest()
 
 
 def proof_ok(token: str, given: object, role: Role, channel: Channel, *parts: str) -> bool:

@@ -101,7 +101,7 @@ def test_a_grpc_call_overheard_cannot_be_replayed_and_a_skewed_clock_is_named(cl
                                    response_deserializer=gcs_pb2.GetNodesReply.FromString)
         reply, answered = call.with_call(gcs_pb2.Empty(), metadata=header, timeout=5)
         assert reply.nodes
-        assert any(k == "rayctl-proof" for k, _v in answered.initial_metadata())
+        assert any(k == "rayctl-proof" for k, _v in answered.trailing_metadata())
         with pytest.raises(grpc.RpcError) as replayed:
             call(gcs_pb2.Empty(), metadata=header, timeout=5)
     assert replayed.value.code() == grpc.StatusCode.UNAUTHENTICATED
