@@ -163,8 +163,30 @@ def _locate(address: str, temp_dir: str | None, token: str | None) -> _ClusterAc
         )
     from runtime.cluster_client import local_raylet
 
-    host, raylet_port = local_raylet(address, token)
+    try:
+        host, raylet_port = local_raylet(address, token)
+    except ConnectionError as exc:
+        if same_cluster and info and _not_that_cluster(str(exc)):
+            raise ConnectionError(
+                f"{node_mod.address_file_path(temp_dir)} names cluster {info.get('cluster_id') or '?'} "
+                f"at {address}, but what answers there is not it ({_answer(str(exc))}): that "
+                "cluster has stopped; start it again (`rayctl start --head`) or pass the address "
+                "and token of the one you mean"
+            ) from None
+        raise
     return _ClusterAccess(address, token, host, raylet_port)
+
+
+def _not_that_cluster(error: str) -> bool:
+    return "cluster token" in error or "did not prove" in error
+
+
+def _answer(error: str) -> str:
+    """'it is cluster X' when the server said so, else what it said."""
+    import re
+
+    match = re.search(r"this is cluster (\w+)", error)
+    return f"it is cluster {match.group(1)}" if match else "it cannot prove it holds the token"
 
 
 def _register_job(cw: CoreWorker, namespace: str | None, runtime_env: dict[str, Any] | None) -> None:

@@ -213,9 +213,13 @@ class ProofServerInterceptor(grpc.aio.ServerInterceptor):
     """Refuses (UNAUTHENTICATED, with the reason) every call without a fresh, right proof, and
     answers the rest with the server's own proof in the trailing metadata."""
 
-    def __init__(self, token: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, token: str, clock: Callable[[], float] = time.time, cluster_id: str = ""
+    ) -> None:
         self._token = token
         self._clock = clock
+        # said to callers with a wrong proof, so one holding a stale address can be told so
+        self._wrong_token = f"{WRONG_TOKEN} (this is cluster {cluster_id})" if cluster_id else WRONG_TOKEN
         self._seen = _SeenNonces()
         self._deny: dict[str, Any] = {}
 
@@ -235,12 +239,12 @@ class ProofServerInterceptor(grpc.aio.ServerInterceptor):
         """(nonce, millis) of a call that proved itself, or why it is refused."""
         value = next((v for k, v in metadata or () if k == AUTH_KEY), None)
         if not isinstance(value, str) or value.count(".") != 2:
-            return WRONG_TOKEN
+            return self._wrong_token
         nonce, millis, given = value.split(".")
         if not is_nonce(nonce) or not millis.isdigit() or len(millis) > 15:
-            return WRONG_TOKEN
+            return self._wrong_token
         if not proof_ok(self._token, given, Role.CLIENT, Channel.GRPC, nonce, millis, method):
-            return WRONG_TOKEN
+            return self._wrong_token
         now = self._clock()
         skew = int(millis) / 1000 - now
         if abs(skew) > FRESH_S:

@@ -297,11 +297,16 @@ def write_address_file(temp_dir: str, handle: NodeHandle) -> str:
     path = os.path.join(temp_dir, ADDRESS_FILE)
     record = {
         "address": handle.gcs_address,
+        "cluster_id": handle.cluster_id,
         "token_file": handle.token_file,
         "session_dir": handle.session_dir,
     }
     write_private_file(path, json.dumps(record))
     return path
+
+
+def address_file_path(temp_dir: str | None = None) -> str:
+    return os.path.join(temp_dir or TEMP_DIR, ADDRESS_FILE)
 
 
 def read_address_file(temp_dir: str | None = None) -> dict[str, str] | None:

@@ -117,3 +117,33 @@ def test_this_machines_token_never_goes_to_another_clusters_address(
     with pytest.raises(ValueError, match=f"no cluster token for {elsewhere}"):
         _find_token(None, temp_dir, elsewhere)
     assert _find_token(None, temp_dir, "127.0.0.1:6001") == "this-machines-secret"
+
+
+def test_a_stale_address_file_is_named_with_both_clusters_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The address file names a cluster that has stopped, and another cluster now answers at
+    its address: init("auto") says so instead of a bare authentication error."""
+    from runtime.api import _locate
+    from runtime.cluster_utils import Cluster
+    from runtime.node import NodeHandle, write_address_file
+
+    monkeypatch.delenv("RAYCTL_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("RAYCTL_TOKEN", raising=False)
+    temp_dir = str(tmp_path / "t")
+    ensure_private_dir(temp_dir)
+    token_file = os.path.join(temp_dir, "token")
+    write_private_file(token_file, "the-stopped-clusters-secret")
+    other = Cluster({"num_cpus": 0})
+    try:
+        write_address_file(temp_dir, NodeHandle(other.head.gcs_address, token_file, temp_dir, "n",
+                                                0, "", cluster_id="gone1"))
+        with pytest.raises(ConnectionError) as info:
+            _locate("auto", temp_dir, None)
+    finally:
+        other.shutdown()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "names cluster gone1" in message
+    assert f"it is cluster {other.head.cluster_id}" in message and other.head.cluster_id
+    assert "start it again" in message

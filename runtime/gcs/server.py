@@ -281,7 +281,7 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"the GCS cannot start: {exc}") from None
     servicer = GcsServicer(tables, token, args.cluster_id, args.session_dir, args.death_timeout_s)
     server = grpc.aio.server(
-        interceptors=[ProofServerInterceptor(token), StoreErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
+        interceptors=[ProofServerInterceptor(token, cluster_id=args.cluster_id), StoreErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
     )
     gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"{args.host}:{args.port}")
