@@ -17,6 +17,19 @@ HANDSHAKE_FRAME_MAX = 64 * 1024  # bytes a peer may send before it has authentic
 HANDSHAKE_TIMEOUT_S = 5.0  # to send them
 MAX_UNAUTHENTICATED = 128  # per listener; the oldest goes first
 
+# The gRPC servers' (GCS, raylet) share of the same: gRPC core does the framing, so its own caps.
+GRPC_IDLE_S = 10.0  # a gRPC connection with no call in flight for this long is closed
+GRPC_SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.so_reuseport", 0),
+    # a connection must finish its HTTP/2 handshake within the deadline
+    ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_TIMEOUT_S * 1000)),
+    # one with no call in flight is closed (GOAWAY; real clients reconnect on their next call)
+    ("grpc.max_connection_idle_ms", int(GRPC_IDLE_S * 1000)),
+    # headers, where the proof travels, and messages: read before a call is refused, so bounded
+    ("grpc.max_metadata_size", 16 * 1024),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+]
+
 
 class Unauthenticated:
     """One listener's connections still in their handshake, oldest first."""

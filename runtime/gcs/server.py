@@ -26,6 +26,7 @@ from runtime.gcs.schema import KvKey, KvNamespace
 from runtime.gcs.store_errors import StoreErrorInterceptor, keep_running
 from runtime.gcs.tables import SchemaMismatchError, Tables
 from runtime.grpc_auth import ProofServerInterceptor
+from runtime.listener_caps import GRPC_SERVER_OPTIONS
 from runtime.log_rotation import rotate_own_output
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo, PlacementGroupInfo
@@ -281,7 +282,7 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"the GCS cannot start: {exc}") from None
     servicer = GcsServicer(tables, token, args.cluster_id, args.session_dir, args.death_timeout_s)
     server = grpc.aio.server(
-        interceptors=[ProofServerInterceptor(token, cluster_id=args.cluster_id), StoreErrorInterceptor()], options=[("grpc.so_reuseport", 0)]
+        interceptors=[ProofServerInterceptor(token, cluster_id=args.cluster_id), StoreErrorInterceptor()], options=GRPC_SERVER_OPTIONS
     )
     gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
     port = server.add_insecure_port(f"{args.host}:{args.port}")

@@ -17,6 +17,7 @@ import grpc
 from runtime.auth import read_token_file
 from runtime.grpc_auth import ProofServerInterceptor, open_aio_channel
 from runtime.leftovers import reclaim_dead_raylets_here
+from runtime.listener_caps import GRPC_SERVER_OPTIONS
 from runtime.log_rotation import rotate_own_output
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet import oom, owner_death
@@ -114,7 +115,7 @@ async def _start_servers(raylet: Raylet, args: argparse.Namespace, token: str) -
     the data plane; their bound ports go on `args` (`*_port_bound`)."""
     local_server = await serve(args.host, args.local_port, token, raylet.handle)
     args.local_port_bound = local_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    server = grpc.aio.server(interceptors=[ProofServerInterceptor(token)])
+    server = grpc.aio.server(interceptors=[ProofServerInterceptor(token)], options=GRPC_SERVER_OPTIONS)
     raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
     args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
     data_server = await raylet.transfer.serve(args.host, 0)
