@@ -29,6 +29,7 @@ import grpc
 
 from runtime.auth import Channel, Role, is_nonce, new_nonce, proof, proof_ok
 from runtime.constants import GRPC_CHANNEL_OPTIONS
+from runtime.tls import TLS_NAME, ClusterTls
 
 log = logging.getLogger(__name__)
 
@@ -175,20 +176,44 @@ class _ProvenChannel:
 
 def open_channel(
     address: str, token: str, options: Sequence[tuple[str, Any]] = GRPC_CHANNEL_OPTIONS,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = time.time, tls: ClusterTls | None = None,
 ) -> Any:
-    """A blocking channel to a rayctl gRPC server whose calls prove, and require, the token."""
-    return _ProvenChannel(grpc.insecure_channel(address, options=list(options)), token, clock,
-                          aio=False)
+    """A blocking channel to a rayctl gRPC server whose calls prove, and require, the token
+    (over TLS with `tls`, verifying the cluster's CA and its fixed name)."""
+    if tls is None:
+        inner = grpc.insecure_channel(address, options=list(options))
+    else:
+        inner = grpc.secure_channel(address, _channel_credentials(tls), _tls_options(options))
+    return _ProvenChannel(inner, token, clock, aio=False)
 
 
 def open_aio_channel(
     address: str, token: str, options: Sequence[tuple[str, Any]] = GRPC_CHANNEL_OPTIONS,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = time.time, tls: ClusterTls | None = None,
 ) -> Any:
     """The asyncio twin of `open_channel`."""
-    return _ProvenChannel(grpc.aio.insecure_channel(address, options=list(options)), token,
-                          clock, aio=True)
+    if tls is None:
+        inner = grpc.aio.insecure_channel(address, options=list(options))
+    else:
+        inner = grpc.aio.secure_channel(address, _channel_credentials(tls), _tls_options(options))
+    return _ProvenChannel(inner, token, clock, aio=True)
+
+
+def add_port(server: Any, address: str, tls: ClusterTls | None = None) -> int:
+    """Listen on `address` (TLS with `tls`); the bound port."""
+    if tls is None:
+        return int(server.add_insecure_port(address))
+    credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)])
+    return int(server.add_secure_port(address, credentials))
+
+
+def _channel_credentials(tls: ClusterTls) -> grpc.ChannelCredentials:
+    return grpc.ssl_channel_credentials(root_certificates=tls.ca_pem)
+
+
+def _tls_options(options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    # the certificate names the cluster, not the address dialled (node IPs come later)
+    return [*options, ("grpc.ssl_target_name_override", TLS_NAME)]
 
 
 class _SeenNonces:

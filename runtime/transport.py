@@ -28,6 +28,7 @@ from runtime.auth import Channel, Role, is_nonce, new_nonce, proof, proof_ok
 from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
 from runtime.exceptions import AuthenticationError, VersionMismatchError
 from runtime.listener_caps import HANDSHAKE_FRAME_MAX, HANDSHAKE_TIMEOUT_S, Unauthenticated
+from runtime.tls import TLS_NAME, ClusterTls
 
 log = logging.getLogger(__name__)
 
@@ -350,11 +351,20 @@ def _log_task_error(task: asyncio.Future[Any]) -> None:
         log.error("message handler failed", exc_info=task.exception())
 
 
-async def serve(host: str, port: int, token: str, handler: Handler) -> asyncio.AbstractServer:
+async def serve(
+    host: str, port: int, token: str, handler: Handler, tls: ClusterTls | None = None
+) -> asyncio.AbstractServer:
+    """Listen on `host:port`; with `tls`, every connection is TLS first (its handshake within the
+    same deadline as ours), then our handshake inside it."""
     loop = asyncio.get_running_loop()
     unauthenticated = Unauthenticated()
+    if tls is None:
+        return await loop.create_server(
+            lambda: Connection(handler, token, True, unauthenticated), host, port
+        )
     return await loop.create_server(
-        lambda: Connection(handler, token, True, unauthenticated), host, port
+        lambda: Connection(handler, token, True, unauthenticated), host, port,
+        ssl=tls.server, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
     )
 
 
@@ -364,14 +374,20 @@ async def connect(
     handler: Handler | None = None,
     info: dict[str, Any] | None = None,
     timeout_s: float = 10.0,
+    tls: ClusterTls | None = None,
 ) -> Connection:
-    """Open an authenticated connection to `host:port`."""
+    """Open an authenticated connection to `host:port` (over TLS with `tls`, verifying the
+    cluster's CA and its fixed name)."""
     host, _, port = address.rpartition(":")
     loop = asyncio.get_running_loop()
-    _, conn = await asyncio.wait_for(
-        loop.create_connection(lambda: Connection(handler, token, False), host, int(port)),
-        timeout_s,
-    )
+    if tls is None:
+        opening = loop.create_connection(lambda: Connection(handler, token, False), host, int(port))
+    else:
+        opening = loop.create_connection(
+            lambda: Connection(handler, token, False), host, int(port),
+            ssl=tls.client, server_hostname=TLS_NAME, ssl_handshake_timeout=timeout_s,
+        )
+    _, conn = await asyncio.wait_for(opening, timeout_s)
     conn.start_client_handshake(info or {})
     try:
         await asyncio.wait_for(conn.handshake_done, timeout_s)

@@ -31,6 +31,7 @@ from runtime.auth import Channel, Role, is_nonce, new_nonce, proof, proof_ok
 from runtime.exceptions import AuthenticationError, ObjectLostError
 from runtime.listener_caps import HANDSHAKE_TIMEOUT_S, Unauthenticated
 from runtime.object_store import SPARE_MIN_BYTES, ObjectStore
+from runtime.tls import TLS_NAME, ClusterTls
 
 _LEN = struct.Struct("!I")
 _SIZE = struct.Struct("!q")  # object size, or -1: not here
@@ -39,8 +40,10 @@ RECV_CHUNK = 32 * 1024 * 1024
 
 class ObjectTransfer:
     def __init__(self, store: ObjectStore, shm_dir: str, token: str,
-                 node_data_address: Callable[[str], str | None], node_id: str = "") -> None:
+                 node_data_address: Callable[[str], str | None], node_id: str = "",
+                 tls: ClusterTls | None = None) -> None:
         self.node_id = node_id
+        self.tls = tls  # when the cluster has TLS: both ends of every transfer use it
         self.store = store
         self.shm_dir = shm_dir
         self.token = token
@@ -80,8 +83,7 @@ class ObjectTransfer:
         """Blocking (an executor thread): request the object, read it into a .tmp file (a spare
         of the store's when it has one of about that size), seal it by rename. Returns its size."""
         host, _, port = address.rpartition(":")
-        with socket.create_connection((host, int(port)), timeout=30) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        with self._dial(host, int(port)) as sock:
             ours = new_nonce()
             _send_json(sock, {"object_id": object_id, "node_id": self.node_id, "nonce": ours})
             challenge = _recv_json(sock)
@@ -120,6 +122,17 @@ class ObjectTransfer:
                 shm.unlink_if_exists(tmp)
         return size
 
+    def _dial(self, host: str, port: int) -> socket.socket:
+        sock = socket.create_connection((host, port), timeout=30)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        if self.tls is None:
+            return sock
+        try:  # the TLS socket takes the descriptor over
+            return self.tls.client.wrap_socket(sock, server_hostname=TLS_NAME)
+        except BaseException:
+            sock.close()
+            raise
+
     def _open_destination(self, tmp: str, size: int, loop: asyncio.AbstractEventLoop) -> int:
         spare = None
         if size >= SPARE_MIN_BYTES:  # the store lives on the loop's thread: ask it there
@@ -140,7 +153,10 @@ class ObjectTransfer:
 
     # -- sending --------------------------------------------------------------------------------
     async def serve(self, host: str, port: int) -> asyncio.AbstractServer:
-        return await asyncio.start_server(self._handle, host, port)
+        if self.tls is None:
+            return await asyncio.start_server(self._handle, host, port)
+        return await asyncio.start_server(self._handle, host, port, ssl=self.tls.server,
+                                          ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         key = id(writer)
