@@ -19,6 +19,7 @@ import structlog
 
 from runtime.grpc_auth import open_channel
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
+from runtime.tls import ClusterTls
 
 log = structlog.get_logger(__name__)
 
@@ -80,8 +81,8 @@ class AcceptingDrainer:
 
 
 class GcsDrainer:
-    def __init__(self, gcs_address: str, token: str) -> None:
-        self._channel = open_channel(gcs_address, token)
+    def __init__(self, gcs_address: str, token: str, tls: ClusterTls | None = None) -> None:
+        self._channel = open_channel(gcs_address, token, tls=tls)
         self._stub = gcs_pb2_grpc.GcsStub(self._channel)
 
     def request_drain(

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 import structlog
@@ -47,6 +47,9 @@ from providers.base import NodeProvider
 from runtime.gcs import schema
 from runtime.gcs.schema import GcsKeys, KvKey, KvNamespace
 from runtime.log_rotation import rotate_own_output
+
+if TYPE_CHECKING:
+    from runtime.tls import ClusterTls
 
 log = structlog.get_logger(__name__)
 
@@ -249,13 +252,13 @@ def _enable_keyspace_events(client: redis.Redis) -> bool:
 # --- the process -------------------------------------------------------------------------------
 
 
-def gcs_nodes(gcs_address: str, token: str) -> NodeSource:
+def gcs_nodes(gcs_address: str, token: str, tls: ClusterTls | None = None) -> NodeSource:
     """Live node rows from the GCS (heartbeat fields included), Redis as fallback."""
 
     from runtime.grpc_auth import open_channel
     from runtime.protocol import gcs_pb2, gcs_pb2_grpc
 
-    channel = open_channel(gcs_address, token)
+    channel = open_channel(gcs_address, token, tls=tls)
     stub = gcs_pb2_grpc.GcsStub(channel)
 
     def read() -> list[GcsNode]:
@@ -300,13 +303,14 @@ def options_from_args(args: argparse.Namespace) -> MonitorOptions:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from runtime.auth import read_token_file
+    from runtime.auth import read_credentials
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     rotate_own_output()
     config = load_config(args.config)
-    token = read_token_file(args.token_file)
+    credentials = read_credentials(args.token_file)
+    token = credentials.token
     host, _, port = args.redis_address.rpartition(":")
     client = redis.Redis(host=host, port=int(port), password=token)
     monitor = Monitor(
@@ -314,8 +318,8 @@ def main(argv: list[str] | None = None) -> None:
         open_provider(config),
         client,
         options_from_args(args),
-        nodes=gcs_nodes(args.gcs_address, token),
-        drainer=GcsDrainer(args.gcs_address, token),
+        nodes=gcs_nodes(args.gcs_address, token, credentials.tls),
+        drainer=GcsDrainer(args.gcs_address, token, credentials.tls),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

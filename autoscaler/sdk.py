@@ -9,11 +9,14 @@ import numbers
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoscaler.status import ClusterStatus
 from runtime.gcs.schema import KvKey, KvNamespace
 from runtime.resources import check_resources
+
+if TYPE_CHECKING:
+    from runtime.auth import Credentials
 
 GcsCall = Callable[[str, Any], Any]
 
@@ -102,8 +105,8 @@ def _gcs(address: str | None, token: str | None) -> Iterator[GcsCall]:
     from runtime.grpc_auth import open_channel
     from runtime.protocol import gcs_pb2_grpc
 
-    gcs_address, secret = resolve_address(address, token)
-    with open_channel(gcs_address, secret) as channel:
+    gcs_address, credentials = resolve_address(address, token)
+    with open_channel(gcs_address, credentials.token, tls=credentials.tls) as channel:
         stub = gcs_pb2_grpc.GcsStub(channel)
 
         def call(method: str, request: Any) -> Any:
@@ -117,9 +120,10 @@ def _gcs(address: str | None, token: str | None) -> Iterator[GcsCall]:
         yield call
 
 
-def resolve_address(address: str | None, token: str | None) -> tuple[str, str]:
-    """GCS address and token: explicit, else the environment, else this machine's cluster."""
-    from runtime.auth import read_token_file, token_from_env
+def resolve_address(address: str | None, token: str | None) -> tuple[str, Credentials]:
+    """GCS address and credentials: explicit, else the environment, else this machine's
+    cluster."""
+    from runtime.auth import Credentials, credentials_from_env, read_credentials
     from runtime.node import read_address_file
 
     address = address or os.environ.get("RAYCTL_ADDRESS") or "auto"
@@ -131,11 +135,11 @@ def resolve_address(address: str | None, token: str | None) -> tuple[str, str]:
                 "--address HOST:PORT (or set RAYCTL_ADDRESS)"
             )
         address = info["address"]
-    secret = token or token_from_env()
-    if not secret and info is not None and info["address"] == address:
-        secret = read_token_file(info["token_file"])
-    if not secret:
+    credentials = (Credentials(token) if token else None) or credentials_from_env()
+    if not credentials and info is not None and info["address"] == address:
+        credentials = read_credentials(info["token_file"])
+    if not credentials:
         raise ConnectionError(
             f"no cluster token for {address}: set RAYCTL_TOKEN_FILE to the cluster's token file"
         )
-    return address, secret
+    return address, credentials

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.actor import ActorClass, ActorHandle
-from runtime.auth import read_token_file, token_from_env
+from runtime.auth import Credentials, credentials_from_env, read_credentials
 from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
 from runtime.core_worker import CoreWorker
 from runtime.object_ref import ObjectRef
@@ -69,7 +69,7 @@ def init(
     runtime_env: dict[str, Any] | None = None,
     ignore_reinit_error: bool = False,
     _temp_dir: str | None = None,
-    _token: str | None = None,
+    _token: str | Credentials | None = None,
     **unsupported: Any,
 ) -> dict[str, Any]:
     """Connect this process to a cluster. No address: start a private one for this process.
@@ -104,7 +104,8 @@ def init(
             access = _locate(address, _temp_dir, _token)
         cw = CoreWorker(
             gcs_address=access.gcs_address,
-            token=access.token,
+            token=access.credentials.token,
+            tls=access.credentials.tls,
             raylet_port=access.raylet_port,
             host=access.host,
             mode="driver",
@@ -122,7 +123,7 @@ class _ClusterAccess:
     driver binds the raylet's address)."""
 
     gcs_address: str
-    token: str
+    credentials: Credentials
     host: str
     raylet_port: int
     node: Any = None  # NodeHandle of a private cluster this driver started
@@ -135,11 +136,11 @@ def _start_private_cluster(**node_options: Any) -> _ClusterAccess:
     node = node_mod.start_head(parent_pid=os.getpid(), **node_options)
     host = node.gcs_address.rpartition(":")[0]
     return _ClusterAccess(
-        node.gcs_address, read_token_file(node.token_file), host, node.raylet_local_port, node
+        node.gcs_address, read_credentials(node.token_file), host, node.raylet_local_port, node
     )
 
 
-def _locate(address: str, temp_dir: str | None, token: str | None) -> _ClusterAccess:
+def _locate(address: str, temp_dir: str | None, token: str | Credentials | None) -> _ClusterAccess:
     """Joining an existing cluster: its GCS address, its token, and the local raylet."""
     from runtime import node as node_mod
 
@@ -154,17 +155,18 @@ def _locate(address: str, temp_dir: str | None, token: str | None) -> _ClusterAc
     # The token of the cluster started on this machine goes only to that cluster's address:
     # init(address=X) for another cluster must bring X's token, never hand this one to X.
     same_cluster = info is not None and info.get("address") == address
-    token = token or token_from_env() or (
-        read_token_file(info["token_file"]) if info and same_cluster else None
+    given = Credentials(token) if isinstance(token, str) and token else token or None
+    credentials = given or credentials_from_env() or (
+        read_credentials(info["token_file"]) if info and same_cluster else None
     )
-    if not token:
+    if not credentials:
         raise ConnectionError(
             f"no cluster token for {address}: set RAYCTL_TOKEN_FILE to the cluster's token file"
         )
     from runtime.cluster_client import local_raylet
 
     try:
-        host, raylet_port = local_raylet(address, token)
+        host, raylet_port = local_raylet(address, credentials.token, tls=credentials.tls)
     except ConnectionError as exc:
         if same_cluster and info and _not_that_cluster(str(exc)):
             raise ConnectionError(
@@ -174,7 +176,7 @@ def _locate(address: str, temp_dir: str | None, token: str | None) -> _ClusterAc
                 "and token of the one you mean"
             ) from None
         raise
-    return _ClusterAccess(address, token, host, raylet_port)
+    return _ClusterAccess(address, credentials, host, raylet_port)
 
 
 def _not_that_cluster(error: str) -> bool:

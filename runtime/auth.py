@@ -18,9 +18,11 @@ import logging
 import os
 import re
 import secrets
+from dataclasses import dataclass
 
 from runtime.constants import TOKEN_ENV, TOKEN_FILE_ENV
 from runtime.private_state import write_private_file
+from runtime.tls import ClusterTls, from_pem, to_pem
 
 log = logging.getLogger(__name__)
 NONCE_HEX_LEN = 32
@@ -67,27 +69,56 @@ def proof_ok(token: str, given: object, role: Role, channel: Channel, *parts: st
     return isinstance(given, str) and tokens_equal(given, proof(token, role, channel, *parts))
 
 
-def create_token_file(path: str) -> str:
-    """Write a new random token to `path` with mode 0600 and return it."""
+@dataclass(frozen=True)
+class Credentials:
+    """What a process holds to take part in a cluster: the token, and its TLS material when the
+    cluster runs TLS. Both live in the token file: the token's line, then PEM blocks."""
+
+    token: str
+    tls: ClusterTls | None = None
+
+
+def create_token_file(path: str, tls: ClusterTls | None = None) -> str:
+    """Write a new random token (and `tls`) to `path` with mode 0600 and return the token."""
     token = secrets.token_hex(32)
-    write_private_file(path, token)
+    write_token_file(path, Credentials(token, tls))
     return token
+
+
+def write_token_file(path: str, credentials: Credentials) -> None:
+    text = credentials.token + "\n"
+    if credentials.tls is not None:
+        text += to_pem(credentials.tls)
+    write_private_file(path, text)
+
+
+def read_credentials(path: str) -> Credentials:
+    with open(path) as f:
+        text = f.read()
+    token = text.split("\n", 1)[0].strip()
+    if not token:
+        raise ValueError(f"token file {path} is empty")
+    return Credentials(token, from_pem(text, f"token file {path}"))
 
 
 def read_token_file(path: str) -> str:
-    with open(path) as f:
-        token = f.read().strip()
-    if not token:
-        raise ValueError(f"token file {path} is empty")
-    return token
+    return read_credentials(path).token
+
+
+def credentials_from_env() -> Credentials | None:
+    """The credentials handed over by the environment (a file path preferred over the value of
+    a token, which carries no TLS material)."""
+    path = os.environ.get(TOKEN_FILE_ENV)
+    if path:
+        return read_credentials(path)
+    token = os.environ.get(TOKEN_ENV)
+    return Credentials(token) if token else None
 
 
 def token_from_env() -> str | None:
     """The token handed over by the environment (a file path preferred over the value)."""
-    path = os.environ.get(TOKEN_FILE_ENV)
-    if path:
-        return read_token_file(path)
-    return os.environ.get(TOKEN_ENV) or None
+    credentials = credentials_from_env()
+    return credentials.token if credentials else None
 
 
 def tokens_equal(a: str | bytes, b: str | bytes) -> bool:

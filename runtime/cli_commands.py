@@ -8,7 +8,7 @@ import shutil
 from typing import Any
 
 from runtime import ids
-from runtime.auth import read_token_file, token_from_env, write_private_file
+from runtime.auth import Credentials, credentials_from_env, read_credentials, write_token_file
 from runtime.constants import TEMP_DIR
 from runtime.node import (
     ADDRESS_FILE,
@@ -31,9 +31,11 @@ def start_head_node(
     temp_dir: str | None,
     spill_capacity_bytes: int | None = None,
     supervised_services: list[tuple[str, list[str]]] | None = None,
+    tls: bool = False,
 ) -> dict[str, Any]:
     temp_dir = temp_dir or TEMP_DIR
     handle = start_head(
+        tls=tls,
         supervised_services=supervised_services or [],
         host=host,
         port=port,
@@ -72,8 +74,7 @@ def start_worker_node(
     temp_dir = temp_dir or TEMP_DIR
     session = session_dir_for(temp_dir, f"node-{ids.random_id(4)}")
     own_token = os.path.join(session, "token")
-    token = _find_token(token_file, temp_dir, address)
-    write_private_file(own_token, token)
+    write_token_file(own_token, _find_credentials(token_file, temp_dir, address))
     handle = start_raylet(
         gcs_address=address,
         token_file=own_token,
@@ -90,17 +91,18 @@ def start_worker_node(
     return {"node_id": handle.node_id, "logs": os.path.join(session, "logs")}
 
 
-def _find_token(token_file: str | None, temp_dir: str, address: str) -> str:
-    """The token for the cluster at `address`: given, from the environment, or the one of the
-    cluster started on this machine when `address` is that cluster's (never another's)."""
+def _find_credentials(token_file: str | None, temp_dir: str, address: str) -> Credentials:
+    """The token (and TLS material) for the cluster at `address`: given, from the environment,
+    or the one of the cluster started on this machine when `address` is that cluster's (never
+    another's)."""
     if token_file:
-        return read_token_file(token_file)
-    token = token_from_env()
-    if token:
-        return token
+        return read_credentials(token_file)
+    credentials = credentials_from_env()
+    if credentials:
+        return credentials
     info = read_address_file(temp_dir)
     if info and info.get("address") == address:
-        return read_token_file(info["token_file"])
+        return read_credentials(info["token_file"])
     raise ValueError(
         f"no cluster token for {address}: pass --token-file, or set RAYCTL_TOKEN_FILE to the "
         "head's token file"

@@ -11,17 +11,25 @@ import psutil
 from runtime.grpc_auth import open_channel
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc
 from runtime.protocol.common_pb2 import NodeInfo
+from runtime.tls import ClusterTls, speaks_tls
 
 
-def local_raylet(gcs_address: str, token: str, timeout_s: float = 10.0) -> tuple[str, int]:
+def local_raylet(gcs_address: str, token: str, timeout_s: float = 10.0,
+                 tls: ClusterTls | None = None) -> tuple[str, int]:
     """The address and node-local port of a live raylet on this machine, for a driver to bind
     and join: a node whose address is one of this machine's (the head's when there are
     several: one machine, many raylets), else the node at the GCS's host."""
-    with open_channel(gcs_address, token) as channel:
+    with open_channel(gcs_address, token, tls=tls) as channel:
         stub = gcs_pb2_grpc.GcsStub(channel)
         try:
             reply = stub.GetNodes(gcs_pb2.Empty(), timeout=timeout_s)
         except grpc.RpcError as exc:
+            if tls is None and exc.code() == grpc.StatusCode.UNAVAILABLE and speaks_tls(gcs_address):
+                raise ConnectionError(
+                    f"the cluster at {gcs_address} runs TLS and this process has only its token: "
+                    "use the head's whole token file, which carries the cluster's certificates "
+                    "(RAYCTL_TOKEN_FILE or --token-file)"
+                ) from None
             raise ConnectionError(
                 f"cannot reach the cluster at {gcs_address}: {exc.details()}"
             ) from None

@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from runtime.auth import read_token_file
+from runtime.auth import read_credentials, read_token_file
 from runtime.node import NodeHandle, start_head, start_raylet
 from runtime.session import stop_session
 
@@ -63,7 +63,9 @@ class Cluster:
     def connect(self, **init_args: Any) -> dict[str, Any]:
         import runtime
 
-        return runtime.init(address=self.address, _token=self.token, _temp_dir=self.temp_dir, **init_args)
+        credentials = read_credentials(self.head.token_file)  # the token, and TLS when it has it
+        return runtime.init(address=self.address, _token=credentials, _temp_dir=self.temp_dir,
+                            **init_args)
 
     def shutdown(self) -> None:
         import runtime

@@ -26,6 +26,7 @@ from runtime.object_ref import ObjectRef
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc
 from runtime.reference_table import READY, Entry, ReferenceTable
 from runtime.serialization import Serialized, deserialize, serialize
+from runtime.tls import ClusterTls
 from runtime.transport import Connection, ConnectionLost, connect, serve
 
 log = logging.getLogger("rayctl.core_worker")
@@ -43,9 +44,11 @@ class CoreWorker:
         job_id: str = "",
         namespace: str = "",
         worker_id: str = "",
+        tls: ClusterTls | None = None,
     ) -> None:
         self.gcs_address = gcs_address
         self.token = token
+        self.tls = tls  # the cluster's TLS material when it runs TLS
         self.host = host
         self.mode = mode  # "driver" | "worker"
         self.job_id = job_id
@@ -57,11 +60,11 @@ class CoreWorker:
         self._thread.start()
         self._conns: dict[str, asyncio.Future[Connection]] = {}
         self.handlers = self._peer_handlers()
-        self._server = self.run(serve(host, 0, token, self._handle))
+        self._server = self.run(serve(host, 0, token, self._handle, tls=tls))
         self.address = f"{host}:{self._server.sockets[0].getsockname()[1]}"
         self.refs = ReferenceTable(self.address, self._free_object, self._release_borrowed)
         self.raylet, self.node_id, self.shm_dir = self._join_raylet(f"{host}:{raylet_port}")
-        self._channel = open_channel(gcs_address, token)
+        self._channel = open_channel(gcs_address, token, tls=tls)
         self.gcs = gcs_pb2_grpc.GcsStub(self._channel)
         self._free_batch: list[tuple[str, str]] = []
         self._background_calls: set[Any] = set()
@@ -97,7 +100,7 @@ class CoreWorker:
         the connection, the node's id and its shared-memory directory."""
         raylet: Connection = self.run(
             connect(raylet_address, self.token, self._handle,
-                    {"role": self.mode, "address": self.address})
+                    {"role": self.mode, "address": self.address}, tls=self.tls)
         )
         hello = self.request(raylet, "hello")
         return raylet, hello["node_id"], hello["shm_dir"]
@@ -137,7 +140,8 @@ class CoreWorker:
         self._conns[address] = fut
         try:
             conn = await connect(
-                address, self.token, self._handle, {"role": self.mode, "address": self.address}
+                address, self.token, self._handle, {"role": self.mode, "address": self.address},
+                tls=self.tls,
             )
         except BaseException as exc:
             self._conns.pop(address, None)

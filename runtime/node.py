@@ -14,12 +14,13 @@ from typing import Any
 import psutil
 
 from runtime import ids
-from runtime.auth import create_token_file
+from runtime.auth import create_token_file, read_token_file
 from runtime.constants import DEFAULT_OBJECT_STORE_MAX_BYTES, TEMP_DIR
 from runtime.private_state import check_private_dir, ensure_private_dir, write_private_file
 from runtime.redis_server import redis_argv
 from runtime.session import record_pid, record_shm_dir, session_dir_for, wait_for_file
 from runtime.shm import shm_root
+from runtime.tls import create_cluster_tls
 
 ADDRESS_FILE = "cluster_address.json"
 
@@ -96,8 +97,11 @@ def start_head(
     parent_pid: int = 0,
     death_timeout_s: float | None = None,
     supervised_services: list[tuple[str, list[str]]] | None = None,
+    tls: bool = False,
 ) -> NodeHandle:
     """Start Redis, the GCS and a raylet. Ports are chosen up front so all three start at once.
+    With `tls`, the cluster gets its own CA and every channel runs TLS (runtime/tls.py); the
+    material goes in the token file, so it travels wherever the token does.
 
     With `supervised_services` (name, argv) the GCS and those services run under
     `runtime.supervisor`, which restarts them when they crash. Their argv may use {gcs_address},
@@ -105,7 +109,7 @@ def start_head(
     cluster_id = ids.random_id(4)
     session = session_dir_for(temp_dir or TEMP_DIR, cluster_id)
     token_file = os.path.join(session, "token")
-    create_token_file(token_file)
+    create_token_file(token_file, create_cluster_tls() if tls else None)
     # Redis serves only the head's own processes (the GCS, the monitor): loopback only.
     redis_port = free_port(REDIS_HOST)
     fields = {"gcs_address": f"{host}:{port or free_port(host)}", "token_file": token_file,
@@ -145,8 +149,7 @@ def start_head(
 
 def _redis_argv(session: str, host: str, port: int, token_file: str) -> list[str]:
     """The head's Redis, its password the cluster token, its files in the session dir."""
-    with open(token_file) as f:
-        password = f.read().strip()
+    password = read_token_file(token_file)
     data_dir = os.path.join(session, "redis")
     return redis_argv(host, port, password, data_dir, os.path.join(session, "logs", "redis.log"))
 

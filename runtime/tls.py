@@ -3,8 +3,10 @@
 Node addresses are not known when the head starts (clouds hand them out later), so the node
 certificate names TLS_NAME, not an address, and every client verifies that name against the
 cluster's CA rather than the address it dialled. The CA key signs the node certificate and is then
-thrown away: nothing else can be issued for the cluster. The three files live in one directory
-next to the token (`tls/`), 0600, and travel to nodes with it.
+thrown away: nothing else can be issued for the cluster. The three PEM blocks (CA certificate,
+node certificate, node key) follow the token in the cluster's token file (runtime/auth.py), 0600,
+so they travel to nodes, drivers and workers wherever the token file goes, and a copy of the token
+without them cannot exist by mistake. Contexts load them through memfd, never a file on disk.
 
 TLS keeps the path private and intact; who may talk is still decided by the token's proofs
 (runtime/auth.py), which run inside it.
@@ -12,16 +14,16 @@ TLS keeps the path private and intact; who may talk is still decided by the toke
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
+import re
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from runtime.private_state import ensure_private_dir, write_private_file
-
 TLS_NAME = "rayctl-cluster"  # the name in every node certificate, and what clients verify
-CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "node.crt", "node.key"
 VALID_DAYS = 3650
 
 
@@ -33,7 +35,6 @@ class ClusterTls:
     ca_pem: bytes
     cert_pem: bytes
     key_pem: bytes
-    directory: str
 
     @functools.cached_property
     def server(self) -> ssl.SSLContext:
@@ -46,8 +47,8 @@ class ClusterTls:
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(os.path.join(self.directory, CERT_FILE),
-                            os.path.join(self.directory, KEY_FILE))
+        with _memfile(self.cert_pem) as cert, _memfile(self.key_pem) as key:
+            ctx.load_cert_chain(cert, key)
         return ctx
 
     def client_context(self) -> ssl.SSLContext:
@@ -57,8 +58,8 @@ class ClusterTls:
         return ctx
 
 
-def create_cluster_tls(directory: str) -> ClusterTls:
-    """A new CA and node certificate for one cluster, written 0600 under `directory`."""
+def create_cluster_tls() -> ClusterTls:
+    """A new CA and node certificate for one cluster (the CA key is dropped on return)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -98,27 +99,61 @@ def create_cluster_tls(directory: str) -> ClusterTls:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    ensure_private_dir(directory)
-    write_private_file(os.path.join(directory, CA_FILE), ca_cert.public_bytes(pem).decode())
-    write_private_file(os.path.join(directory, CERT_FILE), node_cert.public_bytes(pem).decode())
-    write_private_file(os.path.join(directory, KEY_FILE), node_key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
-    tls = load_cluster_tls(directory)
-    assert tls is not None
-    return tls
+    return ClusterTls(
+        ca_cert.public_bytes(pem),
+        node_cert.public_bytes(pem),
+        node_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption()),
+    )
 
 
-def load_cluster_tls(directory: str) -> ClusterTls | None:
-    """The cluster's TLS material in `directory`, or None when the cluster runs without TLS."""
-    try:
-        with open(os.path.join(directory, CA_FILE), "rb") as ca, \
-                open(os.path.join(directory, CERT_FILE), "rb") as cert, \
-                open(os.path.join(directory, KEY_FILE), "rb") as key:
-            return ClusterTls(ca.read(), cert.read(), key.read(), directory)
-    except FileNotFoundError:
+_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.S)
+
+
+def to_pem(tls: ClusterTls) -> str:
+    """The three blocks, in the order `from_pem` reads them."""
+    return b"".join(block.rstrip(b"\n") + b"\n" for block in (tls.ca_pem, tls.cert_pem,
+                                                              tls.key_pem)).decode()
+
+
+def from_pem(text: str, where: str) -> ClusterTls | None:
+    """The material after a token, or None when there is none (a cluster without TLS)."""
+    blocks = [m.group(0) for m in _BLOCK.finditer(text.encode())]
+    if not blocks:
         return None
+    kinds = [m.group(1) for m in _BLOCK.finditer(text.encode())]
+    if kinds != [b"CERTIFICATE", b"CERTIFICATE", b"PRIVATE KEY"]:
+        raise ValueError(
+            f"{where}: expected the cluster token then a CA certificate, a node certificate and "
+            f"a private key, found {', '.join(k.decode() for k in kinds)}; copy the head's token "
+            "file whole"
+        )
+    return ClusterTls(*blocks)
 
 
-def tls_dir_for(token_file: str) -> str:
-    """Where a cluster's TLS files are: beside its token file."""
-    return os.path.join(os.path.dirname(os.path.abspath(token_file)), "tls")
+def speaks_tls(address: str, timeout_s: float = 2.0) -> bool:
+    """Whether what listens at `address` completes a TLS handshake (certificate not checked:
+    this only tells a client without the material what it is missing)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as sock, \
+                ctx.wrap_socket(sock, server_hostname=TLS_NAME):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _memfile(data: bytes) -> Iterator[str]:
+    """A path to `data` that exists only in memory, for APIs that insist on a file name."""
+    fd = os.memfd_create("rayctl-tls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, data)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)

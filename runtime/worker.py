@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from runtime import shm
-from runtime.auth import token_from_env
+from runtime.auth import credentials_from_env
 from runtime.constants import INLINE_OBJECT_MAX_BYTES
 from runtime.core_worker import CoreWorker
 from runtime.exceptions import TaskCancelledError
@@ -72,11 +72,12 @@ def _send_quietly(conn: Connection, method: str, payload: Any) -> None:
 
 class Worker:
     def __init__(self) -> None:
-        token = token_from_env()
-        assert token, "a worker needs RAYCTL_TOKEN_FILE"
+        credentials = credentials_from_env()
+        assert credentials, "a worker needs RAYCTL_TOKEN_FILE"
         self.cw = CoreWorker(
             gcs_address=os.environ["RAYCTL_GCS_ADDRESS"],
-            token=token,
+            token=credentials.token,
+            tls=credentials.tls,
             host=os.environ["RAYCTL_NODE_HOST"],
             raylet_port=int(os.environ["RAYCTL_RAYLET_LOCAL_PORT"]),
             mode="worker",

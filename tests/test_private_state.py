@@ -101,7 +101,7 @@ def test_this_machines_token_never_goes_to_another_clusters_address(
     """`init(address=X)` and `rayctl start --address X` without a token used to send the token
     of the cluster started on this machine to X, whoever listens there."""
     from runtime.api import _locate
-    from runtime.cli_commands import _find_token
+    from runtime.cli_commands import _find_credentials
     from runtime.node import NodeHandle, write_address_file
 
     monkeypatch.delenv("RAYCTL_TOKEN_FILE", raising=False)
@@ -115,8 +115,8 @@ def test_this_machines_token_never_goes_to_another_clusters_address(
     with pytest.raises(ConnectionError, match=f"no cluster token for {elsewhere}"):
         _locate(elsewhere, temp_dir, None)
     with pytest.raises(ValueError, match=f"no cluster token for {elsewhere}"):
-        _find_token(None, temp_dir, elsewhere)
-    assert _find_token(None, temp_dir, "127.0.0.1:6001") == "this-machines-secret"
+        _find_credentials(None, temp_dir, elsewhere)
+    assert _find_credentials(None, temp_dir, "127.0.0.1:6001").token == "this-machines-secret"
 
 
 def test_a_stale_address_file_is_named_with_both_clusters_in_one_line(

@@ -1,6 +1,7 @@
-"""TLS on every channel (issue 13): a cluster CA and a node certificate under a fixed name; the
-direct transport, the object data plane and gRPC each run inside TLS when given the cluster's
-material. A recording relay between the two ends shows what crosses the network."""
+"""TLS on every channel (issue 13): a cluster CA and a node certificate under a fixed name, kept in
+the token file; the direct transport, the object data plane and gRPC each run inside TLS when
+given the cluster's material, and a cluster started with tls=True uses it everywhere. A recording
+relay between two ends shows what crosses the network."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import grpc
 import pytest
 
 from runtime import transport
-from runtime.tls import CA_FILE, CERT_FILE, KEY_FILE, TLS_NAME, ClusterTls, create_cluster_tls
+from runtime.tls import TLS_NAME, ClusterTls, create_cluster_tls
 
 TOKEN = "9" * 64
 SECRET = b"the-payload-nobody-on-the-path-may-read"
@@ -68,28 +69,41 @@ class Relay:
             s.close()
 
 
-@pytest.fixture
-def tls(tmp_path: Path) -> ClusterTls:
-    return create_cluster_tls(str(tmp_path / "tls"))
+@pytest.fixture(scope="module")
+def tls() -> ClusterTls:
+    return create_cluster_tls()
 
 
-@pytest.fixture
-def other_tls(tmp_path: Path) -> ClusterTls:
-    return create_cluster_tls(str(tmp_path / "other-tls"))
+@pytest.fixture(scope="module")
+def other_tls() -> ClusterTls:
+    return create_cluster_tls()
 
 
-def test_the_cluster_material_is_private_and_names_the_cluster_not_an_address(
-    tls: ClusterTls,
+def test_the_material_rides_in_the_token_file_and_names_the_cluster_not_an_address(
+    tls: ClusterTls, tmp_path: Path,
 ) -> None:
     from cryptography import x509
 
-    names = sorted(os.listdir(tls.directory))
-    assert names == sorted([CA_FILE, CERT_FILE, KEY_FILE]), "the CA key must not be kept"
-    for name in names:
-        assert stat.S_IMODE(os.stat(os.path.join(tls.directory, name)).st_mode) == 0o600
+    from runtime.auth import create_token_file, read_credentials
+
+    path = str(tmp_path / "token")
+    token = create_token_file(path, tls)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    text = Path(path).read_text()
+    assert text.count("BEGIN CERTIFICATE") == 2 and text.count("PRIVATE KEY-----") == 2, (
+        "the CA certificate, the node certificate and the node key; never the CA key"
+    )
+    credentials = read_credentials(path)
+    assert credentials.token == token and credentials.tls is not None
+    assert credentials.tls.ca_pem == tls.ca_pem and credentials.tls.key_pem == tls.key_pem
     cert = x509.load_pem_x509_certificate(tls.cert_pem)
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == [TLS_NAME]
+    # a token file cut short says what is missing and how to fix it, in one line
+    Path(path).write_text(text[: text.index("-----BEGIN PRIVATE KEY")])
+    with pytest.raises(ValueError, match="copy the head's token file whole") as info:
+        read_credentials(path)
+    assert "\n" not in str(info.value)
 
 
 @pytest.fixture
@@ -201,3 +215,36 @@ def test_grpc_runs_inside_tls_under_the_fixed_name(tls, other_tls, relay_to) -> 
         assert len(relay.seen) > len(SECRET)
 
     asyncio.run(scenario())
+
+
+def test_a_cluster_started_with_tls_runs_tasks_across_nodes_over_it(tmp_path: Path) -> None:
+    """The head, a second node, drivers and workers all speak TLS: an object made on one node
+    is read on the other (data plane), tasks run (direct transport), the GCS answers (gRPC);
+    a client holding the token but not the TLS material gets nowhere."""
+    import numpy as np
+
+    import runtime as rt
+    from runtime.auth import read_credentials
+    from runtime.cluster_utils import Cluster
+
+    cluster = Cluster({"num_cpus": 1, "tls": True, "resources": {"head": 1}})
+    try:
+        assert read_credentials(cluster.head.token_file).tls is not None
+        cluster.add_node(num_cpus=1, resources={"other": 1})
+        cluster.connect()
+
+        @rt.remote(resources={"other": 1})
+        def make() -> np.ndarray:
+            return np.full(4 * 1024 * 1024, 7, dtype=np.uint8)
+
+        @rt.remote(resources={"head": 1})
+        def total(array: np.ndarray) -> int:
+            return int(array.sum())
+
+        assert rt.get(total.remote(make.remote()), timeout=60) == 7 * 4 * 1024 * 1024
+        assert len([n for n in rt.nodes() if n["Alive"]]) == 2
+        rt.shutdown()
+        with pytest.raises(ConnectionError, match="runs TLS and this process has only its token"):
+            rt.init(address=cluster.address, _token=cluster.token, _temp_dir=cluster.temp_dir)
+    finally:
+        cluster.shutdown()

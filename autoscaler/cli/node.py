@@ -88,6 +88,11 @@ def start(
         str | None, typer.Option(help="run the autoscaler monitor with this cluster config")
     ] = None,
     block: Annotated[bool, typer.Option(help="stay in the foreground until interrupted")] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(help="a head whose channels all run TLS, under a CA made for the cluster "
+                          "(its certificates go in the token file, to joining nodes with it)"),
+    ] = False,
     gcs_lost_timeout_s: Annotated[
         float,
         typer.Option(
@@ -116,18 +121,20 @@ def start(
         spill_capacity_bytes=spill_capacity_bytes,
     )
     if head:
-        _start_head(common, port, autoscaling_config)
+        _start_head(common, port, autoscaling_config, tls)
     else:
         _start_worker(common, address, token_file, (gcs_lost_timeout_s, end_machine_command))
     if block:
         _block_until_stopped(temp_dir)
 
 
-def _start_head(common: dict[str, Any], port: int, autoscaling_config: str | None) -> None:
+def _start_head(
+    common: dict[str, Any], port: int, autoscaling_config: str | None, tls: bool = False
+) -> None:
     from runtime.cli_commands import start_head_node
 
     services = _monitor_service(autoscaling_config) if autoscaling_config else []
-    info = start_head_node(supervised_services=services, port=port, **common)
+    info = start_head_node(supervised_services=services, port=port, tls=tls, **common)
     address = info["address"]
     lines = [
         f"Started a head node. Cluster address: {address}",

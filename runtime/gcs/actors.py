@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import grpc
 
+from runtime.auth import Credentials
 from runtime.gcs.long_poll import wait_for_version
 from runtime.gcs.tables import Tables
 from runtime.grpc_auth import open_aio_channel
@@ -21,9 +22,9 @@ log = logging.getLogger("rayctl.gcs.actors")
 
 
 class ActorManager:
-    def __init__(self, tables: Tables, token: str) -> None:
+    def __init__(self, tables: Tables, credentials: Credentials) -> None:
         self.t = tables
-        self._token = token
+        self._credentials = credentials
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
         self._channels: dict[str, raylet_pb2_grpc.RayletStub] = {}
@@ -36,7 +37,7 @@ class ActorManager:
         addr = f"{node.address}:{node.raylet_port}"
         stub = self._channels.get(addr)
         if stub is None:
-            stub = raylet_pb2_grpc.RayletStub(open_aio_channel(addr, self._token))
+            stub = raylet_pb2_grpc.RayletStub(open_aio_channel(addr, self._credentials.token, tls=self._credentials.tls))
             self._channels[addr] = stub
         return stub
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from runtime.auth import Credentials
 from runtime.protocol import common_pb2
 from runtime.transport import Connection, connect
 
@@ -17,8 +18,8 @@ class RayletCallError(Exception):
 
 
 class RayletLinks:
-    def __init__(self, token: str) -> None:
-        self.token = token
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
         self._links: dict[str, asyncio.Future[Connection]] = {}
 
     async def call(self, node: common_pb2.NodeInfo, method: str, payload: Any = None,
@@ -37,8 +38,8 @@ class RayletLinks:
         """One connection per raylet, opened once by whoever asks first."""
         link = self._links.get(address)
         if link is None or (link.done() and _open_connection(link) is None):
-            link = asyncio.ensure_future(connect(address, self.token, info={"role": "gcs"},
-                                                 timeout_s=timeout_s))
+            link = asyncio.ensure_future(connect(address, self.credentials.token, info={"role": "gcs"},
+                                                 timeout_s=timeout_s, tls=self.credentials.tls))
             self._links[address] = link
         return await asyncio.shield(link)
 

@@ -15,7 +15,7 @@ import grpc
 import redis.asyncio as aioredis
 
 from runtime import ids
-from runtime.auth import read_token_file
+from runtime.auth import Credentials, read_credentials
 from runtime.constants import NODE_DEATH_TIMEOUT_S
 from runtime.gcs import drain as gcs_drain
 from runtime.gcs import schema
@@ -25,7 +25,7 @@ from runtime.gcs.raylet_links import RayletLinks
 from runtime.gcs.schema import KvKey, KvNamespace
 from runtime.gcs.store_errors import StoreErrorInterceptor, keep_running
 from runtime.gcs.tables import SchemaMismatchError, Tables
-from runtime.grpc_auth import ProofServerInterceptor
+from runtime.grpc_auth import ProofServerInterceptor, add_port
 from runtime.listener_caps import GRPC_SERVER_OPTIONS
 from runtime.log_rotation import rotate_own_output
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
@@ -43,15 +43,16 @@ def _versions_problem(v: common_pb2.Versions, what: str) -> str | None:
 
 class GcsServicer(gcs_pb2_grpc.GcsServicer):
     def __init__(
-        self, tables: Tables, token: str, cluster_id: str, session_dir: str, death_timeout_s: float
+        self, tables: Tables, credentials: Credentials, cluster_id: str, session_dir: str,
+        death_timeout_s: float
     ) -> None:
         self.t = tables
-        self.token = token
+        self.token = credentials.token
         self.cluster_id = cluster_id
         self.session_dir = session_dir
         self.death_timeout_s = death_timeout_s
-        self.actors = ActorManager(tables, token)
-        self.pgs = PlacementGroupManager(tables, RayletLinks(token))
+        self.actors = ActorManager(tables, credentials)
+        self.pgs = PlacementGroupManager(tables, RayletLinks(credentials))
         self._last_seen: dict[str, float] = {}
         self._demand_dirty = asyncio.Event()
 
@@ -266,7 +267,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 
 
 async def serve(args: argparse.Namespace) -> None:
-    token = read_token_file(args.token_file)
+    credentials = read_credentials(args.token_file)
+    token = credentials.token
     client = aioredis.Redis(host=args.redis_host, port=args.redis_port, password=token)
     for _ in range(500):
         try:
@@ -280,12 +282,12 @@ async def serve(args: argparse.Namespace) -> None:
     except SchemaMismatchError as exc:
         await client.aclose()
         raise SystemExit(f"the GCS cannot start: {exc}") from None
-    servicer = GcsServicer(tables, token, args.cluster_id, args.session_dir, args.death_timeout_s)
+    servicer = GcsServicer(tables, credentials, args.cluster_id, args.session_dir, args.death_timeout_s)
     server = grpc.aio.server(
         interceptors=[ProofServerInterceptor(token, cluster_id=args.cluster_id), StoreErrorInterceptor()], options=GRPC_SERVER_OPTIONS
     )
     gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
-    port = server.add_insecure_port(f"{args.host}:{args.port}")
+    port = add_port(server, f"{args.host}:{args.port}", credentials.tls)
     await server.start()
     if args.ready_file:
         with open(args.ready_file + ".tmp", "w") as f:

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from runtime.protocol import common_pb2, raylet_pb2
+from runtime.tls import ClusterTls
 from runtime.transport import Connection, connect
 
 if TYPE_CHECKING:
@@ -60,16 +61,17 @@ class ObjectOwners:
     def _alive(self, owner: Owner) -> bool:
         return owner not in self._gone if isinstance(owner, str) else owner.is_open
 
-    async def probe(self, token: str) -> None:
+    async def probe(self, token: str, tls: ClusterTls | None) -> None:
         """Find out which owners on other processes still answer (all at once, bounded)."""
         addresses = self.remote_addresses()
-        answers = await asyncio.gather(*(_answers(address, token) for address in addresses))
+        answers = await asyncio.gather(*(_answers(address, token, tls) for address in addresses))
         self._gone.update(a for a, ok in zip(addresses, answers, strict=True) if not ok)
 
 
-async def _answers(address: str, token: str) -> bool:
+async def _answers(address: str, token: str, tls: ClusterTls | None) -> bool:
     try:
-        conn = await connect(address, token, info={"role": "owner-probe"}, timeout_s=PROBE_TIMEOUT_S)
+        conn = await connect(address, token, info={"role": "owner-probe"}, timeout_s=PROBE_TIMEOUT_S,
+                             tls=tls)
     except Exception:  # noqa: BLE001 - refused, silent or not a rayctl process: gone either way
         return False
     conn.close()
@@ -112,7 +114,7 @@ async def request_drain(r: Raylet, request: raylet_pb2.DrainRequest) -> raylet_p
     if request.idle_only and busy:
         return _rejected(f"node {r.node_id} is busy ({busy}) and the drain was for an idle node")
     if not request.force:
-        await r.owners.probe(r.token)
+        await r.owners.probe(r.token, r.tls)
         objects = r.owners.held()
         if objects:
             return _rejected(
@@ -144,4 +146,4 @@ async def _watch_owners(r: Raylet, drain: Drain) -> None:
     while not drain.drained and not r.stopping.is_set():
         await asyncio.sleep(PROBE_INTERVAL_S)
         if r.owners.held() and not drain.force:
-            await r.owners.probe(r.token)
+            await r.owners.probe(r.token, r.tls)

@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
-from runtime.auth import read_token_file
-from runtime.grpc_auth import ProofServerInterceptor, open_aio_channel
+from runtime.auth import read_credentials
+from runtime.grpc_auth import ProofServerInterceptor, add_port, open_aio_channel
 from runtime.leftovers import reclaim_dead_raylets_here
 from runtime.listener_caps import GRPC_SERVER_OPTIONS
 from runtime.log_rotation import rotate_own_output
@@ -76,15 +76,16 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
 
 async def run(args: argparse.Namespace) -> None:
     """Start the node's services, join the cluster, serve until told to stop, then leave it."""
-    token = read_token_file(args.token_file)
+    credentials = read_credentials(args.token_file)
     reclaim_dead_raylets_here(args.session_dir, args.node_id)
-    raylet = Raylet(args, token)
+    raylet = Raylet(args, credentials)
     raylet.store.abort_partial()  # .tmp files of writers killed mid-put
-    servers = await _start_servers(raylet, args, token)
+    servers = await _start_servers(raylet, args)
     raylet.pool = _worker_pool(raylet, args)
     for _ in range(args.prestart):
         await raylet.pool.start_worker()
-    raylet.gcs = gcs_pb2_grpc.GcsStub(open_aio_channel(args.gcs_address, token))
+    raylet.gcs = gcs_pb2_grpc.GcsStub(
+        open_aio_channel(args.gcs_address, credentials.token, tls=credentials.tls))
     await register(raylet)
     if args.ready_file:
         _write_ready_file(raylet, args)
@@ -110,14 +111,15 @@ async def run(args: argparse.Namespace) -> None:
         end_machine(args.end_machine_command, os.path.join(args.session_dir, "logs"))
 
 
-async def _start_servers(raylet: Raylet, args: argparse.Namespace, token: str) -> _Servers:
+async def _start_servers(raylet: Raylet, args: argparse.Namespace) -> _Servers:
     """The node-local transport (drivers, workers, the GCS's bundle calls), the gRPC service and
     the data plane; their bound ports go on `args` (`*_port_bound`)."""
-    local_server = await serve(args.host, args.local_port, token, raylet.handle)
+    local_server = await serve(args.host, args.local_port, raylet.token, raylet.handle,
+                               tls=raylet.tls)
     args.local_port_bound = local_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    server = grpc.aio.server(interceptors=[ProofServerInterceptor(token)], options=GRPC_SERVER_OPTIONS)
+    server = grpc.aio.server(interceptors=[ProofServerInterceptor(raylet.token)], options=GRPC_SERVER_OPTIONS)
     raylet_pb2_grpc.add_RayletServicer_to_server(RayletServicer(raylet), server)
-    args.grpc_port_bound = server.add_insecure_port(f"{args.host}:{args.port}")
+    args.grpc_port_bound = add_port(server, f"{args.host}:{args.port}", raylet.tls)
     data_server = await raylet.transfer.serve(args.host, 0)
     args.data_port_bound = data_server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     await server.start()

@@ -19,6 +19,7 @@ import grpc
 from runtime.protocol import gcs_pb2
 from runtime.protocol.common_pb2 import NodeInfo
 from runtime.raylet import objects
+from runtime.tls import ClusterTls
 from runtime.transport import Connection, connect
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ async def sweep_remote_owners(r: Raylet) -> None:
         addresses = r.owners.remote_addresses()
         if not addresses:
             continue
-        answers = await asyncio.gather(*(_probe(a, r.token) for a in addresses))
+        answers = await asyncio.gather(*(_probe(a, r.token, r.tls) for a in addresses))
         probes = list(zip(addresses, answers, strict=True))
         live_hosts: set[str] = set()
         dead_hosts: set[str] = set()
@@ -107,10 +108,10 @@ async def sweep_remote_owners(r: Raylet) -> None:
             _free_owned_by(r, dead)
 
 
-async def _probe(address: str, token: str) -> Probe:
+async def _probe(address: str, token: str, tls: ClusterTls | None) -> Probe:
     try:
         conn = await connect(
-            address, token, info={"role": "owner-probe"}, timeout_s=PROBE_TIMEOUT_S
+            address, token, info={"role": "owner-probe"}, timeout_s=PROBE_TIMEOUT_S, tls=tls
         )
     except (ConnectionRefusedError, ConnectionResetError):
         return Probe.REFUSED

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from runtime import ids, shm
+from runtime.auth import Credentials
 from runtime.grpc_auth import open_aio_channel
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
@@ -51,9 +52,10 @@ class LeaseRequest:
 
 
 class Raylet:
-    def __init__(self, args: argparse.Namespace, token: str) -> None:
+    def __init__(self, args: argparse.Namespace, credentials: Credentials) -> None:
         self.args = args
-        self.token = token
+        self.token = credentials.token
+        self.tls = credentials.tls  # the cluster's TLS material, or None: it runs without
         self.node_id: str = args.node_id
         self.host: str = args.host
         self.total: dict[str, float] = json.loads(args.resources)
@@ -77,7 +79,8 @@ class Raylet:
             make_spare=self._make_spare,
             spill_capacity_bytes=args.spill_capacity_bytes,
         )
-        self.transfer = ObjectTransfer(self.store, self.shm_dir, token, self._node_data_address, self.node_id)
+        self.transfer = ObjectTransfer(self.store, self.shm_dir, self.token, self._node_data_address,
+                                       self.node_id, tls=self.tls)
         self._raylet_stubs: dict[str, raylet_pb2_grpc.RayletStub] = {}
         self.pool: WorkerPool | None = None
         self.gcs: gcs_pb2_grpc.GcsStub | None = None
@@ -279,7 +282,7 @@ class Raylet:
     def raylet_stub(self, address: str) -> raylet_pb2_grpc.RayletStub:
         stub = self._raylet_stubs.get(address)
         if stub is None:
-            channel = open_aio_channel(address, self.token)
+            channel = open_aio_channel(address, self.token, tls=self.tls)
             stub = self._raylet_stubs[address] = raylet_pb2_grpc.RayletStub(channel)
         return stub
 
