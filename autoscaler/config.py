@@ -326,7 +326,16 @@ def validate_config(raw: Any, source: str = "") -> ClusterConfig:
     errors.extend(_provider_checks(data))
     if errors or config is None:
         raise ClusterConfigError(errors, source)
-    return config.model_copy(update={"warnings": warnings})
+    update: dict[str, Any] = {"warnings": warnings}
+    if "head_start_ray_commands" not in raw and _tls_by_default(data["provider"]):
+        update["head_start_ray_commands"] = [f"{c} --tls" for c in DEFAULT_HEAD_START_COMMANDS]
+    return config.model_copy(update=update)
+
+
+def _tls_by_default(provider: Mapping[str, Any]) -> bool:
+    """Whether the provider's nodes cross networks the cluster does not own (a cloud's)."""
+    cls, _ = _load_provider_class(provider)
+    return bool(getattr(cls, "tls_by_default", False))
 
 
 def _screen(raw: Mapping[str, Any], errors: list[str], warnings: list[str]) -> dict[str, Any]:

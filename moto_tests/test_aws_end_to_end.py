@@ -80,6 +80,10 @@ def test_up_launches_a_tagged_head_with_profile_and_security_group(cluster: AwsC
 
 def test_demand_launches_workers_of_the_worker_type(cluster: AwsCluster) -> None:
     record = head_record(cluster)
+    from runtime.auth import read_credentials
+
+    # aws.yaml starts the head with --tls: workers joined, and this driver reaches them, over it
+    assert read_credentials(record["token_file"]).tls is not None
     script = (
         "import os, runtime as rt\n"
         f"rt.init(address={record['address']!r})\n"

@@ -164,6 +164,8 @@ class NodeProvider(Protocol):
     #: validates this provider's `provider:` section; `node_config_model` each type's node_config
     config_model: type[BaseModel]
     node_config_model: type[BaseModel]
+    # Optional: `tls_by_default = True` when nodes talk over networks the cluster does not own
+    # (a cloud's); the default head start command then adds --tls (autoscaler/config.py).
 
     def bootstrap(self) -> dict[str, Any]:
         """Create or find prerequisites (networks, keys, roles). Idempotent: a second call

@@ -309,3 +309,18 @@ def test_per_type_idle_timeout_overrides_the_global_one() -> None:
 def test_every_example_cluster_config_is_valid(name: str) -> None:
     config = load_config(REPO / "cluster-configs" / name)
     assert config.head_node_type in config.available_node_types
+
+
+@pytest.mark.parametrize("name, tls", [("aws.yaml", True), ("gcp.yaml", True),
+                                       ("local.yaml", False), ("onprem.yaml", False)])
+def test_clusters_on_clouds_start_their_head_with_tls_unless_told_otherwise(
+    name: str, tls: bool
+) -> None:
+    """Cloud nodes talk over networks the cluster does not own: the default head start command
+    turns TLS on there (its certificates then travel in the token file the launcher ships)."""
+    raw = yaml.safe_load((REPO / "cluster-configs" / name).read_text())
+    raw.pop("head_start_ray_commands", None)
+    [command] = validate_config(raw).start_commands_for(head=True)
+    assert command.endswith(" --tls") is tls
+    raw["head_start_ray_commands"] = ["rayctl start --head --autoscaling-config=x.yaml"]
+    assert validate_config(raw).start_commands_for(head=True) == raw["head_start_ray_commands"]

@@ -179,6 +179,10 @@ def start_driver(cluster: Cluster, release: Path) -> subprocess.Popen[str]:
         f"refs = [hold.remote({str(release)!r}) for _ in range({TASKS})]\n"
         "print(json.dumps(rt.get(refs, timeout=120)))\n"
     )
+    from runtime.auth import read_credentials
+
+    # a cloud's default head start command turns TLS on: the whole cluster runs under it
+    assert read_credentials(record["token_file"]).tls is not None
     env = {**os.environ, "RAYCTL_TOKEN_FILE": record["token_file"]}
     return subprocess.Popen([sys.executable, "-c", script], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -67,6 +67,8 @@ class AWSProvider:
 
     config_model: type[AWSProviderConfig] = AWSProviderConfig
     node_config_model = AWSNodeConfig
+    #: nodes talk over networks the cluster does not own: `up` starts the head with --tls
+    tls_by_default = True
 
     def __init__(
         self,

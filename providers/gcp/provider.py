@@ -58,6 +58,8 @@ class GCPProvider:
 
     config_model: type[GCPProviderConfig] = GCPProviderConfig
     node_config_model = GCPNodeConfig
+    #: nodes talk over networks the cluster does not own: `up` starts the head with --tls
+    tls_by_default = True
 
     def __init__(self, cluster_name: str, provider_config: Mapping[str, Any],
                  node_types: Mapping[str, Mapping[str, Any]], *,
