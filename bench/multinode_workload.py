@@ -39,8 +39,10 @@ def noop() -> None:
 class Workload:
     """Lines in order; a failing line is recorded in `errors` and the run goes on."""
 
-    def __init__(self, rt: ModuleType, backend: str, quick: bool, object_store: int) -> None:
+    def __init__(self, rt: ModuleType, backend: str, quick: bool, object_store: int,
+                 tls: bool = False) -> None:
         self.rt, self.backend, self.quick, self.object_store = rt, backend, quick, object_store
+        self.tls = tls  # ours: a cluster started with TLS; Ray's comes from its environment
         self.results: dict[str, float] = {}
         self.errors: dict[str, str] = {}
         self.info: dict[str, Any] = {"version": getattr(rt, "__version__", "?")}
@@ -79,7 +81,8 @@ class Workload:
         else:
             from runtime.cluster_utils import Cluster as OurCluster
 
-            self.cluster = OurCluster(head_node_args={"num_cpus": 1, "object_store_memory": store})
+            self.cluster = OurCluster(head_node_args={"num_cpus": 1, "object_store_memory": store,
+                                                      "tls": self.tls})
             a = self.cluster.add_node(num_cpus=2, object_store_memory=store)
             b = self.cluster.add_node(num_cpus=2, object_store_memory=store)
             self.node_a, self.node_b = a.node_id, b.node_id
@@ -202,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=sorted(MODULES), required=True)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--object-store-gb", type=float, default=3.0)
+    parser.add_argument("--tls", action="store_true")
     args = parser.parse_args(argv)
     rt = importlib.import_module(MODULES[args.backend])
-    Workload(rt, args.backend, args.quick, int(args.object_store_gb * 1e9)).run()
+    Workload(rt, args.backend, args.quick, int(args.object_store_gb * 1e9), args.tls).run()
     return 0
 
 
