@@ -36,6 +36,7 @@ from runtime.tls import TLS_NAME, ClusterTls
 _LEN = struct.Struct("!I")
 _SIZE = struct.Struct("!q")  # object size, or -1: not here
 RECV_CHUNK = 32 * 1024 * 1024
+TLS_SEND_CHUNK = 4 * 1024 * 1024
 
 
 class ObjectTransfer:
@@ -206,8 +207,15 @@ class ObjectTransfer:
             size = os.fstat(f.fileno()).st_size
             writer.write(_SIZE.pack(size))
             await writer.drain()
-            loop = asyncio.get_running_loop()
-            await loop.sendfile(writer.transport, f, 0, size)  # zero-copy where the OS allows
+            if self.tls is None:
+                loop = asyncio.get_running_loop()
+                await loop.sendfile(writer.transport, f, 0, size)  # zero-copy where the OS allows
+            else:
+                # sendfile(2) cannot encrypt, and asyncio's fallback goes 16 KiB at a time through
+                # a thread (0.09 GB/s here): big reads from shared memory instead
+                while chunk := f.read(TLS_SEND_CHUNK):
+                    writer.write(chunk)
+                    await writer.drain()
         self.bytes_sent += size
         return True
 
