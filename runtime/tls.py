@@ -38,20 +38,14 @@ class ClusterTls:
 
     @functools.cached_property
     def server(self) -> ssl.SSLContext:
-        return self.server_context()
-
-    @functools.cached_property
-    def client(self) -> ssl.SSLContext:
-        return self.client_context()
-
-    def server_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         with _memfile(self.cert_pem) as cert, _memfile(self.key_pem) as key:
             ctx.load_cert_chain(cert, key)
         return ctx
 
-    def client_context(self) -> ssl.SSLContext:
+    @functools.cached_property
+    def client(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_verify_locations(cadata=self.ca_pem.decode())

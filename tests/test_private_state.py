@@ -95,6 +95,19 @@ def test_redis_listens_on_loopback_while_the_head_serves_another_address(tmp_pat
         stop_session(head.session_dir, grace_s=3)
 
 
+def _this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, secret: str
+) -> tuple[str, str]:
+    """A private temp dir holding a token file with `secret`, and no token in the environment."""
+    monkeypatch.delenv("RAYCTL_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("RAYCTL_TOKEN", raising=False)
+    temp_dir = str(tmp_path / "t")
+    ensure_private_dir(temp_dir)
+    token_file = os.path.join(temp_dir, "token")
+    write_private_file(token_file, secret)
+    return temp_dir, token_file
+
+
 def test_this_machines_token_never_goes_to_another_clusters_address(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,12 +117,7 @@ def test_this_machines_token_never_goes_to_another_clusters_address(
     from runtime.cli_commands import _find_credentials
     from runtime.node import NodeHandle, write_address_file
 
-    monkeypatch.delenv("RAYCTL_TOKEN_FILE", raising=False)
-    monkeypatch.delenv("RAYCTL_TOKEN", raising=False)
-    temp_dir = str(tmp_path / "t")
-    ensure_private_dir(temp_dir)
-    token_file = os.path.join(temp_dir, "token")
-    write_private_file(token_file, "this-machines-secret")
+    temp_dir, token_file = _this_machine(tmp_path, monkeypatch, "this-machines-secret")
     write_address_file(temp_dir, NodeHandle("127.0.0.1:6001", token_file, temp_dir, "n", 0, ""))
     elsewhere = "198.51.100.9:6379"  # (TEST-NET: nothing is ever sent there)
     with pytest.raises(ConnectionError, match=f"no cluster token for {elsewhere}"):
@@ -128,12 +136,7 @@ def test_a_stale_address_file_is_named_with_both_clusters_in_one_line(
     from runtime.cluster_utils import Cluster
     from runtime.node import NodeHandle, write_address_file
 
-    monkeypatch.delenv("RAYCTL_TOKEN_FILE", raising=False)
-    monkeypatch.delenv("RAYCTL_TOKEN", raising=False)
-    temp_dir = str(tmp_path / "t")
-    ensure_private_dir(temp_dir)
-    token_file = os.path.join(temp_dir, "token")
-    write_private_file(token_file, "the-stopped-clusters-secret")
+    temp_dir, token_file = _this_machine(tmp_path, monkeypatch, "the-stopped-clusters-secret")
     other = Cluster({"num_cpus": 0})
     try:
         write_address_file(temp_dir, NodeHandle(other.head.gcs_address, token_file, temp_dir, "n",
