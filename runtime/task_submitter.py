@@ -2,8 +2,11 @@
 push tasks straight to leased workers (no gRPC on the per-task path), retry on worker death.
 
 A lease is kept while tasks of its shape are queued and returned after a short linger, so a loop
-of `get(f.remote())` reuses one worker instead of asking the raylet each time. The raylet is told
-the backlog (every queued task counts) so the autoscaler sees real demand.
+of `get(f.remote())` reuses one worker instead of asking the raylet each time. Under
+scheduling_strategy="SPREAD" a lease runs one task and goes back: each task is its own lease
+request, which the raylet places round-robin over the nodes (reusing one lease would put a batch
+of short tasks on one node). The raylet is told the backlog (every queued task counts) so the
+autoscaler sees real demand.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from runtime.object_ref import ObjectRef
 from runtime.resources import shape_key
 from runtime.streaming import Stream, on_end, on_item
 from runtime.transport import Connection, ConnectionLost
+from runtime.util.scheduling_strategies import SPREAD
 
 if TYPE_CHECKING:
     from runtime.core_worker import CoreWorker
@@ -322,7 +326,10 @@ class TaskSubmitter:
             q.pending.appendleft(state)
         else:
             self._finish(state, reply=reply)
-        if q.pending:
+        if q.strategy == SPREAD:  # the next task asks for a node of its own
+            self._return_lease(lease)
+            self._pump(q)
+        elif q.pending:
             self._pump(q)
         elif lease in q.leases:
             lease.linger = self.cw.loop.call_later(LEASE_LINGER_S, self._linger_done, lease)

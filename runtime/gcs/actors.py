@@ -28,7 +28,7 @@ class ActorManager:
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
         self._channels: dict[str, raylet_pb2_grpc.RayletStub] = {}
-        self._starting: set[str] = set()
+        self._starting: dict[str, str] = {}  # actor id -> the node it is being started on
 
     def wake(self) -> None:
         self._wake.set()
@@ -96,7 +96,7 @@ class ActorManager:
                 ):
                     node = self._pick_node(actor)
                     if node is not None:
-                        self._starting.add(actor.actor_id)
+                        self._starting[actor.actor_id] = node.node_id
                         asyncio.ensure_future(self._start_on(actor, node))
 
     def _pick_node(self, actor: common_pb2.ActorInfo) -> common_pb2.NodeInfo | None:
@@ -111,16 +111,25 @@ class ActorManager:
         candidates = [n for n in alive if fits(need, dict(n.available))]
         if not candidates:
             return None
-        if actor.spread:  # the node hosting the fewest live actors
+        if actor.spread:  # the node hosting the fewest actors, counting those starting there now
             hosted = {n.node_id: 0 for n in candidates}
             for other in self.t.actors.values():
                 if other.state == ActorInfo.ALIVE and other.node_id in hosted:
                     hosted[other.node_id] += 1
-            return min(candidates, key=lambda n: hosted[n.node_id])
+            for node_id in self._starting.values():
+                if node_id in hosted:
+                    hosted[node_id] += 1
+            return min(candidates, key=lambda n: (hosted[n.node_id], n.node_id))
         # the node with the most free CPU first
         return max(candidates, key=lambda n: n.available.get("CPU", 0.0))
 
     async def _start_on(self, actor: common_pb2.ActorInfo, node: common_pb2.NodeInfo) -> None:
+        try:  # counted as starting there until the table says where it runs
+            await self._start(actor, node)
+        finally:
+            self._starting.pop(actor.actor_id, None)
+
+    async def _start(self, actor: common_pb2.ActorInfo, node: common_pb2.NodeInfo) -> None:
         try:
             reply = await self.raylet(node).StartActor(
                 raylet_pb2.StartActorRequest(actor=actor), timeout=600
@@ -133,8 +142,6 @@ class ActorManager:
                 exc.details(),
             )
             reply = None
-        finally:
-            self._starting.discard(actor.actor_id)
         if actor.state == ActorInfo.DEAD:  # killed while starting
             return
         if reply is None or reply.no_room:

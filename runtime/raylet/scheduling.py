@@ -2,7 +2,8 @@
 the request, this node's live resources and the cluster view the GCS sends with each heartbeat.
 
 Strategies (as in Ray): DEFAULT packs onto this node while it has room, then spreads to the node
-with the most free CPU; SPREAD rotates over the nodes with room; node affinity goes to one node
+with the most free CPU; SPREAD goes round-robin over the nodes with room (in node-id order, from
+the one after the previous SPREAD pick); node affinity goes to one node
 (soft: fall back to DEFAULT when that node is gone; hard: fail). Placement groups need nothing
 here: their bundles are resources (see runtime/raylet/bundles.py)."""
 
@@ -42,16 +43,17 @@ def choose(
     local_available: Mapping[str, float],
     view: Sequence[Any],
     allow_spill: bool,
-    turn: int = 0,
+    spread_after: str = "",
 ) -> Decision:
-    """Decide for one lease request. `view` holds the other nodes' NodeInfo (state ALIVE)."""
+    """Decide for one lease request. `view` holds the other nodes' NodeInfo (state ALIVE);
+    `spread_after` is the node the previous SPREAD request went to."""
     others = [n for n in view if n.node_id != local_id and n.state == NodeInfo.ALIVE]
     if isinstance(strategy, dict) and strategy.get("node_id"):
-        return _affinity(shape, strategy, local_id, local_total, local_available, others, allow_spill, turn)
+        return _affinity(shape, strategy, local_id, local_total, local_available, others, allow_spill)
     if not allow_spill:
         return LOCAL
     if strategy == SPREAD:
-        return _spread(shape, local_id, local_total, local_available, others, turn)
+        return _spread(shape, local_id, local_total, local_available, others, spread_after)
     return _default(shape, local_total, local_available, others)
 
 
@@ -71,20 +73,24 @@ def _default(shape: Mapping[str, float], local_total: Mapping[str, float],
 
 
 def _spread(shape: Mapping[str, float], local_id: str, local_total: Mapping[str, float],
-            local_available: Mapping[str, float], others: Sequence[Any], turn: int) -> Decision:
-    candidates: list[tuple[str, Any]] = [(n.node_id, n) for n in others if fits(shape, n.available)]
-    if fits(shape, local_available):
-        candidates.append((local_id, None))
-    if not candidates:
-        return _default(shape, local_total, local_available, others)
-    candidates.sort(key=lambda c: c[0])
-    node_id, node = candidates[turn % len(candidates)]
-    return LOCAL if node is None else Decision(DecisionKind.SPILL, node)
+            local_available: Mapping[str, float], others: Sequence[Any], after: str) -> Decision:
+    """Round-robin (as Ray's spread policy): over the nodes with room, else over the nodes it
+    fits at all (it waits there), else here (infeasible demand)."""
+    for local_fits, fits_node in ((fits(shape, local_available), lambda n: fits(shape, n.available)),
+                                  (fits(shape, local_total), lambda n: fits(shape, n.total))):
+        ring: list[tuple[str, Any]] = [(n.node_id, n) for n in others if fits_node(n)]
+        if local_fits:
+            ring.append((local_id, None))
+        if ring:
+            ring.sort(key=lambda c: c[0])
+            node = next((n for node_id, n in ring if node_id > after), ring[0][1])
+            return LOCAL if node is None else Decision(DecisionKind.SPILL, node)
+    return LOCAL
 
 
 def _affinity(shape: Mapping[str, float], strategy: dict[str, Any], local_id: str,
               local_total: Mapping[str, float], local_available: Mapping[str, float],
-              others: Sequence[Any], allow_spill: bool, turn: int) -> Decision:
+              others: Sequence[Any], allow_spill: bool) -> Decision:
     target = strategy["node_id"]
     if target == local_id:
         return LOCAL

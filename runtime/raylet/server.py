@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from runtime.raylet.transfer import ObjectTransfer
 from runtime.raylet.worker_pool import Worker, WorkerPool
 from runtime.resources import add, fits, shape_key, subtract
 from runtime.transport import Connection
+from runtime.util.scheduling_strategies import SPREAD
 
 log = logging.getLogger("rayctl.raylet")
 
@@ -91,7 +91,7 @@ class Raylet:
         self._beat_now = asyncio.Event()
         self.envs = EnvSetup(args.session_dir, self._gcs_call)
         self.reports = GcsReports(self._gcs_call, self.stopping)  # retried until acknowledged
-        self._turns = itertools.count()
+        self._spread_after = ""  # the node the last SPREAD lease request went to
 
     @property
     def draining(self) -> bool:
@@ -147,7 +147,9 @@ class Raylet:
         if self.draining:
             req.allow_spill = True
         decision = scheduling.choose(shape, req.strategy, self.node_id, self.total, self.available,
-                                     self.cluster_view, req.allow_spill, next(self._turns))
+                                     self.cluster_view, req.allow_spill, self._spread_after)
+        if req.strategy == SPREAD and decision.kind is not scheduling.DecisionKind.ERROR:
+            self._spread_after = decision.node.node_id if decision.node is not None else self.node_id
         if decision.kind is scheduling.DecisionKind.ERROR:
             raise ValueError(decision.error)
         if decision.kind is scheduling.DecisionKind.SPILL:
@@ -165,8 +167,11 @@ class Raylet:
         return fut
 
     def _spill(self, req: LeaseRequest, node: common_pb2.NodeInfo) -> dict[str, Any]:
-        """Point the submitter to `node`; count the shape as taken there until the next view."""
-        subtract(node.available, req.shape)  # type: ignore[arg-type]
+        """Point the submitter to `node`; count the shape as taken there until the next view
+        (not for SPREAD, which goes round-robin by the GCS's view: short tasks are back before
+        the view says so, and counting them would pile the next ones here)."""
+        if req.strategy != SPREAD:
+            subtract(node.available, req.shape)  # type: ignore[arg-type]
         return {"spillback": {"node_id": node.node_id, "address": f"{node.address}:{node.local_port}"}}
 
     def reject_queued(self, reason: str) -> None:
