@@ -100,8 +100,10 @@ def fill(client: redis.Redis, nodes: int, seed: int) -> dict[str, int]:
 
 
 @contextmanager
-def redis_and_gcs(work: str) -> Iterator[tuple[redis.Redis, Callable[[], str], str]]:
-    """A password-protected Redis; the yielded callable starts the GCS on it (after filling)."""
+def redis_and_gcs(work: str, death_timeout_s: float = 3600.0
+                  ) -> Iterator[tuple[redis.Redis, Callable[[], str], str]]:
+    """A password-protected Redis; the yielded callable starts the GCS on it (after filling).
+    The default death timeout keeps nodes that never report (this benchmark's) alive."""
     token_file = os.path.join(work, "token")
     token = create_token_file(token_file)
     port = free_port(HOST)
@@ -118,8 +120,7 @@ def redis_and_gcs(work: str) -> Iterator[tuple[redis.Redis, Callable[[], str], s
             [sys.executable, "-m", "runtime.gcs.server", "--host", HOST, "--port", str(gcs_port),
              "--redis-port", str(port), "--token-file", token_file, "--cluster-id", CLUSTER,
              "--session-dir", work, "--ready-file", ready, "--parent-pid", str(os.getpid()),
-             # fake nodes send no heartbeats: keep them ALIVE for the whole run
-             "--death-timeout-s", "3600"],
+             "--death-timeout-s", str(death_timeout_s)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(REPO)}))
         wait_for_file(ready, 60)

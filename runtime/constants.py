@@ -6,13 +6,16 @@ import os
 import sys
 
 RAYCTL_VERSION = "0.1.0"
-PROTOCOL_VERSION = 2  # 2: states and kinds as proto enums; the drain protocol
+PROTOCOL_VERSION = 3  # 2: states and kinds as proto enums; the drain protocol; 3: node sync streams
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 # Values up to this size travel inline with task replies; larger ones go to the node's store.
 INLINE_OBJECT_MAX_BYTES = int(os.environ.get("RAYCTL_INLINE_OBJECT_MAX_BYTES", 100 * 1024))
-# How often a raylet reports resources and load to the GCS (seconds).
-HEARTBEAT_INTERVAL_S = float(os.environ.get("RAYCTL_HEARTBEAT_INTERVAL_S", 0.25))
+# A raylet reports to the GCS when its resources, load, idle time or drain change: a load change
+# at once (after a 10 ms batch), the others at the next check, this often (Ray: 100 ms); a node
+# with nothing to report pings after NODE_PING_S of silence (seconds).
+NODE_REPORT_CHECK_S = 0.1
+NODE_PING_S = 1.0
 # A node silent for this long is declared dead by the GCS.
 NODE_DEATH_TIMEOUT_S = float(os.environ.get("RAYCTL_NODE_DEATH_TIMEOUT_S", 5.0))
 # How long a driver or worker keeps retrying a GCS that does not answer (it is being restarted

@@ -12,6 +12,9 @@ client dials gets no token and can hand the client nothing (errors pass, as code
 Without TLS a party on the network path can still read and alter calls in flight; this keeps the
 token off the wire and impostors out, TLS keeps the path private.
 
+Streams (asyncio only; the node sync stream) carry the same header when they open; the server's
+proof comes in the initial metadata, checked before the client reads a message.
+
 Channels: `open_channel` (blocking) and `open_aio_channel` (asyncio) are the only ways the
 project dials a gRPC server; servers install `ProofServerInterceptor`.
 """
@@ -146,17 +149,47 @@ class _AioMethod:
         return response
 
 
+class _AioStreamMethod:
+    """A bidirectional stream (asyncio only): `call = await method.open()`, then `call.write` /
+    `call.read`. The server's proof comes in the initial metadata and is checked before the
+    caller reads anything."""
+
+    def __init__(self, inner: Any, method: str, token: str, clock: Callable[[], float]) -> None:
+        self._inner, self._method, self._token, self._clock = inner, method, token, clock
+
+    async def open(self, timeout: float | None = None) -> Any:
+        nonce, millis, value = _sign(self._token, self._method, self._clock)
+        call = self._inner(timeout=timeout, metadata=((AUTH_KEY, value),))
+        initial = await call.initial_metadata()
+        if _proven(self._token, initial, nonce, millis, self._method):
+            return call
+        empty = grpc.aio.Metadata()
+        if call.done():  # refused (UNAUTHENTICATED, ...) or failed before it opened: say why
+            code = await call.code()
+            if code != grpc.StatusCode.OK:
+                raise grpc.aio.AioRpcError(code, empty, empty, details=await call.details())
+        call.cancel()
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAUTHENTICATED, empty, empty,
+                                   details=NotProven(self._method).details())
+
+
 class _ProvenChannel:
-    """A channel whose unary methods (all rayctl has) prove and require the token. Plain
-    wrappers, not grpc's interceptors: those cost ~100 us a call here."""
+    """A channel whose methods prove and require the token. Plain wrappers, not grpc's
+    interceptors: those cost ~100 us a call here."""
 
     def __init__(self, inner: Any, token: str, clock: Callable[[], float], aio: bool) -> None:
-        self._inner, self._token, self._clock = inner, token, clock
+        self._inner, self._token, self._clock, self._aio = inner, token, clock, aio
         self._method_class = _AioMethod if aio else _Method
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         inner = self._inner.unary_unary(method, *args, **kwargs)
         return self._method_class(inner, method, self._token, self._clock)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if not self._aio:
+            raise TypeError("rayctl opens streams on asyncio channels only")
+        inner = self._inner.stream_stream(method, *args, **kwargs)
+        return _AioStreamMethod(inner, method, self._token, self._clock)
 
     def __getattr__(self, name: str) -> Any:  # close, subscribe, channel_ready, ...
         return getattr(self._inner, name)
@@ -246,18 +279,19 @@ class ProofServerInterceptor(grpc.aio.ServerInterceptor):
         # said to callers with a wrong proof, so one holding a stale address can be told so
         self._wrong_token = f"{WRONG_TOKEN} (this is cluster {cluster_id})" if cluster_id else WRONG_TOKEN
         self._seen = _SeenNonces()
-        self._deny: dict[str, Any] = {}
+        self._deny: dict[tuple[str, bool], Any] = {}
 
-    def _denial(self, reason: str) -> Any:
-        handler = self._deny.get(reason)
+    def _denial(self, reason: str, stream: bool) -> Any:
+        handler = self._deny.get((reason, stream))
         if handler is None:
 
             async def deny(_request: Any, context: grpc.aio.ServicerContext) -> Any:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
 
-            handler = grpc.unary_unary_rpc_method_handler(deny)
+            handler = (grpc.stream_stream_rpc_method_handler(deny) if stream
+                       else grpc.unary_unary_rpc_method_handler(deny))
             if len(self._deny) < 64:  # the fixed reasons; a skew message varies
-                self._deny[reason] = handler
+                self._deny[(reason, stream)] = handler
         return handler
 
     def _check(self, method: str, metadata: Any) -> tuple[str, str] | str:
@@ -290,12 +324,23 @@ class ProofServerInterceptor(grpc.aio.ServerInterceptor):
         verdict = self._check(method, handler_call_details.invocation_metadata)
         if isinstance(verdict, str):
             log.warning("refused a call to %s: %s", method, verdict)
-            return self._denial(verdict)
+            handler = await continuation(handler_call_details)
+            return self._denial(verdict, handler is not None and handler.stream_stream is not None)
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
+            return handler
+        answer = ((PROOF_KEY, _server_proof(self._token, *verdict, method)),)
+        if handler.stream_stream is not None:  # the proof opens the stream, before any message
+            streaming = handler.stream_stream
+
+            async def proven_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                await context.send_initial_metadata(answer)
+                return await streaming(requests, context)
+
+            return handler._replace(stream_stream=proven_stream)
+        if handler.unary_unary is None:
             return handler
         behavior = handler.unary_unary
-        answer = ((PROOF_KEY, _server_proof(self._token, *verdict, method)),)
 
         async def proven(request: Any, context: grpc.aio.ServicerContext) -> Any:
             context.set_trailing_metadata(answer)

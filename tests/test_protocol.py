@@ -39,9 +39,10 @@ def test_generated_stubs_are_current(tmp_path) -> None:
         )
 
 
-def test_a_node_or_driver_of_protocol_1_is_refused_naming_both_versions(cluster) -> None:
-    """Protocol 2 made states proto enums: a protocol-1 raylet or driver would misread every
-    state, so the GCS refuses it at its first call."""
+def test_a_node_or_driver_of_an_older_protocol_is_refused_naming_both_versions(cluster) -> None:
+    """Protocol 2 made states proto enums, protocol 3 replaced the heartbeat with the node sync
+    stream: an older raylet or driver would misread states or never report, so the GCS refuses
+    it at its first call."""
     import grpc
     import pytest
 
@@ -49,9 +50,9 @@ def test_a_node_or_driver_of_protocol_1_is_refused_naming_both_versions(cluster)
     from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
     from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 
-    assert PROTOCOL_VERSION == 2
+    assert PROTOCOL_VERSION == 3
     cw = _core()
-    old = common_pb2.Versions(python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=1)
+    old = common_pb2.Versions(python=PYTHON_VERSION, rayctl=RAYCTL_VERSION, protocol=2)
     node = common_pb2.NodeInfo(node_id="old-node", address="127.0.0.1", versions=old)
     from runtime.grpc_auth import open_channel
 
@@ -64,5 +65,5 @@ def test_a_node_or_driver_of_protocol_1_is_refused_naming_both_versions(cluster)
             with pytest.raises(grpc.RpcError) as refused:
                 getattr(gcs, method)(request, timeout=10)
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION, method
-            assert "it runs protocol 1, this process runs protocol 2" in refused.value.details()
+            assert "it runs protocol 2, this process runs protocol 3" in refused.value.details()
     assert "old-node" not in {n["NodeID"] for n in cluster.nodes()}

@@ -143,11 +143,11 @@ class PlacementGroupManager:
         for node_id, node_bundles in by_node.items():
             if not one_node:
                 await self._call(alive[node_id], "commit_bundles", pg.pg_id, node_bundles)
-            _view_commit(alive[node_id], pg.pg_id, node_bundles)
+            _view_commit(self.t, alive[node_id], pg.pg_id, node_bundles)
         if pg.state != PlacementGroupInfo.PENDING:  # removed meanwhile
             for node_id, node_bundles in by_node.items():
                 await self._call(alive[node_id], "cancel_bundles", pg.pg_id, node_bundles)
-                _view_release(alive[node_id], pg.pg_id, node_bundles)
+                _view_release(self.t, alive[node_id], pg.pg_id, node_bundles)
             return
         try:
             async with self._changing(pg) as draft:
@@ -157,7 +157,7 @@ class PlacementGroupManager:
         except Exception:  # not recorded (Redis down): the nodes must not keep what no row names
             for node_id, node_bundles in by_node.items():
                 await self._call(alive[node_id], "cancel_bundles", pg.pg_id, node_bundles)
-                _view_release(alive[node_id], pg.pg_id, node_bundles)
+                _view_release(self.t, alive[node_id], pg.pg_id, node_bundles)
             raise
         if announce:  # a group that had to wait; the event log needs no wait
             asyncio.ensure_future(self.t.event(
@@ -198,7 +198,7 @@ class PlacementGroupManager:
             node = self.t.nodes.get(node_id)
             if node is not None and node.state != NodeInfo.DEAD:  # draining ones too
                 await self._call(node, "cancel_bundles", pg.pg_id, [])
-                _view_release(node, pg.pg_id,
+                _view_release(self.t, node, pg.pg_id,
                               [b for b, n in zip(pg.bundles, pg.bundle_node_ids, strict=True) if n == node_id])
         if self.pending:  # what was given back may be what a waiting group needs
             self.wake()
@@ -258,11 +258,12 @@ class PlacementGroupManager:
 
 
 # The GCS's view of a node follows its bundles at once (as the raylet's own books do), so that
-# heartbeat replies tell every raylet where a new group's resources are without waiting for the
-# holder's next heartbeat, which then brings the raylet's exact figures.
+# the next view update tells every raylet where a new group's resources are without waiting for
+# the holder's next report, which then brings the raylet's exact figures.
 
 
-def _view_commit(node: common_pb2.NodeInfo, pg_id: str, bundles: list[common_pb2.Bundle]) -> None:
+def _view_commit(t: Tables, node: common_pb2.NodeInfo, pg_id: str, bundles: list[common_pb2.Bundle]) -> None:
+    t.on_node_changed(node.node_id)
     for b in bundles:
         for name, amount in b.resources.items():
             node.available[name] = node.available.get(name, 0.0) - amount
@@ -271,7 +272,8 @@ def _view_commit(node: common_pb2.NodeInfo, pg_id: str, bundles: list[common_pb2
             node.available[name] = node.available.get(name, 0.0) + amount
 
 
-def _view_release(node: common_pb2.NodeInfo, pg_id: str, bundles: list[common_pb2.Bundle]) -> None:
+def _view_release(t: Tables, node: common_pb2.NodeInfo, pg_id: str, bundles: list[common_pb2.Bundle]) -> None:
+    t.on_node_changed(node.node_id)
     drop_group_resources(pg_id, node.total, node.available)
     for b in bundles:
         for name, amount in b.resources.items():

@@ -20,6 +20,7 @@ from runtime.constants import NODE_DEATH_TIMEOUT_S
 from runtime.gcs import drain as gcs_drain
 from runtime.gcs import schema
 from runtime.gcs.actors import ActorManager
+from runtime.gcs.node_sync import NodeSync
 from runtime.gcs.placement_groups import PlacementGroupManager
 from runtime.gcs.raylet_links import RayletLinks
 from runtime.gcs.schema import KvKey, KvNamespace
@@ -53,8 +54,17 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.death_timeout_s = death_timeout_s
         self.actors = ActorManager(tables, credentials)
         self.pgs = PlacementGroupManager(tables, RayletLinks(credentials))
-        self._last_seen: dict[str, float] = {}
+        self.sync = NodeSync(tables, self._on_load)
         self._demand_dirty = asyncio.Event()
+
+    def _on_load(self, written: bool) -> None:
+        """A node's queued demand changed: placement may proceed now; the autoscaler is told once
+        the new load is in Redis."""
+        if written:
+            self._demand_dirty.set()
+        else:
+            self.actors.wake()
+            self.pgs.wake()
 
     # -- nodes -------------------------------------------------------------------------------
     async def RegisterNode(self, request: Any, context: Any) -> Any:
@@ -66,7 +76,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         node.state = NodeInfo.DRAINING if node.HasField("drain") else NodeInfo.ALIVE
         node.last_heartbeat = time.time()
         await self.t.put_node(node)
-        self._last_seen[node.node_id] = time.monotonic()
+        self.sync.last_seen[node.node_id] = time.monotonic()
         await self.t.publish_node(node)
         await self.t.event(
             "node_added", f"node {node.node_id} at {node.address} joined with {dict(node.total)}"
@@ -75,37 +85,6 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.actors.wake()
         self.pgs.wake()
         return gcs_pb2.RegisterNodeReply(cluster_id=self.cluster_id, session_dir=self.session_dir)
-
-    async def Heartbeat(self, request: Any, context: Any) -> Any:
-        node = self.t.nodes.get(request.node_id)
-        if node is None or node.state == NodeInfo.DEAD:
-            return gcs_pb2.HeartbeatReply(unknown_node=True)
-        self._last_seen[request.node_id] = time.monotonic()
-        changed = dict(request.available) != dict(node.available) or request.idle_since != node.idle_since
-        node.available.clear()
-        node.available.update(request.available)
-        if request.total and dict(request.total) != dict(node.total):
-            node.total.clear()
-            node.total.update(request.total)
-            changed = True
-        node.idle_since = request.idle_since
-        node.last_heartbeat = time.time()
-        draining = request.HasField("drain")
-        starts_draining = draining and node.state != NodeInfo.DRAINING
-        if draining and gcs_drain.take_progress(node, request.drain):
-            changed = True
-        load = schema.encode_load(request.load) if request.load_changed else None
-        if changed:  # the autoscaler reads resources, idle time and drains from Redis
-            await self.t.put_node_and_load(node, load)
-        elif load is not None:
-            await self.t.put_load(request.node_id, load)
-        if starts_draining:  # (normally DrainNode's reply got there first)
-            await gcs_drain.announce(self.t, node)
-        if load is not None:
-            self._demand_dirty.set()
-            self.actors.wake()
-            self.pgs.wake()
-        return gcs_pb2.HeartbeatReply(nodes=[n for n in self.t.nodes.values() if n.state != NodeInfo.DEAD])
 
     async def GetNodes(self, request: Any, context: Any) -> Any:
         return gcs_pb2.GetNodesReply(nodes=list(self.t.nodes.values()))
@@ -122,6 +101,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
             dead.state = NodeInfo.DEAD
             dead.death_reason = reason
             dead.available.clear()
+        self.sync.forget(node_id)
         await self.t.drop_load(node_id)
         await self.t.event("node_dead", f"node {node_id}: {reason}")
         await self.t.publish_node(node)
@@ -131,7 +111,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         await self.pgs.on_node_dead(node_id)
 
     async def health_loop(self) -> None:
-        """Declare nodes dead after `death_timeout_s` without a heartbeat."""
+        """Declare nodes dead after `death_timeout_s` without a report or ping."""
         start = time.monotonic()
         while True:
             await asyncio.sleep(min(0.5, self.death_timeout_s / 4))
@@ -140,9 +120,9 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
                 if node.state == NodeInfo.DEAD:
                     continue
                 # after a GCS restart, every node gets a full timeout to re-appear
-                seen = self._last_seen.get(node_id, start)
+                seen = self.sync.last_seen.get(node_id, start)
                 if now - seen > self.death_timeout_s:
-                    await self._mark_dead(node_id, f"no heartbeat for {now - seen:.1f}s")
+                    await self._mark_dead(node_id, f"no heartbeat (report or ping) for {now - seen:.1f}s")
 
     async def demand_loop(self) -> None:
         """Publish a debounced demand-change notice (at most every 20 ms)."""
@@ -287,6 +267,7 @@ async def serve(args: argparse.Namespace) -> None:
         interceptors=[ProofServerInterceptor(token, cluster_id=args.cluster_id), StoreErrorInterceptor()], options=GRPC_SERVER_OPTIONS
     )
     gcs_pb2_grpc.add_GcsServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((servicer.sync.handler(),))
     port = add_port(server, f"{args.host}:{args.port}", credentials.tls)
     await server.start()
     if args.ready_file:
@@ -295,6 +276,7 @@ async def serve(args: argparse.Namespace) -> None:
         os.rename(args.ready_file + ".tmp", args.ready_file)
     log.info("GCS listening on %s:%d (cluster %s)", args.host, port, args.cluster_id)
     loops = {"health": servicer.health_loop, "demand": servicer.demand_loop,
+             "view": servicer.sync.view_loop, "node writes": servicer.sync.write_loop,
              "actor placement": servicer.actors.scheduler_loop,
              "placement group": servicer.pgs.scheduler_loop}
     background = [asyncio.ensure_future(keep_running(name, loop)) for name, loop in loops.items()]

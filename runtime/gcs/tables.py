@@ -9,7 +9,7 @@ take its value. A write that fails (Redis down) leaves memory as Redis has it.""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -38,6 +38,9 @@ class Tables:
         self.named: dict[str, str] = {}
         self.jobs: dict[str, JobRecord] = {}
         self.pgs: dict[str, common_pb2.PlacementGroupInfo] = {}
+        # told of every change to a node's row (written here, or its resources moved by a placement
+        # group in memory): the view sent to raylets
+        self.on_node_changed: Callable[[str], None] = lambda _node_id: None
 
     async def check_schema(self) -> None:
         """Stamp a fresh cluster with the schema version; refuse state of another version."""
@@ -94,6 +97,7 @@ class Tables:
     async def put_node(self, info: common_pb2.NodeInfo) -> None:
         await self.r.hset(self.keys.nodes, info.node_id, schema.encode_record(info))
         self.nodes[info.node_id] = info
+        self.on_node_changed(info.node_id)
 
     async def put_actor(self, actor: common_pb2.ActorInfo) -> None:
         actor.version += 1
@@ -124,18 +128,17 @@ class Tables:
         await self.r.hset(self.keys.jobs, job_id, schema.encode_job(job))
         self.jobs[job_id] = job
 
-    async def put_load(self, node_id: str, load: str) -> None:
-        """`load`: schema.encode_load of the node's queued shapes."""
-        await self.r.hset(self.keys.load, node_id, load)
-
-    async def put_node_and_load(self, info: common_pb2.NodeInfo, load: str | None) -> None:
-        """A heartbeat's writes in one round trip: the node's row and, if given, its load."""
+    async def put_nodes_and_loads(self, nodes: list[common_pb2.NodeInfo], loads: dict[str, str]) -> None:
+        """Reports' writes in one round trip: the rows of `nodes` (already in memory) and the
+        loads (node id -> schema.encode_load)."""
+        if not nodes and not loads:
+            return
         pipe = self.r.pipeline(transaction=False)
-        pipe.hset(self.keys.nodes, info.node_id, schema.encode_record(info))
-        if load is not None:
-            pipe.hset(self.keys.load, info.node_id, load)
+        if nodes:
+            pipe.hset(self.keys.nodes, mapping={n.node_id: schema.encode_record(n) for n in nodes})
+        if loads:
+            pipe.hset(self.keys.load, mapping=loads)  # type: ignore[arg-type]
         await pipe.execute()
-        self.nodes[info.node_id] = info
 
     async def drop_load(self, node_id: str) -> None:
         await self.r.hdel(self.keys.load, node_id)

@@ -25,8 +25,8 @@ class RegisterNodeReply(_message.Message):
     session_dir: str
     def __init__(self, cluster_id: _Optional[str] = ..., session_dir: _Optional[str] = ...) -> None: ...
 
-class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "available", "load", "idle_since", "load_changed", "total", "drain")
+class NodeReport(_message.Message):
+    __slots__ = ("node_id", "seq", "ping", "available", "total", "idle_since", "load_changed", "load", "drain")
     class AvailableEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,28 +42,38 @@ class HeartbeatRequest(_message.Message):
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
-    LOAD_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     IDLE_SINCE_FIELD_NUMBER: _ClassVar[int]
     LOAD_CHANGED_FIELD_NUMBER: _ClassVar[int]
-    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     node_id: str
+    seq: int
+    ping: bool
     available: _containers.ScalarMap[str, float]
-    load: _containers.RepeatedCompositeFieldContainer[_common_pb2.ShapeCount]
+    total: _containers.ScalarMap[str, float]
     idle_since: float
     load_changed: bool
-    total: _containers.ScalarMap[str, float]
+    load: _containers.RepeatedCompositeFieldContainer[_common_pb2.ShapeCount]
     drain: _common_pb2.NodeDrain
-    def __init__(self, node_id: _Optional[str] = ..., available: _Optional[_Mapping[str, float]] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., idle_since: _Optional[float] = ..., load_changed: _Optional[bool] = ..., total: _Optional[_Mapping[str, float]] = ..., drain: _Optional[_Union[_common_pb2.NodeDrain, _Mapping]] = ...) -> None: ...
+    def __init__(self, node_id: _Optional[str] = ..., seq: _Optional[int] = ..., ping: _Optional[bool] = ..., available: _Optional[_Mapping[str, float]] = ..., total: _Optional[_Mapping[str, float]] = ..., idle_since: _Optional[float] = ..., load_changed: _Optional[bool] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., drain: _Optional[_Union[_common_pb2.NodeDrain, _Mapping]] = ...) -> None: ...
 
-class HeartbeatReply(_message.Message):
-    __slots__ = ("unknown_node", "nodes")
+class ViewUpdate(_message.Message):
+    __slots__ = ("unknown_node", "ack", "version", "full", "nodes")
     UNKNOWN_NODE_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     unknown_node: bool
+    ack: int
+    version: int
+    full: bool
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeInfo]
-    def __init__(self, unknown_node: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ...) -> None: ...
+    def __init__(self, unknown_node: _Optional[bool] = ..., ack: _Optional[int] = ..., version: _Optional[int] = ..., full: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class GetNodesReply(_message.Message):
     __slots__ = ("nodes",)

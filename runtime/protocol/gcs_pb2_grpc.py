@@ -64,11 +64,6 @@ class GcsStub:
                 request_serializer=runtime_dot_protocol_dot_gcs__pb2.RegisterNodeRequest.SerializeToString,
                 response_deserializer=runtime_dot_protocol_dot_gcs__pb2.RegisterNodeReply.FromString,
                 _registered_method=True)
-        self.Heartbeat = channel.unary_unary(
-                '/rayctl.Gcs/Heartbeat',
-                request_serializer=runtime_dot_protocol_dot_gcs__pb2.HeartbeatRequest.SerializeToString,
-                response_deserializer=runtime_dot_protocol_dot_gcs__pb2.HeartbeatReply.FromString,
-                _registered_method=True)
         self.GetNodes = channel.unary_unary(
                 '/rayctl.Gcs/GetNodes',
                 request_serializer=runtime_dot_protocol_dot_gcs__pb2.Empty.SerializeToString,
@@ -170,12 +165,6 @@ class GcsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterNode(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Heartbeat(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -291,11 +280,6 @@ def add_GcsServicer_to_server(servicer, server):
                     servicer.RegisterNode,
                     request_deserializer=runtime_dot_protocol_dot_gcs__pb2.RegisterNodeRequest.FromString,
                     response_serializer=runtime_dot_protocol_dot_gcs__pb2.RegisterNodeReply.SerializeToString,
-            ),
-            'Heartbeat': grpc.unary_unary_rpc_method_handler(
-                    servicer.Heartbeat,
-                    request_deserializer=runtime_dot_protocol_dot_gcs__pb2.HeartbeatRequest.FromString,
-                    response_serializer=runtime_dot_protocol_dot_gcs__pb2.HeartbeatReply.SerializeToString,
             ),
             'GetNodes': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNodes,
@@ -525,33 +509,6 @@ class Gcs:
             '/rayctl.Gcs/RegisterNode',
             runtime_dot_protocol_dot_gcs__pb2.RegisterNodeRequest.SerializeToString,
             runtime_dot_protocol_dot_gcs__pb2.RegisterNodeReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def Heartbeat(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/rayctl.Gcs/Heartbeat',
-            runtime_dot_protocol_dot_gcs__pb2.HeartbeatRequest.SerializeToString,
-            runtime_dot_protocol_dot_gcs__pb2.HeartbeatReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -903,6 +860,84 @@ class Gcs:
             '/rayctl.Gcs/CheckFeasible',
             runtime_dot_protocol_dot_gcs__pb2.FeasibleRequest.SerializeToString,
             runtime_dot_protocol_dot_gcs__pb2.FeasibleReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class NodeSyncStub:
+    """One long-lived stream per node. Served with pre-serialized updates (one serialization of a
+    view change for every node), so the GCS registers its handler itself (runtime/gcs/node_sync.py).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Sync = channel.stream_stream(
+                '/rayctl.NodeSync/Sync',
+                request_serializer=runtime_dot_protocol_dot_gcs__pb2.NodeReport.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_gcs__pb2.ViewUpdate.FromString,
+                _registered_method=True)
+
+
+class NodeSyncServicer:
+    """One long-lived stream per node. Served with pre-serialized updates (one serialization of a
+    view change for every node), so the GCS registers its handler itself (runtime/gcs/node_sync.py).
+    """
+
+    def Sync(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_NodeSyncServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Sync': grpc.stream_stream_rpc_method_handler(
+                    servicer.Sync,
+                    request_deserializer=runtime_dot_protocol_dot_gcs__pb2.NodeReport.FromString,
+                    response_serializer=runtime_dot_protocol_dot_gcs__pb2.ViewUpdate.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'rayctl.NodeSync', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('rayctl.NodeSync', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class NodeSync:
+    """One long-lived stream per node. Served with pre-serialized updates (one serialization of a
+    view change for every node), so the GCS registers its handler itself (runtime/gcs/node_sync.py).
+    """
+
+    @staticmethod
+    def Sync(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rayctl.NodeSync/Sync',
+            runtime_dot_protocol_dot_gcs__pb2.NodeReport.SerializeToString,
+            runtime_dot_protocol_dot_gcs__pb2.ViewUpdate.FromString,
             options,
             channel_credentials,
             insecure,

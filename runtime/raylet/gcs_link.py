@@ -1,6 +1,6 @@
-"""What a raylet tells the GCS: its registration, and the heartbeat that carries its resources,
-idle time, load (the autoscaler's demand) and drain progress, and brings back the cluster view it
-spills by."""
+"""What a raylet tells the GCS: its registration, and over its sync stream the reports of its
+resources, idle time, load (the autoscaler's demand) and drain progress; the stream brings back
+the cluster view it spills by."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from runtime.constants import HEARTBEAT_INTERVAL_S, PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
+from runtime.constants import (
+    NODE_PING_S,
+    NODE_REPORT_CHECK_S,
+    PROTOCOL_VERSION,
+    PYTHON_VERSION,
+    RAYCTL_VERSION,
+)
 from runtime.protocol import common_pb2, gcs_pb2
 from runtime.raylet import drain
 
@@ -20,6 +26,10 @@ if TYPE_CHECKING:
     from runtime.raylet.server import Raylet
 
 log = logging.getLogger("rayctl.raylet")
+
+# A stream on which nothing came back for this long (acknowledgements come at least every
+# NODE_PING_S) is dropped and opened again.
+STREAM_SILENT_S = 3 * NODE_PING_S
 
 
 def node_info(r: Raylet) -> common_pb2.NodeInfo:
@@ -66,47 +76,98 @@ async def register(r: Raylet) -> None:
                 ) from None
             await asyncio.sleep(0.02)
 
-async def heartbeat_loop(r: Raylet) -> bool:
-    """Report resources, idle time and (when it changed) the load; take the cluster view back.
-    A load change is reported at once (after a 10 ms batch), else every HEARTBEAT_INTERVAL_S.
-    Returns True when it stopped the node because the GCS stayed unreachable for
-    `--gcs-lost-timeout-s` (a gap shorter than that, a GCS or Redis restart, changes nothing)."""
-    assert r.gcs is not None
-    last_ok = time.monotonic()
+async def sync_loop(r: Raylet) -> bool:
+    """Keep this node's sync stream to the GCS open (runtime/gcs/node_sync.py): reports go out,
+    acknowledgements and the cluster view come back. Returns True when it stopped the node
+    because the GCS stayed unreachable for `--gcs-lost-timeout-s` (a shorter gap, a GCS or Redis
+    restart, only reopens the stream)."""
+    assert r.gcs_sync is not None
+    heard = [time.monotonic()]  # when the GCS last answered
+    retry_s = 0.05
     while not r.stopping.is_set():
-        changed = r.load_changed
-        r.load_changed = False
-        req = gcs_pb2.HeartbeatRequest(
-            total=r.total,
-            node_id=r.node_id,
-            available=r.available,
-            load=r.load() if changed else [],
-            idle_since=r.idle_since,
-            load_changed=changed,
-            drain=drain.progress(r),
-        )
         try:
-            reply = await r.gcs.Heartbeat(req, timeout=2)
-            last_ok = time.monotonic()
-            if reply.unknown_node:
+            call = await asyncio.wait_for(r.gcs_sync.Sync.open(), STREAM_SILENT_S)
+        except (grpc.aio.AioRpcError, TimeoutError):
+            call = None
+        if call is not None:
+            try:
+                await _session(r, call, heard)
+                retry_s = 0.05
+            except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError):
+                pass
+            finally:
+                call.cancel()
+        if r.stopping.is_set():
+            break
+        if time.monotonic() - heard[0] > r.args.gcs_lost_timeout_s:
+            log.error("GCS unreachable for %.0fs: stopping this node", r.args.gcs_lost_timeout_s)
+            r.stopping.set()
+            return True
+        try:
+            await asyncio.wait_for(r.stopping.wait(), retry_s)
+        except TimeoutError:
+            pass
+        retry_s = min(retry_s * 2, 1.0)
+    return False
+
+
+async def _session(r: Raylet, call: Any, heard: list[float]) -> None:
+    """One stream, until it ends: view updates applied, reports sent by `_report`."""
+    sender = asyncio.ensure_future(_report(r, call))
+    try:
+        while not r.stopping.is_set():
+            update = await asyncio.wait_for(call.read(), STREAM_SILENT_S)
+            if update is grpc.aio.EOF:
+                return
+            heard[0] = time.monotonic()
+            if update.unknown_node:
                 await register(r)
-                r.mark_load_changed()
-            else:
-                r.cluster_view = list(reply.nodes)
+                return  # a new stream; its first report carries the load again
+            if not update.ack:
+                r.view.apply(update)
                 r.dispatch()
-        except grpc.aio.AioRpcError:
-            r.load_changed = r.load_changed or changed
-            if time.monotonic() - last_ok > r.args.gcs_lost_timeout_s:
-                log.error(
-                    "GCS unreachable for %.0fs: stopping this node",
-                    r.args.gcs_lost_timeout_s,
-                )
-                r.stopping.set()
-                return True
+            if sender.done():
+                sender.result()  # the write failed: raise why
+                return
+    finally:
+        sender.cancel()
+
+
+async def _report(r: Raylet, call: Any) -> None:
+    """A report when anything the GCS keeps changed (a load change at once, after a 10 ms
+    batch; the rest at the next check), else a ping after NODE_PING_S of silence."""
+    seq = 0
+    last: tuple[Any, ...] | None = None
+    sent_at = 0.0
+    while True:
+        load_changed = r.load_changed or last is None
+        r.load_changed = False
+        progress = drain.progress(r)
+        state = (dict(r.available), dict(r.total), r.idle_since,
+                 progress.SerializeToString() if progress is not None else None)
+        now = time.monotonic()
+        report = None
+        if load_changed or state != last:
+            seq += 1
+            report = gcs_pb2.NodeReport(
+                node_id=r.node_id, seq=seq, available=r.available, total=r.total,
+                idle_since=r.idle_since, load_changed=load_changed,
+                load=r.load() if load_changed else [], drain=progress,
+            )
+            last = state
+        elif now - sent_at >= NODE_PING_S:
+            seq += 1
+            report = gcs_pb2.NodeReport(node_id=r.node_id, seq=seq, ping=True)
+        if report is not None:
+            try:
+                await call.write(report)
+            except BaseException:
+                r.load_changed = r.load_changed or load_changed  # told again on the next stream
+                raise
+            sent_at = now
         try:
-            await asyncio.wait_for(r._beat_now.wait(), HEARTBEAT_INTERVAL_S)
+            await asyncio.wait_for(r._beat_now.wait(), NODE_REPORT_CHECK_S)
             await asyncio.sleep(0.01)  # batch a burst of changes into one report
         except TimeoutError:
             pass
         r._beat_now.clear()
-    return False

@@ -21,7 +21,7 @@ from runtime.listener_caps import GRPC_SERVER_OPTIONS
 from runtime.log_rotation import rotate_own_output
 from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet import oom, owner_death
-from runtime.raylet.gcs_link import heartbeat_loop, node_info, register
+from runtime.raylet.gcs_link import node_info, register, sync_loop
 from runtime.raylet.head_loss import end_machine
 from runtime.raylet.server import Raylet, log
 from runtime.raylet.worker_pool import WorkerPool
@@ -84,8 +84,9 @@ async def run(args: argparse.Namespace) -> None:
     raylet.pool = _worker_pool(raylet, args)
     for _ in range(args.prestart):
         await raylet.pool.start_worker()
-    raylet.gcs = gcs_pb2_grpc.GcsStub(
-        open_aio_channel(args.gcs_address, credentials.token, tls=credentials.tls))
+    gcs_channel = open_aio_channel(args.gcs_address, credentials.token, tls=credentials.tls)
+    raylet.gcs = gcs_pb2_grpc.GcsStub(gcs_channel)
+    raylet.gcs_sync = gcs_pb2_grpc.NodeSyncStub(gcs_channel)
     await register(raylet)
     if args.ready_file:
         _write_ready_file(raylet, args)
@@ -96,7 +97,7 @@ async def run(args: argparse.Namespace) -> None:
         args.grpc_port_bound,
         raylet.total,
     )
-    hb = asyncio.ensure_future(heartbeat_loop(raylet))
+    sync = asyncio.ensure_future(sync_loop(raylet))
     asyncio.ensure_future(owner_death.sweep_remote_owners(raylet))
     asyncio.ensure_future(oom.make_guard(raylet, args.memory_guard).run())
     loop = asyncio.get_running_loop()
@@ -105,8 +106,8 @@ async def run(args: argparse.Namespace) -> None:
     if args.parent_pid:
         asyncio.ensure_future(watch_parent(args.parent_pid, raylet.stopping.set))
     await raylet.stopping.wait()
-    await _leave(raylet, servers, hb)
-    head_lost = hb.done() and not hb.cancelled() and hb.result()
+    await _leave(raylet, servers, sync)
+    head_lost = sync.done() and not sync.cancelled() and sync.result()
     if head_lost and args.end_machine_command:
         end_machine(args.end_machine_command, os.path.join(args.session_dir, "logs"))
 

@@ -25,6 +25,7 @@ from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, rayl
 from runtime.protocol.common_pb2 import NodeInfo, ShapeCount
 from runtime.raylet import actor_host, drain, objects, owner_death, scheduling
 from runtime.raylet.bundles import Bundles
+from runtime.raylet.cluster_view import ClusterView
 from runtime.raylet.env_setup import EnvSetup
 from runtime.raylet.gcs_reports import GcsReports
 from runtime.raylet.gpus import GpuSlots, gpu_amount
@@ -69,7 +70,7 @@ class Raylet:
         )
         self.drivers: dict[Connection, str] = {}
         self.actor_workers: dict[str, tuple[Worker, dict[str, float]]] = {}
-        self.cluster_view: list[common_pb2.NodeInfo] = []
+        self.view = ClusterView()  # the other nodes, from the GCS's sync stream
         self.idle_since = time.time()
         self.shm_dir = os.path.join(args.shm_root, f"rayctl-{self.node_id}")
         self.store = ObjectStore(
@@ -84,6 +85,7 @@ class Raylet:
         self._raylet_stubs: dict[str, raylet_pb2_grpc.RayletStub] = {}
         self.pool: WorkerPool | None = None
         self.gcs: gcs_pb2_grpc.GcsStub | None = None
+        self.gcs_sync: gcs_pb2_grpc.NodeSyncStub | None = None
         self.stopping = asyncio.Event()
         self.drain: drain.Drain | None = None  # set once a drain is accepted (runtime/raylet/drain.py)
         self.owners = drain.ObjectOwners()
@@ -92,6 +94,10 @@ class Raylet:
         self.envs = EnvSetup(args.session_dir, self._gcs_call)
         self.reports = GcsReports(self._gcs_call, self.stopping)  # retried until acknowledged
         self._spread_after = ""  # the node the last SPREAD lease request went to
+
+    @property
+    def cluster_view(self) -> list[common_pb2.NodeInfo]:
+        return self.view.nodes()
 
     @property
     def draining(self) -> bool:
@@ -135,7 +141,7 @@ class Raylet:
             return
         try:
             reply = await self.gcs.GetNodes(gcs_pb2.Empty(), timeout=5)
-            self.cluster_view = [n for n in reply.nodes if n.state != NodeInfo.DEAD]
+            self.view.replace(reply.nodes)
         except grpc.aio.AioRpcError:
             pass
 
@@ -309,7 +315,7 @@ class Raylet:
 
     def mark_load_changed(self) -> None:
         """The queued demand changed: tell the GCS now (after a 10 ms batch), not at the next
-        heartbeat, so the autoscaler hears of new demand within milliseconds."""
+        check, so the autoscaler hears of new demand within milliseconds."""
         self.load_changed = True
         self._beat_now.set()
 
