@@ -4,7 +4,7 @@ Simulated nodes are real clients of a real GCS (a real Redis under it; no raylet
 registers as a raylet does, opens its node sync stream (runtime/gcs/node_sync.py) with the
 cluster's proofs, and then behaves as a raylet of the chosen model does:
 
-- `idle`: nothing changes, so the node only pings (NODE_PING_S);
+- `idle`: nothing changes, so the node only pings (as often as the GCS says: 2 s);
 - `busy`: the node's free resources change every `--change-every` seconds on average (a task
   started or ended, after the raylet's 100 ms batching), each change a report.
 
@@ -50,7 +50,7 @@ async def _simulate(opts: dict[str, Any]) -> dict[str, Any]:
     import grpc
 
     from runtime.auth import read_credentials
-    from runtime.constants import NODE_PING_S, PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
+    from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
     from runtime.grpc_auth import open_aio_channel
     from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc
 
@@ -64,14 +64,16 @@ async def _simulate(opts: dict[str, Any]) -> dict[str, Any]:
     channels = []
 
     async def node(index: int) -> None:
-        node_id = f"{opts['first'] + index:032x}"
+        node_id = f"{opts['first'] + index:016x}"  # as long as a raylet's
         channel = open_aio_channel(opts["gcs"], credentials.token)
         channels.append(channel)
         total = {"CPU": 16.0, "memory": 64.0 * 2**30, f"node:10.0.{index // 250}.{index % 250}": 1.0}
         info = common_pb2.NodeInfo(node_id=node_id, address="127.0.0.1", raylet_port=1, local_port=2,
                                    data_port=3, shm_dir="/dev/shm/none", total=total, available=total,
                                    node_type="sim", versions=versions)
-        await gcs_pb2_grpc.GcsStub(channel).RegisterNode(gcs_pb2.RegisterNodeRequest(node=info), timeout=60)
+        joined = await gcs_pb2_grpc.GcsStub(channel).RegisterNode(gcs_pb2.RegisterNodeRequest(node=info),
+                                                                  timeout=60)
+        ping_s = joined.ping_s
         sync = channel.stream_stream("/rayctl.NodeSync/Sync",
                                      request_serializer=gcs_pb2.NodeReport.SerializeToString,
                                      response_deserializer=None)  # raw bytes: views are only counted
@@ -110,14 +112,14 @@ async def _simulate(opts: dict[str, Any]) -> dict[str, Any]:
                                             idle_since=0.0, load_changed=first)
                 next_change = now + rng.expovariate(1 / opts["change_every"]) if opts["busy"] else float("inf")
                 first = False
-            elif now - last_sent >= NODE_PING_S:
+            elif now - last_sent >= ping_s:
                 seq += 1
                 report = gcs_pb2.NodeReport(node_id=node_id, seq=seq, ping=True)
             if report is not None:
                 sent[seq] = time.perf_counter()
                 await call.write(report)
                 last_sent = now
-            wait = min(next_change, last_sent + NODE_PING_S) - time.monotonic()
+            wait = min(next_change, last_sent + ping_s) - time.monotonic()
             try:
                 await asyncio.wait_for(stop.wait(), max(0.001, wait))
             except TimeoutError:
@@ -139,10 +141,11 @@ async def _simulate(opts: dict[str, Any]) -> dict[str, Any]:
     measuring.clear()
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
-    failed = sum(1 for t in tasks if t.exception() is not None)
+    errors = [repr(t.exception()) for t in tasks if t.exception() is not None]
     for channel in channels:
         await channel.close()
-    return {"latencies": latencies, "elapsed": elapsed, "failed": failed, **received}
+    return {"latencies": latencies, "elapsed": elapsed, "failed": len(errors), "errors": errors[:3],
+            **received}
 
 
 def sim_main(argv: list[str]) -> int:
@@ -224,6 +227,7 @@ def run_size(nodes: int, busy: bool, args: argparse.Namespace, reads: bool) -> d
         "sent_mb_per_s": sum(r["bytes"] for r in results) / elapsed / 1e6,
         "views_per_s": sum(r["views"] for r in results) / elapsed,
         "failed_nodes": sum(r["failed"] for r in results), "alive_at_end": alive,
+        "errors": [e for r in results for e in r["errors"]][:3],
         "view_period_s": min(1.0, max(0.1, nodes / 2000)),
         **read_times,
     }
@@ -314,7 +318,7 @@ def print_row(r: dict[str, Any], markdown: bool, header: bool) -> None:
               f"`rayctl status --json` read ({r['status_nodes']} node rows) {r['status_json_ms']:.1f} ms "
               f"(target < {TARGET_READ_MS:.0f} each; medians of 10)")
     if r["failed_nodes"]:
-        print(f"  {r['failed_nodes']} simulated nodes failed")
+        print(f"  {r['failed_nodes']} simulated nodes failed, e.g. {r['errors'][:2]}")
 
 
 if __name__ == "__main__":

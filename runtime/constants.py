@@ -13,9 +13,11 @@ PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 INLINE_OBJECT_MAX_BYTES = int(os.environ.get("RAYCTL_INLINE_OBJECT_MAX_BYTES", 100 * 1024))
 # A raylet reports to the GCS when its resources, load, idle time or drain change: a load change
 # at once (after a 10 ms batch), the others at the next check, this often (Ray: 100 ms); a node
-# with nothing to report pings after NODE_PING_S of silence (seconds).
+# with nothing to report pings after a silence the GCS sets at registration: its death timeout
+# / PINGS_PER_DEATH_TIMEOUT, at most NODE_PING_S (2 s for the default 5 s timeout).
 NODE_REPORT_CHECK_S = 0.1
-NODE_PING_S = 1.0
+NODE_PING_S = 2.0
+PINGS_PER_DEATH_TIMEOUT = 2.5
 # A node silent for this long is declared dead by the GCS.
 NODE_DEATH_TIMEOUT_S = float(os.environ.get("RAYCTL_NODE_DEATH_TIMEOUT_S", 5.0))
 # How long a driver or worker keeps retrying a GCS that does not answer (it is being restarted

@@ -84,13 +84,13 @@ def test_a_node_gets_the_whole_view_once_then_only_the_rows_that_changed(cluster
             await b.join()
             joined = await a.next(lambda u: _views(u) and b.node_id in {n.node_id for n in u.nodes})
             assert not joined.full and joined.version > whole.version
-            # b's resources change: a hears of b's row alone, not the whole cluster again
+            # b's free CPU changes: a hears of that amount alone, not of the whole cluster again
             seq = await b.report({"CPU": 1.0, "memory": 2.0**30})
             await b.next(lambda u: u.ack == seq, timeout=5)
-            changed = await a.next(lambda u: _views(u) and b.node_id in {n.node_id for n in u.nodes})
-            assert not changed.full
-            assert [n.node_id for n in changed.nodes] == [b.node_id]
-            assert changed.nodes[0].available["CPU"] == 1.0
+            changed = await a.next(lambda u: _views(u) and b.node_id in {x.node_id for x in u.available})
+            assert not changed.full and not changed.nodes
+            # and of that row only the amount that changed
+            assert [(x.node_id, dict(x.changed)) for x in changed.available] == [(b.node_id, {"CPU": 1.0})]
             # a ping is acknowledged, and changes nothing anyone is sent
             seq = await a.report()
             await a.next(lambda u: u.ack == seq, timeout=5)

@@ -41,6 +41,7 @@ VIEW_SENDS_PER_S = 2000
 WRITE_BATCH_S = 0.02
 # view updates queued for a node that does not keep up, before it gets the whole view instead
 OUTBOX_MAX = 4
+VIEW_SLICE = 100  # streams handed an update at a time
 
 
 @dataclass(eq=False)
@@ -71,7 +72,9 @@ class NodeSync:
         self.last_seen: dict[str, float] = {}  # node id -> monotonic time of its last message
         self.version = 0
         self._streams: dict[str, _Stream] = {}
-        self._view_changed: set[str] = set()  # node ids whose view row changed since the last period
+        self._view_changed: set[str] = set()  # node ids whose whole row goes out next period
+        self._available_changed: set[str] = set()  # node ids whose free resources alone changed
+        self._sent_available: dict[str, dict[str, float]] = {}  # as the last period sent them
         self._unwritten: set[str] = set()  # node ids whose row Redis does not have yet
         self._unwritten_load: dict[str, str] = {}
         self._write_soon = asyncio.Event()
@@ -161,22 +164,27 @@ class NodeSync:
         stream.wake.set()
         if report.ping:
             return True
-        changed = dict(report.available) != dict(node.available) or report.idle_since != node.idle_since
-        node.available.clear()
-        node.available.update(report.available)
+        available = dict(report.available)
+        free_changed = available != dict(node.available)
+        changed = free_changed or report.idle_since != node.idle_since
+        if free_changed:
+            node.available.clear()
+            node.available.update(available)
+            self._available_changed.add(node.node_id)
         if report.total and dict(report.total) != dict(node.total):
             node.total.clear()
             node.total.update(report.total)
             changed = True
+            self._view_changed.add(node.node_id)
         node.idle_since = report.idle_since
         draining = report.HasField("drain")
         starts_draining = draining and node.state != NodeInfo.DRAINING
         if draining and gcs_drain.take_progress(node, report.drain):
             changed = True
+            self._view_changed.add(node.node_id)
         if changed:
             node.last_heartbeat = time.time()
             self._unwritten.add(node.node_id)
-            self._view_changed.add(node.node_id)
             self._write_soon.set()
         if report.load_changed:
             self._unwritten_load[node.node_id] = schema.encode_load(report.load)
@@ -188,29 +196,81 @@ class NodeSync:
 
     # -- the view --------------------------------------------------------------------------------
     def _whole_view(self) -> tuple[int, bytes]:
+        """The view as of the last update (changes since then come with the next one)."""
         if self._full_view is None or self._full_view[0] != self.version:
-            rows = [view_row(n) for n in self.t.nodes.values() if n.state != NodeInfo.DEAD]
+            rows = []
+            for node in self.t.nodes.values():
+                if node.state == NodeInfo.DEAD:
+                    continue
+                row = view_row(node)
+                sent = self._sent_available.get(node.node_id)
+                if sent is not None and node.node_id not in self._view_changed:
+                    row.available.clear()  # as sent: the next update's amounts apply to these
+                    row.available.update(sent)
+                rows.append(row)
             update = gcs_pb2.ViewUpdate(version=self.version, full=True, nodes=rows)
             self._full_view = (self.version, update.SerializeToString())
         return self._full_view
 
     async def view_loop(self) -> None:
-        """Each view period: one update of the rows that changed, for every stream."""
+        """Each view period: one update of what changed, for every stream; handed out over the
+        period in slices, so that acknowledgements keep flowing between them."""
         while True:
-            await asyncio.sleep(self.view_period_s)
-            if not self._view_changed:
+            started = time.monotonic()
+            period = self.view_period_s
+            data = self._next_update()
+            if data is not None:
+                previous = self.version - 1
+                streams = list(self._streams.values())
+                slices = max(1, min(len(streams) // VIEW_SLICE, int(period / 0.01)))
+                for i in range(slices):
+                    for stream in streams[i::slices]:
+                        if stream.view_version == previous and len(stream.outbox) < OUTBOX_MAX:
+                            stream.outbox.append(data)
+                            stream.view_version = self.version
+                        elif stream.view_version != self.version:  # new, or behind: the whole view
+                            stream.view_version = -1
+                        stream.wake.set()
+                    if i + 1 < slices:
+                        await asyncio.sleep(period * 0.8 / slices)
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
+
+    def _next_update(self) -> bytes | None:
+        """The next version's update: whole rows for nodes that joined, died or changed shape;
+        only the amounts that changed for nodes whose free resources alone did. None: nothing."""
+        if not self._view_changed and not self._available_changed:
+            return None
+        whole, self._view_changed = self._view_changed, set()
+        free, self._available_changed = self._available_changed - whole, set()
+        rows = []
+        for node_id in whole:
+            node = self.t.nodes.get(node_id)
+            if node is None:
                 continue
-            changed, self._view_changed = self._view_changed, set()
-            rows = [view_row(self.t.nodes[i]) for i in changed if i in self.t.nodes]
-            previous, self.version = self.version, self.version + 1
-            data = gcs_pb2.ViewUpdate(version=self.version, nodes=rows).SerializeToString()
-            for stream in self._streams.values():
-                if stream.view_version == previous and len(stream.outbox) < OUTBOX_MAX:
-                    stream.outbox.append(data)
-                    stream.view_version = self.version
-                else:  # new, or behind: the whole view replaces what it has
-                    stream.view_version = -1
-                stream.wake.set()
+            rows.append(view_row(node))
+            if node.state == NodeInfo.DEAD:
+                self._sent_available.pop(node_id, None)
+            else:
+                self._sent_available[node_id] = dict(node.available)
+        amounts = []
+        for node_id in free:
+            node = self.t.nodes.get(node_id)
+            if node is None or node.state == NodeInfo.DEAD:
+                continue
+            now = dict(node.available)
+            before = self._sent_available.get(node_id)
+            if before is None or before.keys() != now.keys():  # a resource came or went
+                rows.append(view_row(node))
+            else:
+                changed = {k: v for k, v in now.items() if before[k] != v}
+                if not changed:
+                    continue
+                amounts.append(gcs_pb2.NodeAvailable(node_id=node_id, changed=changed))
+            self._sent_available[node_id] = now
+        if not rows and not amounts:
+            return None
+        self.version += 1
+        return gcs_pb2.ViewUpdate(version=self.version, nodes=rows, available=amounts).SerializeToString()
 
     # -- Redis -----------------------------------------------------------------------------------
     async def write_loop(self) -> None:

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from runtime import ids
 from runtime.auth import Credentials, read_credentials
-from runtime.constants import NODE_DEATH_TIMEOUT_S
+from runtime.constants import NODE_DEATH_TIMEOUT_S, NODE_PING_S, PINGS_PER_DEATH_TIMEOUT
 from runtime.gcs import drain as gcs_drain
 from runtime.gcs import schema
 from runtime.gcs.actors import ActorManager
@@ -37,6 +37,9 @@ from runtime.transport import version_mismatch
 
 log = logging.getLogger("rayctl.gcs")
 
+REDIS_CONNECTIONS = 64
+REDIS_WAIT_S = 10.0  # a request waiting this long for a Redis connection fails (store outage)
+
 
 def _versions_problem(v: common_pb2.Versions, what: str) -> str | None:
     return version_mismatch({"python": v.python, "rayctl": v.rayctl, "protocol": v.protocol}, what)
@@ -52,6 +55,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.cluster_id = cluster_id
         self.session_dir = session_dir
         self.death_timeout_s = death_timeout_s
+        self.ping_s = min(NODE_PING_S, death_timeout_s / PINGS_PER_DEATH_TIMEOUT)
         self.actors = ActorManager(tables, credentials)
         self.pgs = PlacementGroupManager(tables, RayletLinks(credentials))
         self.sync = NodeSync(tables, self._on_load)
@@ -84,7 +88,8 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         log.info("node %s registered at %s", node.node_id, node.address)
         self.actors.wake()
         self.pgs.wake()
-        return gcs_pb2.RegisterNodeReply(cluster_id=self.cluster_id, session_dir=self.session_dir)
+        return gcs_pb2.RegisterNodeReply(cluster_id=self.cluster_id, session_dir=self.session_dir,
+                                         ping_s=self.ping_s)
 
     async def GetNodes(self, request: Any, context: Any) -> Any:
         return gcs_pb2.GetNodesReply(nodes=list(self.t.nodes.values()))
@@ -249,7 +254,11 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
 async def serve(args: argparse.Namespace) -> None:
     credentials = read_credentials(args.token_file)
     token = credentials.token
-    client = aioredis.Redis(host=args.redis_host, port=args.redis_port, password=token)
+    # Requests beyond the pool's connections wait for one (redis-py's default pool refuses them
+    # past 100: 2,000 nodes registering at once failed with "Too many connections").
+    pool = aioredis.BlockingConnectionPool(host=args.redis_host, port=args.redis_port, password=token,
+                                           max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_S)
+    client = aioredis.Redis(connection_pool=pool)
     for _ in range(500):
         try:
             await client.ping()
@@ -261,6 +270,7 @@ async def serve(args: argparse.Namespace) -> None:
         await tables.load()
     except SchemaMismatchError as exc:
         await client.aclose()
+        await pool.disconnect()
         raise SystemExit(f"the GCS cannot start: {exc}") from None
     servicer = GcsServicer(tables, credentials, args.cluster_id, args.session_dir, args.death_timeout_s)
     server = grpc.aio.server(
@@ -292,6 +302,7 @@ async def serve(args: argparse.Namespace) -> None:
     await server.stop(0.5)
     servicer.pgs.links.close()
     await client.aclose()
+    await pool.disconnect()
     if args.owned_redis_pid:
         try:
             os.kill(args.owned_redis_pid, signal.SIGTERM)

@@ -18,12 +18,14 @@ class RegisterNodeRequest(_message.Message):
     def __init__(self, node: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ...) -> None: ...
 
 class RegisterNodeReply(_message.Message):
-    __slots__ = ("cluster_id", "session_dir")
+    __slots__ = ("cluster_id", "session_dir", "ping_s")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_DIR_FIELD_NUMBER: _ClassVar[int]
+    PING_S_FIELD_NUMBER: _ClassVar[int]
     cluster_id: str
     session_dir: str
-    def __init__(self, cluster_id: _Optional[str] = ..., session_dir: _Optional[str] = ...) -> None: ...
+    ping_s: float
+    def __init__(self, cluster_id: _Optional[str] = ..., session_dir: _Optional[str] = ..., ping_s: _Optional[float] = ...) -> None: ...
 
 class NodeReport(_message.Message):
     __slots__ = ("node_id", "seq", "ping", "available", "total", "idle_since", "load_changed", "load", "drain")
@@ -62,18 +64,35 @@ class NodeReport(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., seq: _Optional[int] = ..., ping: _Optional[bool] = ..., available: _Optional[_Mapping[str, float]] = ..., total: _Optional[_Mapping[str, float]] = ..., idle_since: _Optional[float] = ..., load_changed: _Optional[bool] = ..., load: _Optional[_Iterable[_Union[_common_pb2.ShapeCount, _Mapping]]] = ..., drain: _Optional[_Union[_common_pb2.NodeDrain, _Mapping]] = ...) -> None: ...
 
 class ViewUpdate(_message.Message):
-    __slots__ = ("unknown_node", "ack", "version", "full", "nodes")
+    __slots__ = ("unknown_node", "ack", "version", "full", "nodes", "available")
     UNKNOWN_NODE_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     unknown_node: bool
     ack: int
     version: int
     full: bool
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeInfo]
-    def __init__(self, unknown_node: _Optional[bool] = ..., ack: _Optional[int] = ..., version: _Optional[int] = ..., full: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ...) -> None: ...
+    available: _containers.RepeatedCompositeFieldContainer[NodeAvailable]
+    def __init__(self, unknown_node: _Optional[bool] = ..., ack: _Optional[int] = ..., version: _Optional[int] = ..., full: _Optional[bool] = ..., nodes: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ..., available: _Optional[_Iterable[_Union[NodeAvailable, _Mapping]]] = ...) -> None: ...
+
+class NodeAvailable(_message.Message):
+    __slots__ = ("node_id", "changed")
+    class ChangedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    changed: _containers.ScalarMap[str, float]
+    def __init__(self, node_id: _Optional[str] = ..., changed: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class GetNodesReply(_message.Message):
     __slots__ = ("nodes",)

@@ -23,7 +23,8 @@ class ClusterView:
         self.version = -1
 
     def apply(self, update: ViewUpdate) -> None:
-        """A whole view (`full`) or the rows that changed since the last update."""
+        """A whole view (`full`), or what changed since the last update: whole rows, and the
+        free amounts of nodes whose free resources alone changed."""
         if update.full:
             self._rows = {}
         for row in update.nodes:
@@ -31,6 +32,10 @@ class ClusterView:
                 self._rows.pop(row.node_id, None)
             else:
                 self._rows[row.node_id] = row
+        for amounts in update.available:
+            known = self._rows.get(amounts.node_id)
+            if known is not None:
+                known.available.update(amounts.changed)
         self.version = update.version
         self._built_at = -SPILL_MEMORY_S - 1.0
 

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rayctl.raylet")
 
-# A stream on which nothing came back for this long (acknowledgements come at least every
-# NODE_PING_S) is dropped and opened again.
-STREAM_SILENT_S = 3 * NODE_PING_S
+# A stream on which nothing came back for this many ping intervals (each ping is acknowledged)
+# is dropped and opened again.
+SILENT_PINGS = 3
 
 
 def node_info(r: Raylet) -> common_pb2.NodeInfo:
@@ -60,9 +60,10 @@ async def register(r: Raylet) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            await r.gcs.RegisterNode(
+            reply = await r.gcs.RegisterNode(
                 gcs_pb2.RegisterNodeRequest(node=node_info(r)), timeout=5
             )
+            r.ping_s = reply.ping_s or NODE_PING_S  # (a GCS of this protocol always says)
             return
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (
@@ -86,7 +87,7 @@ async def sync_loop(r: Raylet) -> bool:
     retry_s = 0.05
     while not r.stopping.is_set():
         try:
-            call = await asyncio.wait_for(r.gcs_sync.Sync.open(), STREAM_SILENT_S)
+            call = await asyncio.wait_for(r.gcs_sync.Sync.open(), SILENT_PINGS * r.ping_s)
         except (grpc.aio.AioRpcError, TimeoutError):
             call = None
         if call is not None:
@@ -116,7 +117,7 @@ async def _session(r: Raylet, call: Any, heard: list[float]) -> None:
     sender = asyncio.ensure_future(_report(r, call))
     try:
         while not r.stopping.is_set():
-            update = await asyncio.wait_for(call.read(), STREAM_SILENT_S)
+            update = await asyncio.wait_for(call.read(), SILENT_PINGS * r.ping_s)
             if update is grpc.aio.EOF:
                 return
             heard[0] = time.monotonic()
@@ -135,7 +136,7 @@ async def _session(r: Raylet, call: Any, heard: list[float]) -> None:
 
 async def _report(r: Raylet, call: Any) -> None:
     """A report when anything the GCS keeps changed (a load change at once, after a 10 ms
-    batch; the rest at the next check), else a ping after NODE_PING_S of silence."""
+    batch; the rest at the next check), else a ping after `r.ping_s` of silence."""
     seq = 0
     last: tuple[Any, ...] | None = None
     sent_at = 0.0
@@ -155,7 +156,7 @@ async def _report(r: Raylet, call: Any) -> None:
                 load=r.load() if load_changed else [], drain=progress,
             )
             last = state
-        elif now - sent_at >= NODE_PING_S:
+        elif now - sent_at >= r.ping_s:
             seq += 1
             report = gcs_pb2.NodeReport(node_id=r.node_id, seq=seq, ping=True)
         if report is not None:

@@ -19,6 +19,7 @@ import grpc
 
 from runtime import ids, shm
 from runtime.auth import Credentials
+from runtime.constants import NODE_PING_S
 from runtime.grpc_auth import open_aio_channel
 from runtime.object_store import ObjectStore
 from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
@@ -86,6 +87,7 @@ class Raylet:
         self.pool: WorkerPool | None = None
         self.gcs: gcs_pb2_grpc.GcsStub | None = None
         self.gcs_sync: gcs_pb2_grpc.NodeSyncStub | None = None
+        self.ping_s = NODE_PING_S  # with nothing to report; the GCS says how often at registration
         self.stopping = asyncio.Event()
         self.drain: drain.Drain | None = None  # set once a drain is accepted (runtime/raylet/drain.py)
         self.owners = drain.ObjectOwners()
