@@ -3,7 +3,6 @@ cluster on this machine (or --address), or, given a cluster config, from that cl
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
@@ -25,8 +24,6 @@ def status(
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="per-instance history")] = False,
 ) -> None:
     """Nodes, resources, pending demand and the autoscaler's recent decisions."""
-    from dataclasses import asdict
-
     from autoscaler.sdk import get_status
     from autoscaler.status import render
 
@@ -39,7 +36,7 @@ def status(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps(asdict(current), indent=2, sort_keys=True))
+        typer.echo(current.to_json(indent=2))
     else:
         typer.echo(render(current, verbose=verbose))
 
