@@ -16,6 +16,10 @@ the largest cluster still connected and busy: the autoscaler's snapshot read (Ge
 Redis demand read, the monitor's path) and `rayctl status --json`'s read, timed.
 
 Load processes: the nodes are split over `--procs` subprocesses (`--sim` is their entry point).
+
+`--tasks N` instead: N no-op tasks returning their index, submitted at once on one node, one
+`get` of all (bench/scale_tasks_workload.py): throughput and the driver's peak RSS, and Ray's at
+`--ray-tasks` (100,000) in the same run, in its own venv (target: under 1.5 GiB at 1,000,000).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ sys.path.insert(0, str(REPO / "bench"))
 TARGET_P99_MS = 50.0
 TARGET_GCS_CORES = 0.5
 TARGET_READ_MS = 100.0
+TARGET_TASKS_RSS_MIB = 1.5 * 1024
 ACK_TAG = 0x10  # ViewUpdate.ack (field 2, varint): the first byte of an acknowledgement
 
 
@@ -285,7 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--procs", type=int, default=4)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--tasks", type=int, default=0, help="the queued-tasks run instead, this many")
+    parser.add_argument("--ray-tasks", type=int, default=100_000, help="with --tasks: Ray's count (0: skip)")
     args = parser.parse_args(argv)
+    if args.tasks:
+        return tasks_main(args)
     sizes = [int(n) for n in args.nodes.split(",")]
     rows = []
     for nodes in sizes:
@@ -296,6 +305,32 @@ def main(argv: list[str] | None = None) -> int:
     met = all(r["p99_ms"] <= TARGET_P99_MS and r["gcs_cores"] <= TARGET_GCS_CORES for r in biggest)
     print(f"target at {max(sizes)} nodes: p99 <= {TARGET_P99_MS:.0f} ms and GCS <= {TARGET_GCS_CORES} "
           f"core: {'met' if met else 'MISSED'}")
+    return 0 if met else 1
+
+
+def tasks_main(args: argparse.Namespace) -> int:
+    from ray_env import ensure_ray_env
+
+    workload = REPO / "bench" / "scale_tasks_workload.py"
+    runs = [("rayctl", Path(sys.executable), args.tasks)]
+    if args.ray_tasks:
+        runs.append(("ray", ensure_ray_env().python, args.ray_tasks))
+    results = []
+    for backend, python, count in runs:  # one after the other: they share the cores
+        done = subprocess.run([str(python), str(workload), "--backend", backend, "--tasks", str(count)],
+                              capture_output=True, text=True, timeout=3600, cwd=REPO,
+                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        if done.returncode != 0:
+            print(f"{backend}: failed\n{done.stderr[-2000:]}")
+            return 1
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for r in results:
+        print(f"{r['backend']}: {r['tasks']:,} tasks in {r['seconds']:.1f} s = {r['tasks_per_s']:,.0f} tasks/s; "
+              f"driver peak RSS {r['peak_rss_mib']:,.0f} MiB ({1024 * r['peak_rss_mib'] / r['tasks']:.2f} KiB a task)")
+    ours = results[0]
+    met = ours["peak_rss_mib"] < TARGET_TASKS_RSS_MIB or ours["tasks"] < 1_000_000
+    print(f"target: driver peak RSS under {TARGET_TASKS_RSS_MIB:,.0f} MiB at 1,000,000 tasks: "
+          f"{'met' if met else 'MISSED'}")
     return 0 if met else 1
 
 

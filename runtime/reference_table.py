@@ -32,13 +32,15 @@ class Entry:
         self.inline: tuple[bytes, list[bytes]] | None = None
         self.location: tuple[str, str] | None = None  # (node_id, shm_dir) of the primary copy
         self.error: BaseException | None = None
-        self.waiters: list[Callable[[], object]] = []
+        # the containers below are made on first use: a million queued tasks' return entries
+        # would otherwise hold ~330 B each of empty ones
+        self.waiters: list[Callable[[], object]] | None = None
         self.local = 0
         self.submitted = 0
         self.size = 0
-        self.borrowers: set[str] = set()
+        self.borrowers: set[str] | None = None
         self.contained_by = 0
-        self.contains: list[tuple[str, str]] = []  # (object id, owner address) of refs in the value
+        self.contains: list[tuple[str, str]] | None = None  # (object id, owner address) of refs in the value
 
     def unreferenced(self) -> bool:
         return (self.local <= 0 and self.submitted <= 0 and not self.borrowers
@@ -73,7 +75,7 @@ class ReferenceTable:
                 return
             entry.inline, entry.location, entry.error, entry.size = inline, location, error, size
             entry.state = READY
-            waiters, entry.waiters = entry.waiters, []
+            waiters, entry.waiters = entry.waiters or (), None
         for wake in waiters:
             wake()
         self._maybe_free([object_id])
@@ -91,6 +93,8 @@ class ReferenceTable:
             entry = self.owned.get(object_id)
             if entry is None or entry.state == READY:
                 return False
+            if entry.waiters is None:
+                entry.waiters = []
             entry.waiters.append(wake)
             return True
 
@@ -98,7 +102,7 @@ class ReferenceTable:
         """Take back an `on_ready` whose caller stopped waiting."""
         with self.lock:
             entry = self.owned.get(object_id)
-            if entry is not None and wake in entry.waiters:
+            if entry is not None and entry.waiters and wake in entry.waiters:
                 entry.waiters.remove(wake)
 
     def get_entry(self, object_id: str) -> Entry | None:
@@ -152,6 +156,8 @@ class ReferenceTable:
         with self.lock:
             entry = self.owned.get(object_id)
             if entry is not None:
+                if entry.borrowers is None:
+                    entry.borrowers = set()
                 entry.borrowers.add(address)
 
     def remove_borrower(self, object_id: str, address: str) -> None:
@@ -159,7 +165,8 @@ class ReferenceTable:
             entry = self.owned.get(object_id)
             if entry is None:
                 return
-            entry.borrowers.discard(address)
+            if entry.borrowers:
+                entry.borrowers.discard(address)
         self._maybe_free([object_id])
 
     def add_contained(self, outer_id: str, inner: Iterable[tuple[str, str]]) -> None:
@@ -178,6 +185,8 @@ class ReferenceTable:
                     entry.contained_by += 1
                 elif owner != self.my_address:
                     self.borrowed[object_id] = self.borrowed.get(object_id, 0) + 1
+                if outer.contains is None:
+                    outer.contains = []
                 outer.contains.append((object_id, owner))
 
     def _maybe_free(self, object_ids: Iterable[str]) -> None:
@@ -190,7 +199,7 @@ class ReferenceTable:
                 if entry is None or not entry.unreferenced():
                     continue
                 del self.owned[object_id]
-                inner, entry.contains = entry.contains, []
+                inner, entry.contains = entry.contains or [], None
                 for inner_id, _ in inner:
                     held = self.owned.get(inner_id)
                     if held is not None:

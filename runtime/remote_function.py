@@ -111,7 +111,8 @@ def encode_args(
             ref = cw.put_serialized(cw.fresh_object_id(), data)
             ref_ids.append(ref.id)
             return ("ref", ref)
-        return ("v", *data.inline())
+        meta, buffers = data.inline()
+        return ("v", meta, buffers or ())  # (an empty list per argument is 56 B a queued task)
 
     enc_args = [one(a, f"argument {i} ") for i, a in enumerate(args)]
     enc_kwargs = {k: one(v, f"argument {k!r}") for k, v in kwargs.items()}
@@ -143,6 +144,7 @@ class RemoteFunction:
         self._name = fn.__name__
         self._pickled: bytes | None = None
         self._fn_id = ""
+        self._shape: dict[str, float] | None = None  # one for every task of these options
         try:
             self._signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):
@@ -160,6 +162,7 @@ class RemoteFunction:
         clone = RemoteFunction.__new__(RemoteFunction)
         clone.__dict__.update(self.__dict__)
         clone._options = {**self._options, **options}
+        clone._shape = None
         return clone
 
     def _ensure_pickled(self) -> None:
@@ -177,13 +180,10 @@ class RemoteFunction:
         streaming = num_returns == "streaming"
         if streaming:
             num_returns = 0
-        shape = task_shape(
-            opts.get("num_cpus"),
-            opts.get("num_gpus"),
-            opts.get("memory"),
-            opts.get("resources"),
-            default_cpus=1,
-        )
+        if self._shape is None:
+            self._shape = task_shape(opts.get("num_cpus"), opts.get("num_gpus"), opts.get("memory"),
+                                     opts.get("resources"), default_cpus=1)
+        shape = self._shape
         enc_args, enc_kwargs, ref_ids, nested = encode_args(
             cw, self._name, self._signature, args, kwargs
         )
@@ -198,7 +198,7 @@ class RemoteFunction:
             "kwargs": enc_kwargs,
             "num_returns": num_returns,
             "return_ids": return_ids,
-            "nested": nested,
+            "nested": nested or (),
             "owner": cw.address,
         }
         cw.refs.add_submitted(ref_ids)

@@ -39,7 +39,7 @@ INFEASIBLE_WARNING_AFTER_S = 2.0
 MAX_SPILL_HOPS = 4
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TaskState:
     spec: dict[str, Any]
     shape: dict[str, float]
