@@ -173,6 +173,7 @@ def gcs_pid(work: str) -> int:
 def run_size(nodes: int, busy: bool, args: argparse.Namespace, reads: bool) -> dict[str, Any]:
     from gcs_snapshot import CLUSTER, redis_and_gcs
 
+    from runtime.gcs.node_sync import view_period_s
     from runtime.gcs.schema import GcsKeys
 
     work = tempfile.mkdtemp(prefix="rayctl-scale-")
@@ -232,7 +233,7 @@ def run_size(nodes: int, busy: bool, args: argparse.Namespace, reads: bool) -> d
         "views_per_s": sum(r["views"] for r in results) / elapsed,
         "failed_nodes": sum(r["failed"] for r in results), "alive_at_end": alive,
         "errors": [e for r in results for e in r["errors"]][:3],
-        "view_period_s": min(1.0, max(0.1, nodes / 2000)),
+        "view_period_s": view_period_s(nodes),
         **read_times,
     }
 

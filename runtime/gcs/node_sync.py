@@ -54,6 +54,11 @@ class _Stream:
     unknown: bool = False  # tell the node to register again, then end the stream
 
 
+def view_period_s(nodes: int) -> float:
+    """How often the view goes out to `nodes` connected nodes."""
+    return min(VIEW_PERIOD_MAX_S, max(VIEW_PERIOD_MIN_S, nodes / VIEW_SENDS_PER_S))
+
+
 def view_row(node: NodeInfo) -> NodeInfo:
     """What a raylet needs of another node to spill to it and fetch from it."""
     return NodeInfo(node_id=node.node_id, address=node.address, raylet_port=node.raylet_port,
@@ -93,13 +98,13 @@ class NodeSync:
         self._view_changed.add(node_id)
 
     def forget(self, node_id: str) -> None:
-        """The node died: drop its unwritten load (its row is written by whoever marked it)."""
+        """The node died: drop its unwritten load (its DEAD row, written by whoever marked it,
+        reaches the view through `node_changed`)."""
         self._unwritten_load.pop(node_id, None)
-        self._view_changed.add(node_id)
 
     @property
     def view_period_s(self) -> float:
-        return min(VIEW_PERIOD_MAX_S, max(VIEW_PERIOD_MIN_S, len(self._streams) / VIEW_SENDS_PER_S))
+        return view_period_s(len(self._streams))
 
     # -- one stream per node ---------------------------------------------------------------------
     async def serve(self, _requests: Any, context: grpc.aio.ServicerContext) -> None:

@@ -20,7 +20,6 @@ class ClusterView:
         self._rows: dict[str, NodeInfo] = {}
         self._working: list[NodeInfo] = []
         self._built_at = -SPILL_MEMORY_S - 1.0
-        self.version = -1
 
     def apply(self, update: ViewUpdate) -> None:
         """A whole view (`full`), or what changed since the last update: whole rows, and the
@@ -36,7 +35,6 @@ class ClusterView:
             known = self._rows.get(amounts.node_id)
             if known is not None:
                 known.available.update(amounts.changed)
-        self.version = update.version
         self._built_at = -SPILL_MEMORY_S - 1.0
 
     def replace(self, rows: Iterable[NodeInfo]) -> None:
@@ -56,6 +54,3 @@ class ClusterView:
             self._working = working
             self._built_at = now
         return self._working
-
-    def __len__(self) -> int:
-        return len(self._rows)
