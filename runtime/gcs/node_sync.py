@@ -94,8 +94,10 @@ class NodeSync:
         return grpc.method_handlers_generic_handler(SERVICE, {"Sync": method})
 
     def node_changed(self, node_id: str) -> None:
-        """A node's row was written (joined, drains, died): the view shows it next period."""
+        """A node's row was written (joined, drains, died): the view shows it next period, and
+        a whole view sent before then shows it already."""
         self._view_changed.add(node_id)
+        self._full_view = None
 
     def forget(self, node_id: str) -> None:
         """The node died: drop its unwritten load (its DEAD row, written by whoever marked it,
