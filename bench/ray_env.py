@@ -17,6 +17,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 RAY_VENV = BENCH_DIR / ".ray-venv"
 # psutil: the workload measures the idle cluster's memory from inside the driver.
 EXTRA_PACKAGES = ("numpy", "psutil")
+# `default`: Ray's job server and its JobSubmissionClient (bench/jobs.py drives both).
+RAY_EXTRAS = "[default]"
 
 
 class RayEnvError(RuntimeError):
@@ -39,7 +41,8 @@ def installed_ray_version(python: Path) -> str | None:
     if not python.exists():
         return None
     probe = subprocess.run(
-        [str(python), "-c", "import ray, numpy, psutil; print(ray.__version__)"],
+        [str(python), "-c", "import ray, ray.job_submission, aiohttp, numpy, psutil; "
+         "print(ray.__version__)"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -76,9 +79,10 @@ def _available_versions(python: Path) -> list[str]:
 
 def _pip_install(python: Path, version: str) -> bool:
     log = sys.stderr
-    print(f"bench: installing ray=={version} into {RAY_VENV} (about 100 MB) ...", file=log)
+    print(f"bench: installing ray{RAY_EXTRAS}=={version} into {RAY_VENV} (about 150 MB) ...",
+          file=log)
     done = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", f"ray=={version}", *EXTRA_PACKAGES],
+        [str(python), "-m", "pip", "install", "-q", f"ray{RAY_EXTRAS}=={version}", *EXTRA_PACKAGES],
         stdout=log,
         stderr=log,
         timeout=1800,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import os
 import pickle
 import threading
@@ -15,7 +16,13 @@ from typing import Any
 
 from runtime.actor import ActorClass, ActorHandle
 from runtime.auth import Credentials, credentials_from_env, read_credentials
-from runtime.constants import PROTOCOL_VERSION, PYTHON_VERSION, RAYCTL_VERSION
+from runtime.constants import (
+    ADDRESS_ENV,
+    JOB_RUNTIME_ENV_ENV,
+    PROTOCOL_VERSION,
+    PYTHON_VERSION,
+    RAYCTL_VERSION,
+)
 from runtime.core_worker import CoreWorker
 from runtime.object_ref import ObjectRef
 from runtime.protocol import common_pb2, gcs_pb2
@@ -85,7 +92,9 @@ def init(
                 "runtime.init() was already called; call shutdown() first "
                 "or pass ignore_reinit_error=True"
             )
-        address = address or os.environ.get("RAYCTL_ADDRESS") or None
+        address = address or os.environ.get(ADDRESS_ENV) or None
+        if runtime_env is None and os.environ.get(JOB_RUNTIME_ENV_ENV):
+            runtime_env = json.loads(os.environ[JOB_RUNTIME_ENV_ENV])
         if address is None:
             access = _start_private_cluster(
                 num_cpus=num_cpus,

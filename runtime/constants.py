@@ -30,6 +30,11 @@ DEFAULT_MAX_RETRIES = 3
 TEMP_DIR = os.environ.get("RAYCTL_TEMP_DIR", f"/tmp/rayctl-{os.getuid()}")  # per user, 0700
 TOKEN_ENV = "RAYCTL_TOKEN"
 TOKEN_FILE_ENV = "RAYCTL_TOKEN_FILE"
+ADDRESS_ENV = "RAYCTL_ADDRESS"  # init() with no address joins this cluster
+# A submitted job's packaged runtime_env, set by its supervisor: init() in the job's entrypoint
+# makes it the job's env, so the job's tasks and actors run in it too (as in Ray).
+JOB_RUNTIME_ENV_ENV = "RAYCTL_JOB_RUNTIME_ENV"
+JOB_SUBMISSION_ID_ENV = "RAYCTL_JOB_SUBMISSION_ID"
 
 # gRPC channels between our services: reconnect fast. The default first reconnect backoff is 1 s,
 # and services start in parallel (a raylet may dial the GCS before it listens): that alone made

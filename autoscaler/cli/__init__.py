@@ -4,11 +4,13 @@
   status.py   status                  the autoscaler's view of a cluster
   cluster.py  up, down                the cluster launcher (autoscaler/launcher/)
   remote.py   exec, attach, submit, rsync-up, rsync-down, get-head-ip, monitor
+  job.py      job submit|status|logs|stop|list|delete   (the head's web service: autoscaler/web/)
+  state.py    list, summary                              (the same service)
 """
 
 from __future__ import annotations
 
-from autoscaler.cli import cluster, node, remote, status  # noqa: F401 - they register commands
+from autoscaler.cli import cluster, job, node, remote, state, status  # noqa: F401 - they register commands
 from autoscaler.cli.app import app
 
 

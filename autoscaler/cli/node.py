@@ -88,6 +88,17 @@ def start(
         str | None, typer.Option(help="run the autoscaler monitor with this cluster config")
     ] = None,
     block: Annotated[bool, typer.Option(help="stay in the foreground until interrupted")] = False,
+    include_dashboard: Annotated[
+        bool, typer.Option(help="run the head's web service (Jobs API, metrics, state)")
+    ] = True,
+    dashboard_host: Annotated[
+        str, typer.Option(help="address the head's web service binds to (token required)")
+    ] = "127.0.0.1",
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(help="the head's web service port (default 8265, or a free one when 8265 "
+                          "is taken; 0 = any free port)"),
+    ] = None,
     tls: Annotated[
         bool,
         typer.Option(help="a head whose channels all run TLS, under a CA made for the cluster "
@@ -121,7 +132,8 @@ def start(
         spill_capacity_bytes=spill_capacity_bytes,
     )
     if head:
-        _start_head(common, port, autoscaling_config, tls)
+        web = _web_service(dashboard_host, dashboard_port) if include_dashboard else None
+        _start_head(common, port, autoscaling_config, tls, web)
     else:
         _start_worker(common, address, token_file, (gcs_lost_timeout_s, end_machine_command))
     if block:
@@ -129,11 +141,14 @@ def start(
 
 
 def _start_head(
-    common: dict[str, Any], port: int, autoscaling_config: str | None, tls: bool = False
+    common: dict[str, Any], port: int, autoscaling_config: str | None, tls: bool = False,
+    web: WebService | None = None,
 ) -> None:
     from runtime.cli_commands import start_head_node
 
     services = _monitor_service(autoscaling_config) if autoscaling_config else []
+    if web is not None:
+        services.append(("web", web.argv))
     info = start_head_node(supervised_services=services, port=port, tls=tls, **common)
     address = info["address"]
     lines = [
@@ -144,6 +159,12 @@ def _start_head(
         f'rt.init(address="{address}") with RAYCTL_TOKEN_FILE set',
         f"  join another node: rayctl start --address {address} --token-file <file>",
     ]
+    if web is not None:
+        scheme = "https" if tls else "http"
+        lines.append(f"  web service: {scheme}://{web.host}:{web.port} (token required) "
+                     f"— jobs: rayctl job submit -- python script.py; /metrics")
+        if web.note:
+            lines.append(f"    ({web.note})")
     if autoscaling_config:
         lines.append(f"  autoscaler: monitor running with {autoscaling_config} "
                      f"({info['logs']}/monitor.log)")
@@ -189,6 +210,54 @@ def _block_until_stopped(temp_dir: str | None) -> None:
         pass
     finally:
         stop(temp_dir=temp_dir)
+
+
+DEFAULT_DASHBOARD_PORT = 8265  # Ray's
+
+
+@dataclass(frozen=True, slots=True)
+class WebService:
+    host: str
+    port: int
+    note: str  # why the port is not the one asked for
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "autoscaler.web.server", "--gcs-address", "{gcs_address}",
+                "--token-file", "{token_file}", "--redis-address", "{redis_address}",
+                "--cluster-id", "{cluster_id}", "--session-dir", "{session_dir}",
+                "--host", self.host, "--port", str(self.port)]
+
+
+def _web_service(host: str, port: int | None) -> WebService:
+    """The web service's port, chosen before anything starts: the one given (refused at once
+    when taken), else Ray's 8265, else (taken) any free one."""
+    import socket
+
+    def free(p: int) -> int | None:
+        with socket.socket() as s:
+            try:
+                s.bind((host, p))
+            except OSError:
+                return None
+            return int(s.getsockname()[1])
+
+    if port is not None and not 0 <= port <= 65535:
+        raise typer.BadParameter(f"--dashboard-port must be 0 to 65535, got {port}")
+    if port:
+        if free(port) is None:
+            typer.echo(f"error: --dashboard-port {port} is in use on {host}: pick another "
+                       "(0 = any free port) or pass --no-include-dashboard", err=True)
+            raise typer.Exit(2)
+        return WebService(host, port, "")
+    if port is None and free(DEFAULT_DASHBOARD_PORT) is not None:
+        return WebService(host, DEFAULT_DASHBOARD_PORT, "")
+    chosen = free(0)
+    if chosen is None:
+        typer.echo(f"error: cannot bind the web service to {host}: pass --dashboard-host", err=True)
+        raise typer.Exit(2)
+    note = "" if port == 0 else f"port {DEFAULT_DASHBOARD_PORT} is in use: took a free one"
+    return WebService(host, chosen, note)
 
 
 def _monitor_service(config_path: str) -> list[tuple[str, list[str]]]:

@@ -46,6 +46,8 @@ class KvNamespace(enum.StrEnum):
     AUTOSCALER = "autoscaler"  # a write here wakes the monitor (keyspace notices)
     AUTOSCALER_STATUS = "autoscaler_status"  # the monitor's status; writes wake nobody
     RUNTIME_ENV = "runtime_env"  # packaged working_dir / py_modules
+    JOBS = "job_submission"  # submitted jobs' records (runtime/jobs/store.py owns the keys)
+    JOB_LOGS = "job_logs"  # submitted jobs' output in chunks (runtime/jobs/store.py)
 
 
 class KvKey(enum.StrEnum):

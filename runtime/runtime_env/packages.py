@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from fnmatch import fnmatch
 from typing import Any
 
-from runtime.runtime_env.spec import URI_PREFIX, RuntimeEnv, RuntimeEnvError, validate
+from runtime.runtime_env.spec import URI_PREFIX, URI_RE, RuntimeEnv, RuntimeEnvError, validate
 
 MAX_PACKAGE_BYTES = 100 * 1024 * 1024
 EXCLUDED_DIRS = frozenset(
@@ -22,6 +22,14 @@ EXCLUDED_DIRS = frozenset(
 KV_NAMESPACE = "runtime_env"
 KV_CHUNK_BYTES = 1024 * 1024  # gRPC refuses messages over 4 MiB by default
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+_ALIAS = "alias:"  # alias:<a client's package URI> -> the content-hash URI it was kept under
+
+
+def content_uri(data: bytes) -> str:
+    """A package's name in the KV: its content's hash."""
+    return f"{URI_PREFIX}{hashlib.sha256(data).hexdigest()[:16]}.zip"
 
 
 def package(
@@ -40,7 +48,7 @@ def package(
         if path.startswith("gcs://"):
             return path
         data = zip_directory(path, top=top, excludes=excludes, max_bytes=max_package_bytes)
-        uri = f"{URI_PREFIX}{hashlib.sha256(data).hexdigest()[:16]}.zip"
+        uri = content_uri(data)
         if not exists(uri):
             upload(uri, data)
         return uri
@@ -155,6 +163,27 @@ class KvPackageStore:
 
     def exists(self, uri: str) -> bool:
         return self._get(uri) is not None
+
+    def upload_aliased(self, name: str, data: bytes) -> str:
+        """Keep a zip a client made and named (Ray's `gcs://_ray_pkg_<hash>.zip`, whose hash is
+        not of the zip's bytes) under its content-hash URI, and remember the client's name for
+        it; returns the URI. A name in rayctl's own form must match the content."""
+        uri = content_uri(data)
+        if URI_RE.match(name) and name != uri:
+            raise RuntimeEnvError(f"package {name} does not hold the content its name says "
+                                  f"(that content is {uri})")
+        if not self.exists(uri):
+            self.upload(uri, data)
+        if name != uri:
+            self._put(_ALIAS + name, uri.encode())
+        return uri
+
+    def resolve_alias(self, name: str) -> str | None:
+        """The URI a client's package name stands for (None: never uploaded)."""
+        if URI_RE.match(name):
+            return name if self.exists(name) else None
+        raw = self._get(_ALIAS + name)
+        return raw.decode() if raw is not None else None
 
     def download(self, uri: str) -> bytes:
         raw = self._get(uri)

@@ -1,0 +1,151 @@
+"""Reaching a head's web service from the CLI (`rayctl job`, `rayctl list`): where it is and
+with which token, then Ray's REST calls over aiohttp.
+
+Where: `--address URL`, else $RAYCTL_DASHBOARD_ADDRESS, else a cluster config's head as `rayctl
+up` recorded it, else the cluster `rayctl start --head` started on this machine. The token:
+$RAYCTL_TOKEN_FILE (or $RAYCTL_TOKEN), else that of the cluster on this machine when the URL is
+its service's (never sent to another address)."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from runtime.auth import credentials_from_env, read_credentials
+from runtime.tls import TLS_NAME
+
+ADDRESS_ENV = "RAYCTL_DASHBOARD_ADDRESS"
+
+
+class WebError(Exception):
+    """The service refused or failed a call; the message is its answer, on one line."""
+
+
+@dataclass(frozen=True)
+class WebTarget:
+    url: str
+    token: str
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def local_target(session_dir: str, token_file: str) -> WebTarget | None:
+    """The web service of a head whose session is on this machine, if it runs."""
+    from autoscaler.web.server import read_web_file
+
+    info = read_web_file(session_dir)
+    if info is None:
+        return None
+    credentials = read_credentials(token_file)
+    return WebTarget(info["url"].rstrip("/"), credentials.token,
+                     credentials.tls.client if credentials.tls else None)
+
+
+def resolve_target(address: str | None, config: str | None = None,
+                   temp_dir: str | None = None) -> WebTarget:
+    from runtime.node import read_address_file
+
+    here = read_address_file(temp_dir)
+    mine = local_target(here["session_dir"], here["token_file"]) if here else None
+    if config:
+        return _config_target(config)
+    address = address or os.environ.get(ADDRESS_ENV)
+    if not address:
+        if here is None:
+            raise WebError("no cluster was started on this machine: pass --address "
+                           "http://HEAD:8265 (or a cluster config), or set " + ADDRESS_ENV)
+        if mine is None:
+            raise WebError(f"the cluster on this machine ({here['address']}) has no web service "
+                           "running: was it started with --no-dashboard? (its logs: "
+                           f"{here['session_dir']}/logs/web.log)")
+        return mine
+    url = address.rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    credentials = credentials_from_env()
+    if credentials is not None:
+        return WebTarget(url, credentials.token, credentials.tls.client if credentials.tls else None)
+    if mine is not None and mine.url == url:
+        return mine
+    raise WebError(f"no cluster token for {url}: set RAYCTL_TOKEN_FILE to that cluster's token "
+                   "file (the token of this machine's cluster goes only to its own service)")
+
+
+def _config_target(config: str) -> WebTarget:
+    from autoscaler.launcher.head import load_record
+    from autoscaler.launcher.up import load_cluster
+
+    name = load_cluster(config).cluster_name
+    record = load_record(name)
+    if record is None:
+        raise WebError(f"cluster {name!r} has no record on this machine: start it with "
+                       f"`rayctl up {config}`")
+    if not os.path.isdir(record.session_dir):
+        raise WebError(f"cluster {name!r}'s head is another machine ({record.head_ip}): forward "
+                       f"its port (`ssh -L 8265:127.0.0.1:8265 <head>`) and pass --address "
+                       f"http://127.0.0.1:8265 with RAYCTL_TOKEN_FILE set")
+    target = local_target(record.session_dir, record.token_file)
+    if target is None:
+        raise WebError(f"cluster {name!r}'s head runs no web service "
+                       f"(its logs: {record.session_dir}/logs/web.log)")
+    return target
+
+
+class WebClient:
+    def __init__(self, target: WebTarget, timeout_s: float = 60) -> None:
+        self.target = target
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> WebClient:
+        self._session = aiohttp.ClientSession(headers=self.target.headers, timeout=self._timeout)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._session is not None
+        await self._session.close()
+
+    def _kwargs(self) -> dict[str, Any]:
+        if self.target.ssl_context is None:
+            return {}
+        return {"ssl": self.target.ssl_context, "server_hostname": TLS_NAME}
+
+    async def call(self, method: str, path: str, *, body: Any = None, data: bytes | None = None,
+                   ok_statuses: tuple[int, ...] = (200,)) -> Any:
+        assert self._session is not None
+        try:
+            async with self._session.request(method, self.target.url + path, json=body, data=data,
+                                             **self._kwargs()) as resp:
+                text = await resp.text()
+                if resp.status not in ok_statuses:
+                    raise WebError(f"{self.target.url}{path}: {resp.status}: {text.strip()}")
+                if resp.content_type == "application/json":
+                    return json.loads(text)
+                return resp.status
+        except aiohttp.ClientConnectionError as exc:
+            raise WebError(f"cannot reach {self.target.url}: {exc}") from None
+
+    async def follow(self, submission_id: str) -> AsyncIterator[str]:
+        assert self._session is not None
+        url = f"{self.target.url}/api/jobs/{submission_id}/logs/tail"
+        try:
+            async with self._session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=10),
+                                                **self._kwargs()) as ws:
+                async for msg in ws:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        yield msg.data
+                    elif msg.type == aiohttp.WSMsgType.ERROR:
+                        raise WebError(f"following {submission_id}'s logs failed: {ws.exception()}")
+        except aiohttp.WSServerHandshakeError as exc:
+            raise WebError(f"{url}: {exc.status}: {exc.message}") from None
+        except aiohttp.ClientConnectionError as exc:
+            raise WebError(f"cannot reach {self.target.url}: {exc}") from None

@@ -1,0 +1,160 @@
+"""The head's web service process (`python -m autoscaler.web.server ...`), run and restarted by
+the head's supervisor: a driver of the cluster (submitted jobs' supervisors are its actors,
+detached, so they outlive a restart of this process) serving app.py on the dashboard port, over
+HTTPS when the cluster runs TLS. It writes `<session>/web.json` ({"url"}) once it listens."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import redis
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from autoscaler.status import ClusterStatus
+from autoscaler.web.app import make_app
+from autoscaler.web.metrics import ClusterCollector
+from autoscaler.web.state import StateKind, matches, parse_filter, read_tables, rows
+from runtime.auth import read_credentials
+from runtime.gcs.schema import GcsKeys, KvKey, KvNamespace
+from runtime.jobs.manager import JobManager
+
+log = logging.getLogger("rayctl.web")
+WEB_FILE = "web.json"
+JOIN_TIMEOUT_S = 60.0
+INDEX = """rayctl head web service (cluster {cluster_id})
+  GET  /api/jobs/                 submitted jobs (Ray's Jobs REST API; `rayctl job ...`)
+  GET  /api/state/<kind>          nodes, actors, placement-groups, jobs (`rayctl list ...`)
+  GET  /metrics                   Prometheus metrics
+"""
+
+
+def state_routes(r: redis.Redis, cluster_id: str, manager: JobManager) -> list[web.RouteDef]:
+    def status() -> ClusterStatus | None:
+        raw = r.hget(GcsKeys(cluster_id).kv(KvNamespace.AUTOSCALER_STATUS), KvKey.STATUS)
+        if not raw:
+            return None
+        try:
+            return ClusterStatus.from_json(raw)  # type: ignore[arg-type]
+        except ValueError:  # another version's monitor wrote it
+            return None
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ClusterCollector(lambda: read_tables(r, cluster_id), status, manager.jobs))
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(generate_latest, registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def state(request: web.Request) -> web.Response:
+        try:
+            kind = StateKind(request.match_info["kind"])
+            filters = [parse_filter(f) for f in request.query.getall("filter", [])]
+        except ValueError as exc:
+            kinds = ", ".join(k.value for k in StateKind)
+            return web.Response(status=400, text=f"{exc}; kinds: {kinds}"
+                                if "filter" in str(exc) else f"unknown kind; kinds: {kinds}")
+        tables = await asyncio.to_thread(read_tables, r, cluster_id)
+        listed = [row for row in rows(tables, kind) if matches(row, filters)]
+        return web.json_response(listed)
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text=INDEX.format(cluster_id=cluster_id))
+
+    return [web.get("/metrics", metrics), web.get("/api/state/{kind}", state),
+            web.get("/", index)]
+
+
+async def serve(args: argparse.Namespace) -> None:
+    import runtime as rt
+    from runtime.api import _core
+
+    credentials = read_credentials(args.token_file)
+    await _join(args.gcs_address, credentials)
+    manager = JobManager(_core().gcs_call)
+    host, _, port = args.redis_address.rpartition(":")
+    r = redis.Redis(host=host, port=int(port), password=credentials.token)
+    tls = credentials.tls
+    app = make_app(manager, credentials.token, cluster_id=args.cluster_id, secure=tls is not None,
+                   extra_routes=state_routes(r, args.cluster_id, manager))
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port, ssl_context=tls.server if tls else None,
+                       backlog=256)
+    await site.start()
+    bound = runner.addresses[0][1]
+    url = f"{'https' if tls else 'http'}://{args.host}:{bound}"
+    if args.session_dir:
+        _write_web_file(args.session_dir, url)
+    log.info("serving at %s", url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    rt.shutdown()
+
+
+async def _join(gcs_address: str, credentials: Any) -> None:
+    """Join as a driver once the head's GCS and raylet answer (they start beside us)."""
+    import runtime as rt
+
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while True:
+        try:
+            await asyncio.to_thread(rt.init, address=gcs_address, _token=credentials,
+                                    namespace="_rayctl_web")
+            return
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the head's GCS at {gcs_address} did not answer in "
+                                 f"{JOIN_TIMEOUT_S:.0f} s: {exc}") from None
+            await asyncio.sleep(0.2)
+
+
+def _write_web_file(session_dir: str, url: str) -> None:
+    path = os.path.join(session_dir, WEB_FILE)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"url": url, "pid": os.getpid(), "at": time.time()}, f)
+    os.replace(tmp, path)
+
+
+def read_web_file(session_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(session_dir, WEB_FILE)) as f:
+            data: dict[str, Any] = json.load(f)
+            return data
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    from runtime.log_rotation import rotate_own_output
+
+    p = argparse.ArgumentParser(prog="python -m autoscaler.web.server")
+    p.add_argument("--gcs-address", required=True)
+    p.add_argument("--token-file", required=True)
+    p.add_argument("--redis-address", required=True)
+    p.add_argument("--cluster-id", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8265)
+    p.add_argument("--session-dir", default="")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rotate_own_output()
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()
