@@ -124,20 +124,15 @@ def resolve_address(address: str | None, token: str | None) -> tuple[str, Creden
     """GCS address and credentials: explicit, else the environment, else this machine's
     cluster."""
     from runtime.auth import Credentials, credentials_from_env, read_credentials
-    from runtime.node import read_address_file
+    from runtime.node import choose_local_cluster
 
     address = address or os.environ.get("RAYCTL_ADDRESS") or "auto"
-    info = read_address_file(None)
-    if address == "auto":
-        if info is None:
-            raise ConnectionError(
-                "no cluster started on this machine: run `rayctl start --head`, or pass "
-                "--address HOST:PORT (or set RAYCTL_ADDRESS)"
-            )
-        address = info["address"]
+    local = choose_local_cluster(address)  # "auto", a `rayctl up` name, or an address here
+    if local is not None:
+        address = local.address
     credentials = (Credentials(token) if token else None) or credentials_from_env()
-    if not credentials and info is not None and info["address"] == address:
-        credentials = read_credentials(info["token_file"])
+    if not credentials and local is not None:
+        credentials = read_credentials(local.token_file)
     if not credentials:
         raise ConnectionError(
             f"no cluster token for {address}: set RAYCTL_TOKEN_FILE to the cluster's token file"

@@ -47,15 +47,12 @@ def rayctl(*args: str) -> None:
 
 
 def main() -> int:
-    from autoscaler.launcher.head import load_record
-
     rayctl("up", "-y", CONFIG)
     try:
-        record = load_record("local")
-        assert record is not None, "rayctl up did not record the head"
-        os.environ["RAYCTL_TOKEN_FILE"] = record.token_file
-        rt.init(address=record.address)
-        print(f"connected to {record.address}: {len(rt.nodes())} node(s), {rt.cluster_resources()}")
+        # the cluster `up` made on this machine, by its name (token included; "auto" works too
+        # when it is the only cluster here)
+        info = rt.init(address="local")
+        print(f"connected to {info['address']}: {len(rt.nodes())} node(s), {rt.cluster_resources()}")
         t0 = time.perf_counter()
         results = rt.get([simulate.remote(i) for i in range(12)], timeout=300)
         nodes = {node for _, node in results}

@@ -153,20 +153,15 @@ def _locate(address: str, temp_dir: str | None, token: str | Credentials | None)
     """Joining an existing cluster: its GCS address, its token, and the local raylet."""
     from runtime import node as node_mod
 
-    info = node_mod.read_address_file(temp_dir)
-    if address == "auto":
-        if info is None:
-            raise ConnectionError(
-                "address='auto' but no cluster was started on this machine: run "
-                "`rayctl start --head` first, or pass address='host:port'"
-            )
-        address = info["address"]
-    # The token of the cluster started on this machine goes only to that cluster's address:
+    # "auto", a `rayctl up` cluster's name, or an address: a cluster whose head runs here
+    local = node_mod.choose_local_cluster(address, temp_dir)
+    if local is not None:
+        address = local.address
+    # The token of a cluster on this machine goes only to that cluster's address:
     # init(address=X) for another cluster must bring X's token, never hand this one to X.
-    same_cluster = info is not None and info.get("address") == address
     given = Credentials(token) if isinstance(token, str) and token else token or None
     credentials = given or credentials_from_env() or (
-        read_credentials(info["token_file"]) if info and same_cluster else None
+        read_credentials(local.token_file) if local is not None else None
     )
     if not credentials:
         raise ConnectionError(
@@ -177,12 +172,15 @@ def _locate(address: str, temp_dir: str | None, token: str | Credentials | None)
     try:
         host, raylet_port = local_raylet(address, credentials.token, tls=credentials.tls)
     except ConnectionError as exc:
-        if same_cluster and info and _not_that_cluster(str(exc)):
+        if local is not None and _not_that_cluster(str(exc)):
+            info = node_mod.read_address_file(temp_dir) or {}
+            where = (f"{node_mod.address_file_path(temp_dir)} names cluster "
+                     f"{info.get('cluster_id') or '?'}" if local.name == node_mod.START_CLUSTER
+                     else f"cluster {local.name!r} (`rayctl up`) was")
             raise ConnectionError(
-                f"{node_mod.address_file_path(temp_dir)} names cluster {info.get('cluster_id') or '?'} "
-                f"at {address}, but what answers there is not it ({_answer(str(exc))}): that "
-                "cluster has stopped; start it again (`rayctl start --head`) or pass the address "
-                "and token of the one you mean"
+                f"{where} at {address}, but what answers there is not it ({_answer(str(exc))}): "
+                "that cluster has stopped; start it again (`rayctl start --head` or `rayctl up`) "
+                "or pass the address and token of the one you mean"
             ) from None
         raise
     return _ClusterAccess(address, credentials, host, raylet_port)

@@ -322,3 +322,87 @@ def read_address_file(temp_dir: str | None = None) -> dict[str, str] | None:
             return data
     except FileNotFoundError:
         return None
+
+
+# --- the clusters of this machine ---------------------------------------------------------------
+
+CLUSTERS_DIR = "clusters"  # <temp_dir>/clusters/<name>.json: heads `rayctl up` made here
+START_CLUSTER = "rayctl start"  # the name the `rayctl start --head` cluster goes by
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCluster:
+    """A cluster whose head runs on this machine, as `init(address="auto")` finds it."""
+
+    name: str  # the `rayctl up` cluster name, or START_CLUSTER
+    address: str
+    token_file: str
+    session_dir: str
+
+
+def _registry_root(temp_dir: str | None) -> str:
+    # read at the call: a process that changes RAYCTL_TEMP_DIR after importing us means it
+    return temp_dir or os.environ.get("RAYCTL_TEMP_DIR") or TEMP_DIR
+
+
+def register_cluster(name: str, address: str, token_file: str, session_dir: str,
+                     temp_dir: str | None = None) -> None:
+    """`rayctl up` made a head on this machine (in a slot with a temp dir of its own): let
+    `init(address="auto")` and `rayctl job` here find it."""
+    root = ensure_private_dir(_registry_root(temp_dir))
+    folder = ensure_private_dir(os.path.join(root, CLUSTERS_DIR))
+    record = {"name": name, "address": address, "token_file": token_file,
+              "session_dir": session_dir}
+    write_private_file(os.path.join(folder, f"{name}.json"), json.dumps(record))
+
+
+def forget_cluster(name: str, temp_dir: str | None = None) -> None:
+    try:
+        os.unlink(os.path.join(_registry_root(temp_dir), CLUSTERS_DIR, f"{name}.json"))
+    except FileNotFoundError:
+        pass
+
+
+def local_clusters(temp_dir: str | None = None) -> list[LocalCluster]:
+    """The live clusters of this machine: `rayctl start --head`'s, then those `rayctl up` made
+    (a record whose head's processes are all gone is left out)."""
+    from runtime.session import session_processes
+
+    root = _registry_root(temp_dir)
+    found = []
+    info = read_address_file(root)
+    if info is not None:
+        found.append(LocalCluster(START_CLUSTER, info["address"], info["token_file"],
+                                  info.get("session_dir", "")))
+    folder = os.path.join(root, CLUSTERS_DIR)
+    if check_private_dir(root) and os.path.isdir(folder) and check_private_dir(folder):
+        for entry in sorted(os.listdir(folder)):
+            try:
+                with open(os.path.join(folder, entry)) as f:
+                    rec = json.load(f)
+                cluster = LocalCluster(rec["name"], rec["address"], rec["token_file"],
+                                       rec["session_dir"])
+            except (OSError, ValueError, KeyError):
+                continue
+            if session_processes(cluster.session_dir):
+                found.append(cluster)
+    return found
+
+
+def choose_local_cluster(wanted: str, temp_dir: str | None = None) -> LocalCluster | None:
+    """The cluster of this machine that `wanted` names: "auto" (the only one), a `rayctl up`
+    cluster name, or an address. None when nothing here matches; ConnectionError (naming them
+    all and how to choose) when "auto" is ambiguous or finds nothing."""
+    clusters = local_clusters(temp_dir)
+    if wanted != "auto":
+        return next((c for c in clusters if wanted in (c.name, c.address)), None)
+    if len(clusters) == 1:
+        return clusters[0]
+    if not clusters:
+        raise ConnectionError(
+            "address='auto' but no cluster runs on this machine: run `rayctl start --head` or "
+            "`rayctl up`, or pass address='host:port'")
+    listed = ", ".join(f"{c.name!r} at {c.address}" for c in clusters)
+    raise ConnectionError(
+        f"address='auto' matches {len(clusters)} clusters on this machine ({listed}): choose one "
+        "with RAYCTL_ADDRESS=<address>, or init(address=<address or cluster name>)")

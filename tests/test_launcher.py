@@ -122,8 +122,8 @@ def test_up_starts_a_head_whose_monitor_runs(cluster: Cluster) -> None:
     pid_file = Path(record["session_dir"]) / "pids" / "monitor.pid"
     monitor = psutil.Process(json.loads(pid_file.read_text())["pid"])
     assert "autoscaler.monitor" in " ".join(monitor.cmdline())
-    assert f"export RAYCTL_TOKEN_FILE={record['token_file']}" in cluster.up_output
-    assert f'rt.init(address="{record["address"]}")' in cluster.up_output
+    assert 'rt.init(address="auto")' in cluster.up_output
+    assert "Web service: http://127.0.0.1:" in cluster.up_output
     assert f"rayctl down {cluster.config_file} -y" in cluster.up_output
     shipped = cluster.provider.slot_dir(head.id) / "rayctl_cluster.yaml"
     assert yaml.safe_load(shipped.read_text())["cluster_name"] == NAME
@@ -133,21 +133,26 @@ def test_a_driver_runs_tasks_that_scale_the_cluster_up(cluster: Cluster) -> None
     record = head_record(cluster)
     script = (
         "import runtime as rt\n"
-        f"rt.init(address={record['address']!r})\n"
+        "rt.init(address='auto')\n"  # the cluster `up` made here, token included
         "@rt.remote(num_cpus=1)\n"
         "def where():\n"
         "    import time; time.sleep(0.5)\n"
         "    return rt.get_runtime_context().get_node_id()\n"
         "print(sorted(set(rt.get([where.remote() for _ in range(2)], timeout=60))))\n"
     )
-    env = {**os.environ, "RAYCTL_TOKEN_FILE": record["token_file"]}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True,
                           text=True, timeout=90)
     assert done.returncode == 0, done.stdout + done.stderr
     ran_on = set(json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"')))
     head_node = next((Path(record["session_dir"]) / "pids").glob("raylet-*.pid")).stem
     assert ran_on and head_node.removeprefix("raylet-") not in ran_on  # the head has 0 CPUs
     assert cluster.provider.state.read().next_index >= 3, "no worker slot was ever launched"
+
+
+def test_rayctl_job_reaches_the_cluster_up_made(cluster: Cluster) -> None:
+    result = invoke("job", "submit", "--", "echo from-a-submitted-job")
+    assert result.exit_code == 0, result.output
+    assert "from-a-submitted-job" in result.output and "succeeded" in result.output
 
 
 def test_second_up_changes_nothing(cluster: Cluster) -> None:

@@ -91,7 +91,10 @@ def load_record(cluster_name: str) -> HeadRecord | None:
 
 
 def forget_record(cluster_name: str) -> None:
+    from runtime.node import forget_cluster
+
     (launcher_dir(cluster_name) / "head.json").unlink(missing_ok=True)
+    forget_cluster(cluster_name)
 
 
 # --- the provider side ----------------------------------------------------------------------

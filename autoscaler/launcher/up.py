@@ -26,6 +26,7 @@ from autoscaler.launcher.head import (
     cluster_instances,
     find_head,
     head_ip,
+    is_local,
     launcher_dir,
     node_extra_env,
     open_provider,
@@ -106,6 +107,7 @@ class UpResult:
     changed: bool
     actions: tuple[str, ...]
     log_path: str
+    web_url: str = ""  # the head's web service, when the head runs on this machine
 
 
 # --- decisions (pure) --------------------------------------------------------------------------
@@ -233,7 +235,23 @@ def up(
         resolved.cluster_name, head.id, head_ip(head), record.address if record else "",
         record.token_file if record else "", bool(actions), tuple(actions),
         str(log_dir / f"{head.id}.log"),
+        _web_url(record.session_dir) if record and is_local(resolved) else "",
     )
+
+
+def _web_url(session_dir: str, wait_s: float = 15.0) -> str:
+    """The URL of the web service of a head on this machine ("" when it does not come up)."""
+    import time
+
+    from autoscaler.web.server import read_web_file
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        info = read_web_file(session_dir)
+        if info is not None:
+            return str(info["url"])
+        time.sleep(0.1)
+    return ""
 
 
 def bootstrap(config: ClusterConfig, use_cache: bool) -> tuple[ClusterConfig, NodeProvider]:
@@ -406,6 +424,11 @@ def _record(
         services.session_dir, config.provider_type, launch_hash,
     )
     save_record(record)
+    if is_local(config):  # its head runs here: `init(address="auto")` and `rayctl job` find it
+        from runtime.node import register_cluster
+
+        register_cluster(config.cluster_name, services.address, services.token_file,
+                         services.session_dir)
     return record
 
 
@@ -417,11 +440,17 @@ def connect_help(result: UpResult, config_arg: str, *, local: bool) -> list[str]
     lines = [f"Cluster {result.cluster_name!r} is up. Head: {result.head_id} ({result.head_ip})"]
     if result.address and local:
         lines += [
-            "  Connect a driver on this machine:",
-            f"    export RAYCTL_TOKEN_FILE={result.token_file}",
-            f'    python -c \'import runtime as rt; rt.init(address="{result.address}")\'',
-            f"  Status:      rayctl status --address {result.address}  (with that token file)",
+            "  Connect a driver on this machine (when it is the only cluster here; else pass "
+            f"address=\"{result.cluster_name}\"):",
+            '    python -c \'import runtime as rt; rt.init(address="auto")\'',
+            f"  Status:      rayctl status --address {result.address}",
         ]
+        if result.web_url:
+            lines += [
+                f"  Web service: {result.web_url} (token: the first line of {result.token_file})",
+                "  Submit jobs: rayctl job submit -- python script.py   (also Ray's "
+                "JobSubmissionClient with an Authorization: Bearer header)",
+            ]
     else:
         lines += [
             f"  GCS on the head: {result.address or 'not started'}; drivers run there "

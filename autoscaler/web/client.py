@@ -52,32 +52,43 @@ def local_target(session_dir: str, token_file: str) -> WebTarget | None:
 
 def resolve_target(address: str | None, config: str | None = None,
                    temp_dir: str | None = None) -> WebTarget:
-    from runtime.node import read_address_file
+    from runtime.node import LocalCluster, choose_local_cluster, local_clusters
 
-    here = read_address_file(temp_dir)
-    mine = local_target(here["session_dir"], here["token_file"]) if here else None
     if config:
         return _config_target(config)
+
+    def service_of(cluster: LocalCluster) -> WebTarget:
+        target = local_target(cluster.session_dir, cluster.token_file)
+        if target is None:
+            raise WebError(f"cluster {cluster.name!r} ({cluster.address}) runs no web service: "
+                           "was its head started with --no-include-dashboard? (its log: "
+                           f"{cluster.session_dir}/logs/web.log)")
+        return target
+
     address = address or os.environ.get(ADDRESS_ENV)
     if not address:
-        if here is None:
-            raise WebError("no cluster was started on this machine: pass --address "
-                           "http://HEAD:8265 (or a cluster config), or set " + ADDRESS_ENV)
-        if mine is None:
-            raise WebError(f"the cluster on this machine ({here['address']}) has no web service "
-                           "running: was it started with --no-dashboard? (its logs: "
-                           f"{here['session_dir']}/logs/web.log)")
-        return mine
+        try:
+            only = choose_local_cluster("auto", temp_dir)
+        except ConnectionError as exc:
+            raise WebError(f"{exc}; or pass --address http://HEAD:8265 (or set {ADDRESS_ENV})"
+                           .replace("address='auto' ", "")) from None
+        assert only is not None
+        return service_of(only)
+    named = choose_local_cluster(address, temp_dir) if "://" not in address else None
+    if named is not None:
+        return service_of(named)
     url = address.rstrip("/")
     if "://" not in url:
         url = "http://" + url
     credentials = credentials_from_env()
     if credentials is not None:
         return WebTarget(url, credentials.token, credentials.tls.client if credentials.tls else None)
-    if mine is not None and mine.url == url:
-        return mine
+    for cluster in local_clusters(temp_dir):  # a service of this machine: its own token
+        mine = local_target(cluster.session_dir, cluster.token_file)
+        if mine is not None and mine.url == url:
+            return mine
     raise WebError(f"no cluster token for {url}: set RAYCTL_TOKEN_FILE to that cluster's token "
-                   "file (the token of this machine's cluster goes only to its own service)")
+                   "file (the token of a cluster here goes only to its own service)")
 
 
 def _config_target(config: str) -> WebTarget:
