@@ -308,3 +308,28 @@ def test_cli_submit_logs_list_and_state(head: Head, tmp_path: Any) -> None:
     assert unknown.returncode == 2 and "unknown kind" in unknown.stderr
     version = _rayctl(head.temp_dir, "--version")
     assert version.returncode == 0 and version.stdout.startswith("rayctl ")
+
+
+def test_a_tls_cluster_serves_https_only(tmp_path: Any) -> None:
+    temp_dir = str(tmp_path / "rayctl")
+    started = _rayctl(temp_dir, "start", "--head", "--tls", "--num-cpus", "1",
+                      "--dashboard-port", "0")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert "web service: https://127.0.0.1:" in started.stdout
+        head = Head(temp_dir)
+        assert head.url.startswith("https://")
+        run = _rayctl(temp_dir, "job", "submit", "--", "echo over-tls")  # verifies the cluster CA
+        assert run.returncode == 0, run.stderr
+        assert "over-tls" in run.stdout
+        plain = head.url.replace("https://", "http://")
+        with pytest.raises(aiohttp.ClientError):  # no plain-text service beside it
+            asyncio.run(_get(plain + "/api/version", head.token))
+    finally:
+        _rayctl(temp_dir, "stop")
+
+
+async def _get(url: str, token: str) -> int:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
+        async with s.get(url) as r:
+            return r.status

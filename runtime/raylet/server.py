@@ -26,7 +26,7 @@ from runtime.protocol import common_pb2, gcs_pb2, gcs_pb2_grpc, raylet_pb2, rayl
 from runtime.protocol.common_pb2 import NodeInfo, ShapeCount
 from runtime.raylet import actor_host, drain, objects, owner_death, scheduling
 from runtime.raylet.bundles import Bundles
-from runtime.raylet.cluster_view import ClusterView
+from runtime.raylet.cluster_view import SPILL_MEMORY_S, ClusterView
 from runtime.raylet.env_setup import EnvSetup
 from runtime.raylet.gcs_reports import GcsReports
 from runtime.raylet.gpus import GpuSlots, gpu_amount
@@ -65,6 +65,7 @@ class Raylet:
         self.bundles = Bundles(self.total, self.available)
         self.gpus = GpuSlots(int(self.total.get("GPU", 0)), os.environ.get("CUDA_VISIBLE_DEVICES"))
         self.queue: list[LeaseRequest] = []
+        self._recheck: asyncio.TimerHandle | None = None  # see dispatch()
         self.leases: dict[str, tuple[Worker, dict[str, float]]] = {}
         self.backlogs: dict[Connection, dict[tuple[tuple[str, float], ...], int]] = defaultdict(
             dict
@@ -213,7 +214,18 @@ class Raylet:
                 if room:
                     self.queue.remove(req)
                     req.future.set_result(self._spill(req, room[0]))
+        if self.queue and self._recheck is None:
+            # The spills counted against other nodes expire after SPILL_MEMORY_S, and no view
+            # update may come to say so: a node whose short tasks all ended between two of its
+            # reports reports nothing new. Look again then, or a request queued here behind
+            # those counts would wait for an update that never comes.
+            self._recheck = asyncio.get_event_loop().call_later(SPILL_MEMORY_S + 0.05,
+                                                                   self._dispatch_again)
         self.update_idle()
+
+    def _dispatch_again(self) -> None:
+        self._recheck = None
+        self.dispatch()
 
     async def _grant(self, req: LeaseRequest, devices: tuple[str, ...]) -> None:
         assert self.pool is not None
