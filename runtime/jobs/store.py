@@ -101,9 +101,9 @@ class JobStore:
         """The output from chunk `start` (default: the oldest kept) to the newest written, and
         the number of the next chunk to read. A log whose head was dropped says so first."""
         first = self.first_log_chunk(submission_id)
-        seq = first if start is None or start < first else start
+        seq = max(first, start or 0)
         parts = []
-        if start is None and first > 0 or start is not None and start < first:
+        if (start or 0) < first:
             parts.append(f"[rayctl: the first {first} chunks ({first * LOG_CHUNK_BYTES >> 20} MiB)"
                          " of this job's output were dropped to keep its log bounded]\n".encode())
         while (chunk := self.log_chunk(submission_id, seq)) is not None:
