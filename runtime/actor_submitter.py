@@ -15,6 +15,7 @@ import grpc
 
 from runtime.exceptions import ActorDiedError, ActorUnavailableError
 from runtime.protocol import common_pb2, gcs_pb2
+from runtime.protocol.states import TaskStatus
 from runtime.task_submitter import TaskState, _ref_slots
 from runtime.transport import Connection, ConnectionLost
 
@@ -51,6 +52,7 @@ class ActorQueue:
     pending: deque[TaskState] = field(default_factory=deque)
     lost: list[LostCall] = field(default_factory=list)
     inflight: int = 0
+    node_id: str = ""  # where the actor runs, as last learned
 
 
 class ActorSubmitter:
@@ -59,6 +61,7 @@ class ActorSubmitter:
         self.queues: dict[str, ActorQueue] = {}
 
     def submit(self, actor_id: str, state: TaskState) -> None:
+        state.record = self.cw.events.new(state.spec, state.shape, self.cw.current_task_id)
         self.cw.call_soon(self._enqueue, actor_id, state)
 
     def _enqueue(self, actor_id: str, state: TaskState) -> None:
@@ -69,6 +72,8 @@ class ActorSubmitter:
         for where, ref in _ref_slots(state.spec):
             state.unresolved += 1
             self.cw.tasks.resolve_arg(state, where, ref, lambda: self._pump(aq))
+        if state.record is not None:
+            self.cw.events.waiting(state.record, for_args=state.unresolved > 0)
         self._pump(aq)
 
     def _pump(self, aq: ActorQueue) -> None:
@@ -89,6 +94,8 @@ class ActorSubmitter:
     def _send(self, aq: ActorQueue, state: TaskState) -> None:
         assert aq.conn is not None
         conn = aq.conn
+        if state.record is not None:
+            self.cw.events.started(state.record, aq.node_id, "", TaskStatus.SUBMITTED_TO_WORKER)
         try:
             fut = conn.request("push", state.spec)
         except ConnectionLost as exc:
@@ -108,7 +115,7 @@ class ActorSubmitter:
         if aq.conn is conn:
             aq.conn = None
         if state.retries_left != 0:
-            state.retries_left -= 1
+            self.cw.tasks._retry(state)
             aq.pending.appendleft(state)
         else:
             self._await_fate(aq, state, str(exc))
@@ -202,6 +209,7 @@ class ActorSubmitter:
                     )
                     break
                 self._learned(aq, actor)
+                aq.node_id = actor.node_id
                 if actor.state == common_pb2.ActorInfo.ALIVE and actor.address:
                     if await self._connect(aq, actor.address, actor.version):
                         break

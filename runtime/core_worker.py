@@ -72,8 +72,10 @@ class CoreWorker:
         self.log_sink: Callable[[str, str], None] = _print_log
         from runtime.actor_submitter import ActorSubmitter
         from runtime.job_env import JobEnv
+        from runtime.task_events import TaskEvents
         from runtime.task_submitter import TaskSubmitter
 
+        self.events = TaskEvents(self)
         self.tasks = TaskSubmitter(self)
         self.actors = ActorSubmitter(self)
         self.job_env = JobEnv(self.gcs_call, None)  # init(runtime_env=...) replaces it
@@ -418,6 +420,7 @@ class CoreWorker:
             return
         self.closed = True
         object_ref.set_reference_counter(None)
+        self.events.flush_now()
 
         async def close() -> None:
             self._server.close()

@@ -53,6 +53,18 @@ class StoreStats:
     num_evicted: int
 
 
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    """One object as the store holds it (see _Entry)."""
+
+    object_id: str
+    size: int
+    primary: bool
+    in_memory: bool
+    spilled: bool
+    pins: int
+
+
 @dataclass(slots=True)
 class _Entry:
     size: int
@@ -157,6 +169,16 @@ class ObjectStore:
     def primary_count(self) -> int:
         """How many primary copies (objects made here and not freed by their owner) this node holds."""
         return sum(1 for entry in self._entries.values() if entry.primary)
+
+    def listing(self, limit: int) -> list[StoredCopy]:
+        """Up to `limit` of the objects held, most recently used first (`rayctl list objects`)."""
+        copies: list[StoredCopy] = []
+        for object_id in reversed(self._entries):
+            if len(copies) >= limit:
+                break
+            e = self._entries[object_id]
+            copies.append(StoredCopy(object_id, e.size, e.primary, e.in_shm, e.spilled, e.pins))
+        return copies
 
     def contains(self, object_id: str) -> bool:
         return object_id in self._entries

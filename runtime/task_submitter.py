@@ -30,6 +30,7 @@ from runtime.util.scheduling_strategies import SPREAD
 
 if TYPE_CHECKING:
     from runtime.core_worker import CoreWorker
+    from runtime.task_events import TaskRecord
 
 LEASE_LINGER_S = 0.02
 MAX_LEASE_REQUESTS_IN_FLIGHT = 16
@@ -52,6 +53,7 @@ class TaskState:
     unresolved: int = 0
     cancelled: bool = False
     lease: Lease | None = None
+    record: TaskRecord | None = None  # what `rayctl list tasks` shows of it (runtime/task_events.py)
 
 
 @dataclass(eq=False)
@@ -61,6 +63,8 @@ class Lease:
     queue: ShapeQueue
     raylet: Connection  # the raylet that granted it (ours, or one we were spilled to)
     gpu_ids: tuple[str, ...] = ()  # the devices the raylet gave it (CUDA_VISIBLE_DEVICES)
+    node_id: str = ""
+    worker_id: str = ""
     busy: TaskState | None = None
     linger: asyncio.TimerHandle | None = None
     oom_message: str = ""  # the node's memory monitor is killing its worker, and why
@@ -90,6 +94,7 @@ class TaskSubmitter:
 
     # -- from user threads -----------------------------------------------------------------------
     def submit(self, state: TaskState) -> None:
+        state.record = self.cw.events.new(state.spec, state.shape, self.cw.current_task_id)
         with self._inbox_lock:
             self._inbox.append(state)
             first = len(self._inbox) == 1
@@ -105,6 +110,8 @@ class TaskSubmitter:
             self._resolve_args(state)
             if state.unresolved == 0:
                 touched.add(self._enqueue(state))
+            elif state.record is not None:
+                self.cw.events.waiting(state.record, for_args=True)
         for q in touched:
             self._pump(q)
 
@@ -177,6 +184,8 @@ class TaskSubmitter:
         if q is None:
             q = self.queues[key] = ShapeQueue(state.shape, state.strategy, state.runtime_env)
         q.pending.append(state)
+        if state.record is not None:
+            self.cw.events.waiting(state.record, for_args=False)
         return q
 
     def _pump(self, q: ShapeQueue) -> None:
@@ -225,7 +234,8 @@ class TaskSubmitter:
         finally:
             warn.cancel()
         q.requesting -= 1
-        lease = Lease(grant["lease_id"], conn, q, raylet, tuple(grant.get("gpu_ids", ())))
+        lease = Lease(grant["lease_id"], conn, q, raylet, tuple(grant.get("gpu_ids", ())),
+                      grant.get("node_id", ""), grant.get("worker_id", ""))
         q.leases.append(lease)
         if q.pending:
             self._push(lease, q.pending.popleft())
@@ -280,6 +290,8 @@ class TaskSubmitter:
             lease.linger = None
         lease.busy = state
         state.lease = lease
+        if state.record is not None:
+            self.cw.events.started(state.record, lease.node_id, lease.worker_id)
         spec = state.spec
         sent = lease.conn.context.setdefault("fns", set())
         if spec["fn_id"] not in sent:
@@ -306,7 +318,7 @@ class TaskSubmitter:
                     state, error=TaskCancelledError(f"task {state.spec['name']} was cancelled")
                 )
             elif state.retries_left != 0:
-                state.retries_left -= 1
+                self._retry(state)
                 q.pending.appendleft(state)
             elif lease.oom_message:
                 self._finish(state, error=OutOfMemoryError(f"task {state.spec['name']}: {lease.oom_message}"))
@@ -322,7 +334,7 @@ class TaskSubmitter:
         reply = fut.result()
         error = reply.get("error")
         if error is not None and self._should_retry(state, error):
-            state.retries_left -= 1
+            self._retry(state)
             q.pending.appendleft(state)
         else:
             self._finish(state, reply=reply)
@@ -333,6 +345,11 @@ class TaskSubmitter:
             self._pump(q)
         elif lease in q.leases:
             lease.linger = self.cw.loop.call_later(LEASE_LINGER_S, self._linger_done, lease)
+
+    def _retry(self, state: TaskState) -> None:
+        state.retries_left -= 1
+        if state.record is not None:
+            self.cw.events.retrying(state.record)
 
     def on_oom_killed(self, lease_id: str, message: str) -> None:
         """Our raylet (or one we were spilled to) is about to kill this lease's worker for memory:
@@ -379,6 +396,9 @@ class TaskSubmitter:
                 refs.complete(object_id, error=err)
         if state.ref_args:
             refs.remove_submitted(state.ref_args)
+        if state.record is not None:
+            self.cw.events.ended(state.record, error if error is not None
+                                 else (reply or {}).get("error"))
         stream = self.streams.pop(state.spec["task_id"], None)
         if stream is not None:
             failed = error if error is not None else (reply or {}).get("error")
@@ -420,7 +440,7 @@ class TaskSubmitter:
         for other in state.return_ids:
             self.lineage.pop(other, None)
             self.cw.refs.reset(other)
-        state.retries_left -= 1
+        self._retry(state)
         state.lease = None
         self.by_task[state.spec["task_id"]] = state
         if state.ref_args:

@@ -1,7 +1,8 @@
 """Submitted jobs through the head's web service, as a Ray user drives them: a real head
 (`rayctl start --head`: Redis, GCS, raylet, the web service under the supervisor), every route
-of Ray's Jobs REST API over HTTP, the token on every route, `rayctl job` and `rayctl list`,
-and running jobs surviving a restart of the web service."""
+of Ray's Jobs REST API over HTTP, the token on every route, `rayctl job`, `rayctl list` and
+`rayctl summary` (tasks and objects included), metrics, and running jobs surviving a restart of
+the web service."""
 
 from __future__ import annotations
 
@@ -308,6 +309,84 @@ def test_cli_submit_logs_list_and_state(head: Head, tmp_path: Any) -> None:
     assert unknown.returncode == 2 and "unknown kind" in unknown.stderr
     version = _rayctl(head.temp_dir, "--version")
     assert version.returncode == 0 and version.stdout.startswith("rayctl ")
+
+
+TASKS_SCRIPT = """
+import time
+import runtime as rt
+rt.init()
+
+@rt.remote
+def square(x):
+    return x * x
+
+@rt.remote(max_retries=0)
+def broken():
+    raise ValueError("no luck")
+
+@rt.remote
+class Counter:
+    def incr(self):
+        return 1
+
+print("squares", sum(rt.get([square.remote(i) for i in range(6)])))
+try:
+    rt.get(broken.remote())
+except Exception:
+    print("broken failed")
+c = Counter.remote()
+rt.get([c.incr.remote() for _ in range(3)])
+big = rt.put(b"x" * 3_000_000)
+print("ready", big.id, flush=True)
+time.sleep(300)
+"""
+
+
+def test_tasks_objects_and_metrics_of_a_running_driver(head: Head, tmp_path: Any) -> None:
+    """What a Ray user reads with `ray list tasks|objects`, `ray summary tasks` and a metrics
+    scrape, while a job's driver holds an object in the store."""
+    script = tmp_path / "tasks.py"
+    script.write_text(TASKS_SCRIPT)
+    sid = head.submit(entrypoint=f"{sys.executable} {script}")
+    logs = _wait("the driver to be ready", lambda: "ready" in (
+        text := head.call("GET", f"/api/jobs/{sid}/logs")[1]["logs"]) and text)
+    object_id = logs.split("ready ")[1].split()[0]
+    try:
+        tasks = _wait("the tasks' events (sent each second)", lambda: len(rows := json.loads(
+            _rayctl(head.temp_dir, "list", "tasks", "--json", "--filter", "state=FINISHED",
+                    "--limit", "1000").stdout)) >= 9 and rows)
+        by_name = {}
+        for row in tasks:
+            by_name.setdefault(row["name"], []).append(row)
+        assert len(by_name["square"]) == 6 and len(by_name["Counter.incr"]) == 3
+        assert all(r["type"] == "NORMAL_TASK" and r["node_id"] and r["worker_id"]
+                   for r in by_name["square"])
+        assert all(r["type"] == "ACTOR_TASK" for r in by_name["Counter.incr"])
+        failed = json.loads(_rayctl(head.temp_dir, "list", "tasks", "--json",
+                                    "--filter", "name=broken").stdout)
+        assert [(r["state"], r["error_type"]) for r in failed] == [
+            ("FAILED", "TASK_EXECUTION_EXCEPTION")]
+        assert "no luck" in failed[0]["error_message"]
+        summary = json.loads(_rayctl(head.temp_dir, "summary", "tasks", "--json").stdout)
+        assert summary["summary"]["square"]["state_counts"]["FINISHED"] >= 6
+        assert summary["summary"]["broken"]["state_counts"] == {"FAILED": 1}
+        table = _rayctl(head.temp_dir, "summary", "tasks")
+        assert table.returncode == 0 and "Counter.incr" in table.stdout
+        objects = json.loads(_rayctl(head.temp_dir, "list", "objects", "--json").stdout)
+        held = [o for o in objects if o["object_id"] == object_id]
+        assert len(held) == 1 and held[0]["object_size"] >= 3_000_000
+        assert held[0]["copy"] == "PRIMARY" and held[0]["in_memory"]
+        status, text = head.call("GET", "/metrics")
+        assert status == 200
+        finished = [line for line in text.splitlines()
+                    if line.startswith('rayctl_tasks{state="FINISHED"}')]
+        assert finished and float(finished[0].split()[-1]) >= 9
+        used = [line for line in text.splitlines() if line.startswith("rayctl_object_store_used_bytes{")]
+        assert used and float(used[0].split()[-1]) >= 3_000_000
+        assert head.call("GET", "/api/state/tasks?limit=0")[0] == 400
+    finally:
+        head.call("POST", f"/api/jobs/{sid}/stop")
+        head.wait_status(sid, "STOPPED", "FAILED", "SUCCEEDED")
 
 
 def test_a_tls_cluster_serves_https_only(tmp_path: Any) -> None:

@@ -1,5 +1,6 @@
-"""`/metrics` in Prometheus's text format: read fresh at each scrape from the GCS's tables, the
-autoscaler's latest status and the job store (nothing kept between scrapes)."""
+"""`/metrics` in Prometheus's text format: read fresh at each scrape from the GCS's tables and
+task events, each live node's store, the autoscaler's latest status and the job store (nothing
+kept between scrapes)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from autoscaler.status import ClusterStatus
-from autoscaler.web.state import GcsTables
+from autoscaler.web.state import ClusterReader, GcsTables
 from runtime.jobs.model import JobInfo, JobStatus
-from runtime.protocol.states import ActorState, NodeState, PlacementGroupState
+from runtime.protocol.states import ActorState, NodeState, PlacementGroupState, TaskStatus
 
 
 def shape_label(shape: dict[str, float]) -> str:
@@ -22,15 +23,17 @@ def shape_label(shape: dict[str, float]) -> str:
 
 
 class ClusterCollector(Collector):
-    def __init__(self, tables: Callable[[], GcsTables], status: Callable[[], ClusterStatus | None],
+    def __init__(self, reader: ClusterReader, status: Callable[[], ClusterStatus | None],
                  jobs: Callable[[], list[JobInfo]]) -> None:
-        self._tables, self._status, self._jobs = tables, status, jobs
+        self._reader, self._status, self._jobs = reader, status, jobs
 
     def collect(self) -> Iterator[Any]:
-        tables = self._tables()
+        tables = self._reader.tables()
         yield from _nodes(tables)
+        yield from _stores(self._reader.store_stats(tables.nodes))
         yield from _demand(tables)
         yield from _actors_and_groups(tables)
+        yield from _tasks(self._reader.tasks(limit=1))
         yield from _jobs(self._jobs())
         status = self._status()
         if status is not None:
@@ -67,6 +70,30 @@ def _nodes(tables: GcsTables) -> Iterator[Any]:
         total.add_metric([name], sums_total[name])
         used.add_metric([name], sums_used[name])
     yield from (total, used, node_total, node_used)
+
+
+def _stores(answers: list[tuple[Any, Any]]) -> Iterator[Any]:
+    used = GaugeMetricFamily("rayctl_object_store_used_bytes", "Bytes of objects in a live "
+                             "node's shared-memory store", labels=["node_id", "node_type"])
+    capacity = GaugeMetricFamily("rayctl_object_store_capacity_bytes", "A live node's "
+                                 "shared-memory store capacity", labels=["node_id", "node_type"])
+    for node, stats in answers:
+        used.add_metric([node.node_id, node.node_type], stats.object_store_used)
+        capacity.add_metric([node.node_id, node.node_type], stats.object_store_capacity)
+    yield used
+    yield capacity
+
+
+def _tasks(reply: Any) -> Iterator[Any]:
+    family = GaugeMetricFamily("rayctl_tasks", "Tasks the GCS holds events of, by state",
+                               labels=["state"])
+    for status in TaskStatus:
+        family.add_metric([status.value], reply.by_status.get(status.wire, 0))
+    yield family
+    dropped = GaugeMetricFamily("rayctl_task_events_dropped", "Tasks whose events were not kept "
+                                "(owner buffers full, or past the GCS's bound)")
+    dropped.add_metric([], reply.dropped)
+    yield dropped
 
 
 def _demand(tables: GcsTables) -> Iterator[Any]:

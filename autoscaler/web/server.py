@@ -22,9 +22,20 @@ from prometheus_client.registry import CollectorRegistry
 from autoscaler.status import ClusterStatus
 from autoscaler.web.app import make_app
 from autoscaler.web.metrics import ClusterCollector
-from autoscaler.web.state import StateKind, matches, parse_filter, read_tables, rows
+from autoscaler.web.state import (
+    MAX_LISTED,
+    ClusterReader,
+    StateKind,
+    matches,
+    object_rows,
+    parse_filter,
+    rows,
+    task_rows,
+    task_summary,
+)
 from runtime.auth import read_credentials
 from runtime.gcs.schema import GcsKeys, KvKey, KvNamespace
+from runtime.grpc_auth import open_channel
 from runtime.jobs.manager import JobManager
 
 log = logging.getLogger("rayctl.web")
@@ -32,12 +43,16 @@ WEB_FILE = "web.json"
 JOIN_TIMEOUT_S = 60.0
 INDEX = """rayctl head web service (cluster {cluster_id})
   GET  /api/jobs/                 submitted jobs (Ray's Jobs REST API; `rayctl job ...`)
-  GET  /api/state/<kind>          nodes, actors, placement-groups, jobs (`rayctl list ...`)
+  GET  /api/state/<kind>          nodes, actors, placement-groups, jobs, tasks, objects
+                                  (`rayctl list ...`; ?filter=key=value, ?limit=N)
+  GET  /api/summary/tasks         tasks by function and state (`rayctl summary tasks`)
   GET  /metrics                   Prometheus metrics
 """
 
 
-def state_routes(r: redis.Redis, cluster_id: str, manager: JobManager) -> list[web.RouteDef]:
+def state_routes(reader: ClusterReader, manager: JobManager) -> list[web.RouteDef]:
+    r, cluster_id = reader.r, reader.cluster_id
+
     def status() -> ClusterStatus | None:
         raw = r.hget(GcsKeys(cluster_id).kv(KvNamespace.AUTOSCALER_STATUS), KvKey.STATUS)
         if not raw:
@@ -48,29 +63,46 @@ def state_routes(r: redis.Redis, cluster_id: str, manager: JobManager) -> list[w
             return None
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ClusterCollector(lambda: read_tables(r, cluster_id), status, manager.jobs))
+    registry.register(ClusterCollector(reader, status, manager.jobs))
 
     async def metrics(request: web.Request) -> web.Response:
         body = await asyncio.to_thread(generate_latest, registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def listing(kind: StateKind) -> list[dict[str, Any]]:
+        if kind is StateKind.TASKS:
+            return task_rows(reader.tasks())
+        tables = reader.tables()
+        if kind is StateKind.OBJECTS:
+            return object_rows(reader.objects(tables.nodes))
+        return rows(tables, kind)
+
     async def state(request: web.Request) -> web.Response:
+        kinds = ", ".join(k.value for k in StateKind)
         try:
             kind = StateKind(request.match_info["kind"])
+        except ValueError:
+            return web.Response(status=400, text=f"unknown kind; kinds: {kinds}")
+        try:
             filters = [parse_filter(f) for f in request.query.getall("filter", [])]
+            limit = int(request.query.get("limit", MAX_LISTED))
+            if limit <= 0:
+                raise ValueError(f"limit {limit} must be a positive number of rows")
         except ValueError as exc:
-            kinds = ", ".join(k.value for k in StateKind)
-            return web.Response(status=400, text=f"{exc}; kinds: {kinds}"
-                                if "filter" in str(exc) else f"unknown kind; kinds: {kinds}")
-        tables = await asyncio.to_thread(read_tables, r, cluster_id)
-        listed = [row for row in rows(tables, kind) if matches(row, filters)]
-        return web.json_response(listed)
+            return web.Response(status=400, text=str(exc))
+        listed = [row for row in await asyncio.to_thread(listing, kind) if matches(row, filters)]
+        return web.json_response(listed[:limit])
+
+    async def summary(request: web.Request) -> web.Response:
+        if request.match_info["kind"] != StateKind.TASKS:
+            return web.Response(status=400, text="summaries: tasks (actors: GET /api/state/actors)")
+        return web.json_response(task_summary(await asyncio.to_thread(reader.task_summary)))
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=INDEX.format(cluster_id=cluster_id))
 
     return [web.get("/metrics", metrics), web.get("/api/state/{kind}", state),
-            web.get("/", index)]
+            web.get("/api/summary/{kind}", summary), web.get("/", index)]
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -83,8 +115,10 @@ async def serve(args: argparse.Namespace) -> None:
     host, _, port = args.redis_address.rpartition(":")
     r = redis.Redis(host=host, port=int(port), password=credentials.token)
     tls = credentials.tls
+    reader = ClusterReader(r, args.cluster_id, _core().gcs_call,
+                           lambda address: open_channel(address, credentials.token, tls=tls))
     app = make_app(manager, credentials.token, cluster_id=args.cluster_id, secure=tls is not None,
-                   extra_routes=state_routes(r, args.cluster_id, manager))
+                   extra_routes=state_routes(reader, manager))
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, ssl_context=tls.server if tls else None,

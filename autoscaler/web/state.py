@@ -1,18 +1,33 @@
 """The cluster's state as rows, for `rayctl list` and `/api/state/<kind>` (Ray's `ray list`):
-read from the GCS's tables in Redis through the runtime's schema, one pipeline per read."""
+nodes, actors, placement groups and drivers from the GCS's tables in Redis (through the
+runtime's schema, one pipeline per read); tasks from the GCS's task events; objects from each
+live node's store."""
 
 from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import redis
 
 from runtime.gcs import schema
 from runtime.gcs.schema import GcsKeys
-from runtime.protocol.states import ActorState, NodeState, PlacementGroupState, PlacementStrategy
+from runtime.protocol import gcs_pb2, raylet_pb2, raylet_pb2_grpc
+from runtime.protocol.states import (
+    ActorState,
+    NodeState,
+    PlacementGroupState,
+    PlacementStrategy,
+    TaskStatus,
+    TaskType,
+)
+
+NODE_CALL_TIMEOUT_S = 3.0
+MAX_LISTED = 10_000  # rows one listing returns at most
 
 
 class StateKind(enum.StrEnum):
@@ -20,6 +35,12 @@ class StateKind(enum.StrEnum):
     ACTORS = "actors"
     PLACEMENT_GROUPS = "placement-groups"
     JOBS = "jobs"  # drivers that called init(); submitted jobs are at /api/jobs/
+    TASKS = "tasks"  # as their owners reported them (runtime/task_events.py)
+    OBJECTS = "objects"  # the copies each live node's store holds
+
+    @property
+    def from_tables(self) -> bool:
+        return self not in (StateKind.TASKS, StateKind.OBJECTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +67,53 @@ def read_tables(client: redis.Redis, cluster_id: str) -> GcsTables:
         drivers={_str(k): schema.decode_job(v) for k, v in jobs.items()},
         load={_str(k): schema.decode_load(v) for k, v in load.items()},
     )
+
+
+class ClusterReader:
+    """Where the listings and metrics read: Redis, the GCS, and each live node's raylet
+    (`raylet_channel(address)`: a gRPC channel proving the cluster token; kept per node)."""
+
+    def __init__(self, r: redis.Redis, cluster_id: str, gcs_call: Callable[..., Any],
+                 raylet_channel: Callable[[str], Any]) -> None:
+        self.r, self.cluster_id, self.gcs_call = r, cluster_id, gcs_call
+        self._raylet_channel = raylet_channel
+        self._stubs: dict[str, Any] = {}
+
+    def tables(self) -> GcsTables:
+        return read_tables(self.r, self.cluster_id)
+
+    def tasks(self, limit: int = MAX_LISTED) -> Any:
+        return self.gcs_call("ListTasks", gcs_pb2.ListTasksRequest(limit=limit), timeout=10)
+
+    def task_summary(self) -> Any:
+        return self.gcs_call("ListTasks", gcs_pb2.ListTasksRequest(summarize=True), timeout=10)
+
+    def objects(self, nodes: list[Any], limit: int = MAX_LISTED) -> list[tuple[Any, Any]]:
+        """(node, ListObjectsReply) for each live node that answered."""
+        return self._each_node(nodes, "ListObjects", raylet_pb2.ListObjectsRequest(limit=limit))
+
+    def store_stats(self, nodes: list[Any]) -> list[tuple[Any, Any]]:
+        """(node, NodeStatsReply) for each live node that answered."""
+        return self._each_node(nodes, "GetNodeStats", raylet_pb2.RayletEmpty())
+
+    def _each_node(self, nodes: list[Any], method: str, request: Any) -> list[tuple[Any, Any]]:
+        calls = []
+        for node in nodes:
+            if NodeState.from_wire(node.state) is NodeState.DEAD:
+                continue
+            address = f"{node.address}:{node.raylet_port}"
+            stub = self._stubs.get(address)
+            if stub is None:
+                stub = self._stubs[address] = raylet_pb2_grpc.RayletStub(
+                    self._raylet_channel(address))
+            calls.append((node, getattr(stub, method).future(request, timeout=NODE_CALL_TIMEOUT_S)))
+        answered = []
+        for node, call in calls:
+            try:
+                answered.append((node, call.result()))
+            except grpc.RpcError:
+                continue  # gone or stopping: a dead node's copies are lost anyway
+        return answered
 
 
 def _str(value: bytes | str) -> str:
@@ -85,6 +153,48 @@ def rows(tables: GcsTables, kind: StateKind) -> list[dict[str, Any]]:
         "namespace": record["namespace"], "start_time": int(record["start"] * 1000),
         "end_time": None if record["end"] is None else int(record["end"] * 1000),
     } for job_id, record in sorted(tables.drivers.items(), key=lambda kv: kv[1]["start"])]
+
+
+def task_rows(reply: Any) -> list[dict[str, Any]]:
+    return [{
+        "task_id": t.task_id, "attempt_number": t.attempt, "name": t.name,
+        "state": TaskStatus.from_wire(t.status).value, "job_id": t.job_id,
+        "actor_id": t.actor_id or None, "type": TaskType.from_wire(t.type).value,
+        "func_or_class_name": t.name, "parent_task_id": t.parent_task_id or None,
+        "node_id": t.node_id or None, "worker_id": t.worker_id or None,
+        "error_type": t.error_type or None, "error_message": t.error_message or None,
+        "required_resources": dict(t.resources),
+        "creation_time_ms": _ms(t.submitted_at), "start_time_ms": _ms(t.started_at),
+        "end_time_ms": _ms(t.ended_at),
+    } for t in reply.tasks]
+
+
+def task_summary(reply: Any) -> dict[str, Any]:
+    """`rayctl summary tasks`: counts by function (or actor method) and state (Ray's shape)."""
+    return {
+        "total": reply.total, "dropped": reply.dropped,
+        "by_state": _by_status(reply.by_status),
+        "summary": {g.name: {
+            "func_or_class_name": g.name, "type": TaskType.from_wire(g.type).value,
+            "state_counts": _by_status(g.by_status), "retries": g.retries,
+        } for g in reply.groups},
+    }
+
+
+def _by_status(counts: Any) -> dict[str, int]:
+    return {TaskStatus.from_wire(status).value: n for status, n in sorted(counts.items())}
+
+
+def object_rows(answers: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
+    return [{
+        "object_id": o.object_id, "object_size": o.size, "node_id": node.node_id,
+        "node_ip": node.address, "copy": "PRIMARY" if o.primary else "SECONDARY",
+        "in_memory": o.in_memory, "spilled": o.spilled, "pins": o.pins,
+    } for node, reply in answers for o in reply.objects]
+
+
+def _ms(unix_s: float) -> int | None:
+    return int(unix_s * 1000) if unix_s else None
 
 
 def matches(row: dict[str, Any], filters: list[tuple[str, str, str]]) -> bool:

@@ -26,6 +26,7 @@ from runtime.gcs.raylet_links import RayletLinks
 from runtime.gcs.schema import KvKey, KvNamespace
 from runtime.gcs.store_errors import StoreErrorInterceptor, keep_running
 from runtime.gcs.tables import SchemaMismatchError, Tables
+from runtime.gcs.task_events import TaskEventStore
 from runtime.grpc_auth import ProofServerInterceptor, add_port
 from runtime.listener_caps import GRPC_SERVER_OPTIONS
 from runtime.log_rotation import rotate_own_output
@@ -59,6 +60,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         self.actors = ActorManager(tables, credentials)
         self.pgs = PlacementGroupManager(tables, RayletLinks(credentials))
         self.sync = NodeSync(tables, self._on_load)
+        self.task_events = TaskEventStore()
         self._demand_dirty = asyncio.Event()
 
     def _on_load(self, written: bool) -> None:
@@ -249,6 +251,16 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
         return gcs_pb2.FeasibleReply(
             fits_now=fits_now, fits_a_node=fits_node, fits_launchable=fits_type
         )
+
+    # -- task events ---------------------------------------------------------------------------
+    async def AddTaskEvents(self, request: Any, context: Any) -> Any:
+        self.task_events.add(request)
+        return gcs_pb2.Empty()
+
+    async def ListTasks(self, request: Any, context: Any) -> Any:
+        if request.summarize:
+            return self.task_events.summarize()
+        return self.task_events.list(request.limit)
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -275,3 +275,70 @@ class PlacementGroupInfo(_message.Message):
     strategy: PlacementGroupInfo.Strategy
     state: PlacementGroupInfo.State
     def __init__(self, pg_id: _Optional[str] = ..., name: _Optional[str] = ..., namespace: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., bundle_node_ids: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., job_id: _Optional[str] = ..., detached: _Optional[bool] = ..., created_at: _Optional[float] = ..., strategy: _Optional[_Union[PlacementGroupInfo.Strategy, str]] = ..., state: _Optional[_Union[PlacementGroupInfo.State, str]] = ...) -> None: ...
+
+class TaskEvent(_message.Message):
+    __slots__ = ("task_id", "attempt", "name", "status", "type", "job_id", "actor_id", "parent_task_id", "node_id", "worker_id", "error_type", "error_message", "submitted_at", "started_at", "ended_at", "resources")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS_UNSPECIFIED: _ClassVar[TaskEvent.Status]
+        PENDING_ARGS_AVAIL: _ClassVar[TaskEvent.Status]
+        PENDING_NODE_ASSIGNMENT: _ClassVar[TaskEvent.Status]
+        SUBMITTED_TO_WORKER: _ClassVar[TaskEvent.Status]
+        RUNNING: _ClassVar[TaskEvent.Status]
+        FINISHED: _ClassVar[TaskEvent.Status]
+        FAILED: _ClassVar[TaskEvent.Status]
+    STATUS_UNSPECIFIED: TaskEvent.Status
+    PENDING_ARGS_AVAIL: TaskEvent.Status
+    PENDING_NODE_ASSIGNMENT: TaskEvent.Status
+    SUBMITTED_TO_WORKER: TaskEvent.Status
+    RUNNING: TaskEvent.Status
+    FINISHED: TaskEvent.Status
+    FAILED: TaskEvent.Status
+    class Type(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        TYPE_UNSPECIFIED: _ClassVar[TaskEvent.Type]
+        NORMAL_TASK: _ClassVar[TaskEvent.Type]
+        ACTOR_TASK: _ClassVar[TaskEvent.Type]
+    TYPE_UNSPECIFIED: TaskEvent.Type
+    NORMAL_TASK: TaskEvent.Type
+    ACTOR_TASK: TaskEvent.Type
+    class ResourcesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    attempt: int
+    name: str
+    status: TaskEvent.Status
+    type: TaskEvent.Type
+    job_id: str
+    actor_id: str
+    parent_task_id: str
+    node_id: str
+    worker_id: str
+    error_type: str
+    error_message: str
+    submitted_at: float
+    started_at: float
+    ended_at: float
+    resources: _containers.ScalarMap[str, float]
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ..., name: _Optional[str] = ..., status: _Optional[_Union[TaskEvent.Status, str]] = ..., type: _Optional[_Union[TaskEvent.Type, str]] = ..., job_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., parent_task_id: _Optional[str] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[str] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ..., submitted_at: _Optional[float] = ..., started_at: _Optional[float] = ..., ended_at: _Optional[float] = ..., resources: _Optional[_Mapping[str, float]] = ...) -> None: ...

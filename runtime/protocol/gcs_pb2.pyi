@@ -304,3 +304,59 @@ class DrainNodeReply(_message.Message):
     accepted: bool
     reason: str
     def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AddTaskEventsRequest(_message.Message):
+    __slots__ = ("events", "dropped")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskEvent]
+    dropped: int
+    def __init__(self, events: _Optional[_Iterable[_Union[_common_pb2.TaskEvent, _Mapping]]] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class ListTasksRequest(_message.Message):
+    __slots__ = ("limit", "summarize")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SUMMARIZE_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    summarize: bool
+    def __init__(self, limit: _Optional[int] = ..., summarize: _Optional[bool] = ...) -> None: ...
+
+class TaskGroup(_message.Message):
+    __slots__ = ("name", "type", "by_status", "retries")
+    class ByStatusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    BY_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: _common_pb2.TaskEvent.Type
+    by_status: _containers.ScalarMap[int, int]
+    retries: int
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[_common_pb2.TaskEvent.Type, str]] = ..., by_status: _Optional[_Mapping[int, int]] = ..., retries: _Optional[int] = ...) -> None: ...
+
+class ListTasksReply(_message.Message):
+    __slots__ = ("tasks", "total", "dropped", "by_status", "groups")
+    class ByStatusEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    BY_STATUS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[_common_pb2.TaskEvent]
+    total: int
+    dropped: int
+    by_status: _containers.ScalarMap[int, int]
+    groups: _containers.RepeatedCompositeFieldContainer[TaskGroup]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[_common_pb2.TaskEvent, _Mapping]]] = ..., total: _Optional[int] = ..., dropped: _Optional[int] = ..., by_status: _Optional[_Mapping[int, int]] = ..., groups: _Optional[_Iterable[_Union[TaskGroup, _Mapping]]] = ...) -> None: ...

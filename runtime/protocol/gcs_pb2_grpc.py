@@ -129,6 +129,16 @@ class GcsStub:
                 request_serializer=runtime_dot_protocol_dot_gcs__pb2.FeasibleRequest.SerializeToString,
                 response_deserializer=runtime_dot_protocol_dot_gcs__pb2.FeasibleReply.FromString,
                 _registered_method=True)
+        self.AddTaskEvents = channel.unary_unary(
+                '/rayctl.Gcs/AddTaskEvents',
+                request_serializer=runtime_dot_protocol_dot_gcs__pb2.AddTaskEventsRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_gcs__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/rayctl.Gcs/ListTasks',
+                request_serializer=runtime_dot_protocol_dot_gcs__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_gcs__pb2.ListTasksReply.FromString,
+                _registered_method=True)
 
 
 class GcsServicer:
@@ -248,6 +258,18 @@ class GcsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddTaskEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GcsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -345,6 +367,16 @@ def add_GcsServicer_to_server(servicer, server):
                     servicer.CheckFeasible,
                     request_deserializer=runtime_dot_protocol_dot_gcs__pb2.FeasibleRequest.FromString,
                     response_serializer=runtime_dot_protocol_dot_gcs__pb2.FeasibleReply.SerializeToString,
+            ),
+            'AddTaskEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTaskEvents,
+                    request_deserializer=runtime_dot_protocol_dot_gcs__pb2.AddTaskEventsRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_gcs__pb2.Empty.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=runtime_dot_protocol_dot_gcs__pb2.ListTasksRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_gcs__pb2.ListTasksReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -860,6 +892,60 @@ class Gcs:
             '/rayctl.Gcs/CheckFeasible',
             runtime_dot_protocol_dot_gcs__pb2.FeasibleRequest.SerializeToString,
             runtime_dot_protocol_dot_gcs__pb2.FeasibleReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddTaskEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Gcs/AddTaskEvents',
+            runtime_dot_protocol_dot_gcs__pb2.AddTaskEventsRequest.SerializeToString,
+            runtime_dot_protocol_dot_gcs__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Gcs/ListTasks',
+            runtime_dot_protocol_dot_gcs__pb2.ListTasksRequest.SerializeToString,
+            runtime_dot_protocol_dot_gcs__pb2.ListTasksReply.FromString,
             options,
             channel_credentials,
             insecure,

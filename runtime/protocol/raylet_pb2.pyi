@@ -86,3 +86,33 @@ class FreeRequest(_message.Message):
     OBJECT_IDS_FIELD_NUMBER: _ClassVar[int]
     object_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, object_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListObjectsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class StoredObject(_message.Message):
+    __slots__ = ("object_id", "size", "primary", "in_memory", "spilled", "pins")
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    IN_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    SPILLED_FIELD_NUMBER: _ClassVar[int]
+    PINS_FIELD_NUMBER: _ClassVar[int]
+    object_id: str
+    size: int
+    primary: bool
+    in_memory: bool
+    spilled: bool
+    pins: int
+    def __init__(self, object_id: _Optional[str] = ..., size: _Optional[int] = ..., primary: _Optional[bool] = ..., in_memory: _Optional[bool] = ..., spilled: _Optional[bool] = ..., pins: _Optional[int] = ...) -> None: ...
+
+class ListObjectsReply(_message.Message):
+    __slots__ = ("objects", "total")
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    objects: _containers.RepeatedCompositeFieldContainer[StoredObject]
+    total: int
+    def __init__(self, objects: _Optional[_Iterable[_Union[StoredObject, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...

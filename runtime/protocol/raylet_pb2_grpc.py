@@ -59,6 +59,11 @@ class RayletStub:
                 request_serializer=runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.SerializeToString,
                 response_deserializer=runtime_dot_protocol_dot_raylet__pb2.NodeStatsReply.FromString,
                 _registered_method=True)
+        self.ListObjects = channel.unary_unary(
+                '/rayctl.Raylet/ListObjects',
+                request_serializer=runtime_dot_protocol_dot_raylet__pb2.ListObjectsRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.ListObjectsReply.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/rayctl.Raylet/Shutdown',
                 request_serializer=runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.SerializeToString,
@@ -102,6 +107,12 @@ class RayletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListObjects(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -135,6 +146,11 @@ def add_RayletServicer_to_server(servicer, server):
                     servicer.GetNodeStats,
                     request_deserializer=runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.FromString,
                     response_serializer=runtime_dot_protocol_dot_raylet__pb2.NodeStatsReply.SerializeToString,
+            ),
+            'ListObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListObjects,
+                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.ListObjectsRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.ListObjectsReply.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -277,6 +293,33 @@ class Raylet:
             '/rayctl.Raylet/GetNodeStats',
             runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.SerializeToString,
             runtime_dot_protocol_dot_raylet__pb2.NodeStatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Raylet/ListObjects',
+            runtime_dot_protocol_dot_raylet__pb2.ListObjectsRequest.SerializeToString,
+            runtime_dot_protocol_dot_raylet__pb2.ListObjectsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,6 +1,7 @@
 """The runtime's states, named once: a node, an actor, a placement group (and its strategy), the
-kind of a queued shape. On the wire they are proto enums (runtime/protocol/common.proto) whose
-value names are these members' names; `.wire` and `from_wire` convert, here and nowhere else."""
+kind of a queued shape, a task's status and type. On the wire they are proto enums
+(runtime/protocol/common.proto) whose value names are these members' names; `.wire` and
+`from_wire` convert, here and nowhere else."""
 
 from __future__ import annotations
 
@@ -64,12 +65,34 @@ class ShapeKind(_WireEnum):
     ACTOR = "actor"
 
 
+class TaskStatus(_WireEnum):
+    """A task's state as its owner saw it last (Ray's TaskStatus names)."""
+
+    PENDING_ARGS_AVAIL = "PENDING_ARGS_AVAIL"  # waiting for the objects passed to it
+    PENDING_NODE_ASSIGNMENT = "PENDING_NODE_ASSIGNMENT"  # queued for a leased worker
+    SUBMITTED_TO_WORKER = "SUBMITTED_TO_WORKER"  # an actor call sent to its actor
+    RUNNING = "RUNNING"  # on a leased worker
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+
+    @property
+    def ended(self) -> bool:
+        return self in (TaskStatus.FINISHED, TaskStatus.FAILED)
+
+
+class TaskType(_WireEnum):
+    NORMAL_TASK = "NORMAL_TASK"
+    ACTOR_TASK = "ACTOR_TASK"
+
+
 _WIRE_TYPES: dict[type[_WireEnum], Any] = {
     NodeState: common_pb2.NodeInfo.State,
     ActorState: common_pb2.ActorInfo.State,
     PlacementGroupState: common_pb2.PlacementGroupInfo.State,
     PlacementStrategy: common_pb2.PlacementGroupInfo.Strategy,
     ShapeKind: common_pb2.ShapeCount.Kind,
+    TaskStatus: common_pb2.TaskEvent.Status,
+    TaskType: common_pb2.TaskEvent.Type,
 }
 # wire value -> member, per enum: read for every record the autoscaler decodes
 _BY_WIRE: dict[type[_WireEnum], dict[int, _WireEnum]] = {

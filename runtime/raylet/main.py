@@ -28,6 +28,8 @@ from runtime.raylet.worker_pool import WorkerPool
 from runtime.session import record_pid, watch_parent
 from runtime.transport import serve
 
+LIST_OBJECTS_LIMIT = 10_000  # objects one ListObjects reply names at most (~70 bytes each)
+
 
 @dataclass(frozen=True, slots=True)
 class _Servers:
@@ -61,6 +63,15 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
             transfer_bytes_sent=self.r.transfer.bytes_sent,
             queued_leases=sum(not req.future.done() for req in self.r.queue),
         )
+
+    async def ListObjects(self, request: Any, context: Any) -> Any:
+        limit = request.limit if request.limit > 0 else LIST_OBJECTS_LIMIT
+        copies = self.r.store.listing(min(limit, LIST_OBJECTS_LIMIT))
+        return raylet_pb2.ListObjectsReply(
+            objects=[raylet_pb2.StoredObject(object_id=c.object_id, size=c.size, primary=c.primary,
+                                             in_memory=c.in_memory, spilled=c.spilled, pins=c.pins)
+                     for c in copies],
+            total=self.r.store.stats().num_objects)
 
     async def FreeObjects(self, request: Any, context: Any) -> Any:
         self.r.delete_copies(list(request.object_ids))
