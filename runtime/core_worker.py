@@ -378,16 +378,22 @@ class CoreWorker:
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def gcs_call_async(self, method: str, request: Any, timeout: float = 30) -> None:
+    def gcs_call_async(self, method: str, request: Any, timeout: float = 30,
+                       on_error: Callable[[BaseException], None] | None = None) -> None:
         """Send a GCS call without waiting for it (the future is kept until done, so it is not
-        cancelled when dropped); a failure is logged."""
+        cancelled when dropped); a failure goes to `on_error`, else to the log."""
         future = getattr(self.gcs, method).future(request, timeout=timeout)
         self._background_calls.add(future)
 
         def done(f: Any) -> None:
             self._background_calls.discard(f)
-            if f.exception() is not None:
-                log.warning("GCS call %s failed: %s", method, f.exception())
+            error = f.exception()
+            if error is None:
+                return
+            if on_error is not None:
+                on_error(error)
+            else:
+                log.warning("GCS call %s failed: %s", method, error)
 
         future.add_done_callback(done)
 

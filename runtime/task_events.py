@@ -10,6 +10,7 @@ never work.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -147,7 +148,19 @@ class TaskEvents:
         """Send what changed since the last batch (the I/O thread; does not wait for the GCS)."""
         self._timer = None
         for request in self._take():
-            self.cw.gcs_call_async("AddTaskEvents", request, timeout=10)
+            lost = len(request.events) + request.dropped
+            # a GCS restarting loses this batch: counted, never retried (events are not work)
+            self.cw.gcs_call_async("AddTaskEvents", request, timeout=10,
+                                   on_error=functools.partial(self._lost, lost))
+
+    def _lost(self, n: int, error: BaseException) -> None:  # (a gRPC thread)
+        if not self.cw.closed:
+            self.cw.call_soon(self._count_dropped, n)
+
+    def _count_dropped(self, n: int) -> None:
+        self._dropped += n  # the next batch tells the GCS
+        if self._timer is None and not self.cw.closed:
+            self._timer = self.cw.loop.call_later(self.flush_s, self.flush)
 
     def flush_now(self, timeout: float = 2.0) -> None:
         """Send what is buffered and wait for it (a user thread, at shutdown): the last tasks of a
