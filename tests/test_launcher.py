@@ -36,12 +36,13 @@ NAME = "lt"
 def make_config(root: Path, name: str = NAME, **extra: Any) -> dict[str, Any]:
     return {
         "cluster_name": name,
-        "max_workers": 2,
+        "max_workers": 3,
         "provider": {"type": "local", "state_dir": str(root / "slots"), "terminate_grace_s": 1},
         "head_node_type": "head",
         "available_node_types": {
             "head": {"resources": {"CPU": 0}},
             "cpu": {"resources": {"CPU": 1}, "max_workers": 2, "idle_timeout_s": 3},
+            "gpu": {"resources": {"CPU": 1, "GPU": 1}, "max_workers": 1, "idle_timeout_s": 3},
         },
         **extra,
     }
@@ -153,6 +154,23 @@ def test_rayctl_job_reaches_the_cluster_up_made(cluster: Cluster) -> None:
     result = invoke("job", "submit", "--", "echo from-a-submitted-job")
     assert result.exit_code == 0, result.output
     assert "from-a-submitted-job" in result.output and "succeeded" in result.output
+
+
+def test_a_gpu_job_waits_for_the_gpu_node_the_autoscaler_launches(cluster: Cluster) -> None:
+    """As with Ray's job server: the job's supervisor asks for the entrypoint's GPU, so the job
+    is PENDING (with the reason in `rayctl status`) until the autoscaler's GPU node joins, then
+    runs there."""
+    submitted = invoke("job", "submit", "--no-wait", "--entrypoint-num-gpus", "1", "--",
+                       "echo node-type=$RAYCTL_NODE_TYPE gpus=$CUDA_VISIBLE_DEVICES")
+    assert submitted.exit_code == 0, submitted.output
+    sid = submitted.output.split("Job '")[1].split("'")[0]
+    assert "PENDING" in invoke("job", "status", sid).output
+    status = wait_for(lambda: (out := invoke("status", str(cluster.config_file)).output)
+                      and "(gpu) [queued_demand]" in out and out, 30, "the GPU launch in the status")
+    assert "{GPU: 1}: 1+ pending actors" in status and "(gpu) [queued_demand]" in status, status
+    wait_for(lambda: "SUCCEEDED" in invoke("job", "status", sid).output, 90, "the GPU job to run")
+    logs = invoke("job", "logs", sid).output
+    assert "node-type=gpu gpus=0" in logs, logs
 
 
 def test_second_up_changes_nothing(cluster: Cluster) -> None:
@@ -428,7 +446,9 @@ def test_what_up_ships_depends_on_where_the_heads_commands_run(
 
 
 def test_overrides_from_the_command_line() -> None:
-    config = validate_config(make_config(Path("/x")))
+    raw = make_config(Path("/x"))
+    del raw["available_node_types"]["gpu"]  # --min-workers applies to every worker type
+    config = validate_config(raw)
     changed = apply_overrides(config, cluster_name="other", min_workers=1, max_workers=1)
     assert changed.cluster_name == "other"
     assert changed.node_type("cpu").min_workers == 1 and changed.worker_max("cpu") == 1
