@@ -112,6 +112,24 @@ class CommandRunner(Protocol):
         ...
 
 
+class ForwardedPort(Protocol):
+    """A node's port reachable on this machine's 127.0.0.1:`local_port` until `close`."""
+
+    @property
+    def local_port(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class PortForwarder(Protocol):
+    """What a runner that reaches its node over the network (SSH) also does."""
+
+    def forward_port(self, remote_port: int) -> ForwardedPort:
+        """Forward the node's 127.0.0.1:`remote_port` to a free local port; raise
+        ProviderError when the node cannot be reached or the forward is refused."""
+        ...
+
+
 # --- errors -------------------------------------------------------------------------------
 
 

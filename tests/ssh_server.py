@@ -43,6 +43,7 @@ class SSHServer:
     connections: int = 0  # SSH connections accepted so far
     terminals: bool = False  # a pty request gets a real pseudo-terminal (else plain pipes)
     forwarding: bool = False  # direct-tcpip channels (`ssh -L`) are accepted
+    forwarded: list[int] = field(default_factory=list)  # destination port of each one asked for
 
     def auth(self) -> dict[str, str]:
         """The cluster YAML's `auth:` section for this server."""
@@ -60,6 +61,7 @@ class _CountingServer(asyncssh.SSHServer):
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> bool:
         """`ssh -L`: True lets asyncssh connect to the destination itself, as sshd does."""
+        self.server.forwarded.append(dest_port)
         return self.server.forwarding
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import http.client
+import json
 import os
 import re
 import select
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -375,6 +377,24 @@ def test_exec_port_forward_rejects_a_bad_port(head: Head) -> None:
     ran = invoke("exec", str(head.config_file), "true", "--port-forward", "80:http")
     assert ran.exit_code == 2
     assert "LOCAL:REMOTE" in ran.output and "Traceback" not in ran.output
+
+
+# --- the web service through a forwarded port -------------------------------------------------
+
+
+def test_job_and_list_reach_a_remote_heads_web_service_through_ssh(head: Head) -> None:
+    """`rayctl job submit CONFIG` and `rayctl list --cluster-config CONFIG` from a machine that
+    is not the head: the head's web service listens on its own 127.0.0.1 only, so the CLI forwards
+    its port over the launcher's SSH runner for the command's length."""
+    config = str(head.config_file)
+    submitted = invoke("job", "submit", config, "--", "echo ran-on-the-head")
+    assert submitted.exit_code == 0, submitted.output
+    assert "ran-on-the-head" in submitted.output and "succeeded" in submitted.output
+    listed = invoke("list", "nodes", "--cluster-config", config, "--json")
+    assert listed.exit_code == 0, listed.output
+    assert '"is_head_node": true' in listed.output
+    web = json.loads((head.session_dir() / "web.json").read_text())
+    assert head.server.forwarded.count(urlsplit(web["url"]).port) >= 2  # both through the tunnel
 
 
 # --- monitor ---------------------------------------------------------------------------------

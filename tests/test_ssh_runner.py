@@ -305,3 +305,34 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_forward_port_reaches_a_port_of_the_host_until_closed(
+    request: pytest.FixtureRequest, tmp_path: Path, control_dir: Path
+) -> None:
+    """What `rayctl job CONFIG` rides on: the node's 127.0.0.1 port on a local one, both clients."""
+    import socket
+    import socketserver
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(b"echo:" + self.request.recv(100))
+
+    with ExitStack() as stack:
+        sshd = stack.enter_context(ssh_server(tmp_path / "fwd", forwarding=True))
+        echo = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+        stack.callback(echo.server_close)
+        threading.Thread(target=echo.serve_forever, daemon=True).start()
+        stack.callback(echo.shutdown)
+        clients = ["asyncssh"] + (["openssh"] if shutil.which("ssh") else [])
+        for client in clients:
+            runner = runner_for(sshd.host, sshd.auth(), port=sshd.port, client=client,
+                                control_dir=control_dir)
+            stack.callback(runner.close)
+            forward = runner.forward_port(echo.server_address[1])
+            with socket.create_connection(("127.0.0.1", forward.local_port), timeout=5) as s:
+                s.sendall(b"hi")
+                assert s.recv(100) == b"echo:hi", client
+            forward.close()
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", forward.local_port), timeout=2).close()

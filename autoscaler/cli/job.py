@@ -30,14 +30,15 @@ IdArg = Annotated[str, typer.Argument(help="the job's submission id")]
 
 def _run(address: str | None, config: str | None,
          act: Callable[[Any], Awaitable[T]]) -> T:
-    from autoscaler.web.client import WebClient, WebError, resolve_target
+    from autoscaler.web.client import WebClient, WebError, reach
 
-    async def go() -> T:
-        async with WebClient(resolve_target(address, config)) as client:
+    async def go(target: Any) -> T:
+        async with WebClient(target) as client:
             return await act(client)
 
     try:
-        return asyncio.run(go())
+        with reach(address, config) as target:
+            return asyncio.run(go(target))
     except WebError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -2,18 +2,22 @@
 with which token, then Ray's REST calls over aiohttp.
 
 Where: `--address URL`, else $RAYCTL_DASHBOARD_ADDRESS, else a cluster config's head as `rayctl
-up` recorded it, else the cluster `rayctl start --head` started on this machine. The token:
+up` recorded it (a head on another machine through a port forwarded over SSH for the command's
+length), else the cluster `rayctl start --head` started on this machine. The token:
 $RAYCTL_TOKEN_FILE (or $RAYCTL_TOKEN), else that of the cluster on this machine when the URL is
 its service's (never sent to another address)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -50,12 +54,9 @@ def local_target(session_dir: str, token_file: str) -> WebTarget | None:
                      credentials.tls.client if credentials.tls else None)
 
 
-def resolve_target(address: str | None, config: str | None = None,
-                   temp_dir: str | None = None) -> WebTarget:
+def resolve_target(address: str | None, temp_dir: str | None = None) -> WebTarget:
+    """A service by URL or cluster name, or the one cluster started on this machine."""
     from runtime.node import LocalCluster, choose_local_cluster, local_clusters
-
-    if config:
-        return _config_target(config)
 
     def service_of(cluster: LocalCluster) -> WebTarget:
         target = local_target(cluster.session_dir, cluster.token_file)
@@ -91,24 +92,75 @@ def resolve_target(address: str | None, config: str | None = None,
                    "file (the token of a cluster here goes only to its own service)")
 
 
-def _config_target(config: str) -> WebTarget:
-    from autoscaler.launcher.head import load_record
-    from autoscaler.launcher.up import load_cluster
+@contextlib.contextmanager
+def reach(address: str | None, config: str | None = None,
+          temp_dir: str | None = None) -> Iterator[WebTarget]:
+    """The web service to call, for as long as the block runs: with a cluster config whose head
+    is another machine, through a port forwarded over the launcher's SSH runner."""
+    if config:
+        with _config_target(config) as target:
+            yield target
+    else:
+        yield resolve_target(address, temp_dir)
 
-    name = load_cluster(config).cluster_name
+
+@contextlib.contextmanager
+def _config_target(config: str) -> Iterator[WebTarget]:
+    from autoscaler.launcher.head import LaunchError, is_local, load_record
+    from autoscaler.launcher.remote import head_services, open_head
+    from autoscaler.launcher.up import load_cluster
+    from providers.base import ProviderError
+
+    cluster = load_cluster(config)
+    name = cluster.cluster_name
     record = load_record(name)
     if record is None:
         raise WebError(f"cluster {name!r} has no record on this machine: start it with "
                        f"`rayctl up {config}`")
-    if not os.path.isdir(record.session_dir):
-        raise WebError(f"cluster {name!r}'s head is another machine ({record.head_ip}): forward "
-                       f"its port (`ssh -L 8265:127.0.0.1:8265 <head>`) and pass --address "
-                       f"http://127.0.0.1:8265 with RAYCTL_TOKEN_FILE set")
-    target = local_target(record.session_dir, record.token_file)
-    if target is None:
-        raise WebError(f"cluster {name!r}'s head runs no web service "
-                       f"(its logs: {record.session_dir}/logs/web.log)")
-    return target
+    if is_local(cluster):
+        target = local_target(record.session_dir, record.token_file)
+        if target is None:
+            raise WebError(f"cluster {name!r}'s head runs no web service "
+                           f"(its logs: {record.session_dir}/logs/web.log)")
+        yield target
+        return
+    try:
+        head = open_head(cluster)
+        services = head_services(head)
+        read = head.runner.run(f"cat {shlex.quote(services.session_dir)}/web.json", timeout_s=30)
+    except (LaunchError, ProviderError) as exc:
+        raise WebError(f"cannot reach cluster {name!r}'s head: {exc}") from None
+    info = _last_json_line(read.output) if read.exit_code == 0 else None
+    if info is None or "url" not in info:
+        raise WebError(f"cluster {name!r}'s head runs no web service (its log on the head: "
+                       f"{services.session_dir}/logs/web.log)")
+    remote = urlsplit(str(info["url"]))
+    runner = head.runner.inner
+    if remote.port is None or not hasattr(runner, "forward_port"):
+        raise WebError(f"cannot forward the web service of cluster {name!r} to this machine "
+                       f"({type(runner).__name__} forwards no ports)")
+    credentials = read_credentials(record.token_file)
+    try:
+        forward = runner.forward_port(remote.port)
+    except ProviderError as exc:
+        raise WebError(f"cannot forward cluster {name!r}'s web service: {exc}") from None
+    try:
+        yield WebTarget(f"{remote.scheme}://127.0.0.1:{forward.local_port}", credentials.token,
+                        credentials.tls.client if credentials.tls else None)
+    finally:
+        forward.close()
+
+
+def _last_json_line(output: str) -> dict[str, Any] | None:
+    """The head's web.json, past anything a login shell printed first."""
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
 
 
 class WebClient:

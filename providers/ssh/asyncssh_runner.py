@@ -89,6 +89,18 @@ class AsyncSSHRunner:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    def forward_port(self, remote_port: int) -> _Forward:
+        """The node's 127.0.0.1:`remote_port` on a free local port, over this connection."""
+        async def listen() -> asyncssh.SSHListener:
+            conn = await self._connection(None)
+            try:
+                return await conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", remote_port)
+            except (asyncssh.Error, OSError) as exc:
+                raise ProviderError(f"forwarding port {remote_port} of {self.target.where} "
+                                    f"failed: {exc}") from exc
+
+        return _Forward(run_sync(listen()))
+
     def close(self) -> None:
         run_sync(self._close())
 
@@ -189,6 +201,22 @@ class AsyncSSHRunner:
         if conn is not None:
             conn.close()
             await conn.wait_closed()
+
+
+class _Forward:
+    def __init__(self, listener: asyncssh.SSHListener) -> None:
+        self._listener = listener
+
+    @property
+    def local_port(self) -> int:
+        return int(self._listener.get_port())
+
+    def close(self) -> None:
+        async def close() -> None:
+            self._listener.close()
+            await self._listener.wait_closed()
+
+        run_sync(close())
 
 
 async def _put_tree(sftp: asyncssh.SFTPClient, source: Path, remote: str) -> None:

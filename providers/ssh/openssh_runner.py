@@ -9,6 +9,7 @@ import os
 import posixpath
 import shlex
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -78,6 +79,38 @@ def ssh_options(target: SSHTarget, control_dir: Path) -> list[str]:
     if target.key_path:
         args += ["-i", os.path.expanduser(target.key_path)]
     return [*args, "-p", str(target.port)]
+
+
+def _free_local_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class _Forward:
+    def __init__(self, proc: subprocess.Popen[bytes], local_port: int, errors: IO[bytes]) -> None:
+        self._proc, self._port, self._errors = proc, local_port, errors
+
+    @property
+    def local_port(self) -> int:
+        return self._port
+
+    def close(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._errors.close()
 
 
 def client_failure(exit_code: int, output: str) -> Failure | None:
@@ -151,6 +184,32 @@ class OpenSSHRunner:
                 raise not_ready_error(timeout_s, last)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def forward_port(self, remote_port: int) -> _Forward:
+        """The node's 127.0.0.1:`remote_port` on a free local port: an `ssh -N -L` of its own
+        (not the shared master, whose ControlPersist would keep the port past `close`)."""
+        local_port = _free_local_port()
+        options = [o for o in ssh_options(self.target, self.control_dir)
+                   if not o.startswith(("-oControlMaster=", "-oControlPath=", "-oControlPersist="))]
+        argv = ["ssh", "-N", *options, "-oControlMaster=no", "-oControlPath=none",
+                "-oExitOnForwardFailure=yes", "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}",
+                self._dest()]
+        errors = tempfile.TemporaryFile()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=errors)
+        deadline = time.monotonic() + self.target.connect_timeout_s + 5
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _accepts(local_port):
+                return _Forward(proc, local_port, errors)
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        errors.seek(0)
+        text = errors.read().decode(errors="replace").strip()
+        errors.close()
+        raise connect_error(self.target, classify_text(text),
+                            f"forwarding port {remote_port} failed: "
+                            f"{text.splitlines()[-1] if text else 'no answer in time'}")
 
     def close(self) -> None:
         """Stop the shared master connection now rather than after ControlPersist (best
