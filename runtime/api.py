@@ -19,6 +19,7 @@ from runtime.auth import Credentials, credentials_from_env, read_credentials
 from runtime.constants import (
     ADDRESS_ENV,
     JOB_RUNTIME_ENV_ENV,
+    JOB_SUBMISSION_ID_ENV,
     PROTOCOL_VERSION,
     PYTHON_VERSION,
     RAYCTL_VERSION,
@@ -210,6 +211,7 @@ def _register_job(cw: CoreWorker, namespace: str | None, runtime_env: dict[str, 
             driver_address=cw.address,
             driver_pid=os.getpid(),
             namespace=namespace or "",
+            submission_id=os.environ.get(JOB_SUBMISSION_ID_ENV, ""),
         ),
     )
     cw.job_id = reply.job_id

@@ -159,6 +159,19 @@ def test_a_driver_in_the_job_uses_the_cluster(head: Head) -> None:
     done = head.wait_status(sid, "SUCCEEDED", "FAILED")
     assert done["status"] == "SUCCEEDED", done["message"]
     assert "sum 90" in head.call("GET", f"/api/jobs/{sid}/logs")[1]["logs"]
+    assert done["job_id"]  # its entrypoint's driver, as Ray links them
+    # a driver that called init() itself is listed too, as Ray lists it (type DRIVER)
+    env = dict(os.environ, RAYCTL_TEMP_DIR=head.temp_dir)
+    env.pop("RAYCTL_TOKEN_FILE", None)
+    own = subprocess.run([sys.executable, "-c", "import runtime as rt; rt.init(address='auto'); "
+                          "print(rt.get_runtime_context().get_job_id())"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert own.returncode == 0, own.stderr
+    listed = head.call("GET", "/api/jobs/")[1]
+    drivers = [j for j in listed if j["type"] == "DRIVER"]
+    assert own.stdout.strip() in [j["job_id"] for j in drivers]
+    assert done["job_id"] not in [j["job_id"] for j in drivers]  # listed once, as the submission
+    assert all(j["driver_info"]["pid"] and j["submission_id"] is None for j in drivers)
 
 
 def test_failed_job_says_why(head: Head) -> None:

@@ -16,8 +16,14 @@ from pydantic import ValidationError
 
 from autoscaler.web import auth
 from runtime.constants import RAYCTL_VERSION
+from runtime.gcs.schema import JobRecord
 from runtime.jobs.manager import JobManager, JobNotFoundError, JobStateError
-from runtime.jobs.model import JobSubmitRequest
+from runtime.jobs.model import (
+    INTERNAL_NAMESPACE_PREFIX,
+    JobInfo,
+    JobSubmitRequest,
+    driver_details,
+)
 from runtime.jobs.store import JobExistsError
 from runtime.runtime_env.packages import MAX_PACKAGE_BYTES
 
@@ -31,10 +37,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def make_app(manager: JobManager, token: str, *, cluster_id: str = "", secure: bool = False,
-             extra_routes: list[web.RouteDef] | None = None, watch: bool = True) -> web.Application:
+             extra_routes: list[web.RouteDef] | None = None, watch: bool = True,
+             drivers: Callable[[], dict[str, JobRecord]] = dict) -> web.Application:
+    """`drivers`: the GCS's driver records (init() callers), listed with the submissions."""
     app = web.Application(middlewares=[auth.middleware(token)],
                           client_max_size=MAX_PACKAGE_BYTES + 1024 * 1024)
-    routes = JobRoutes(manager, cluster_id)
+    routes = JobRoutes(manager, cluster_id, drivers)
     app.add_routes([*auth.login_routes(token, secure), *routes.defs(), *(extra_routes or [])])
     if watch:
         app.cleanup_ctx.append(routes.watch)
@@ -49,10 +57,27 @@ def _json(value: Any) -> web.Response:
     return web.Response(text=json.dumps(value), content_type="application/json")
 
 
+def _drivers_of_submissions(drivers: dict[str, JobRecord]) -> dict[str, str]:
+    """submission id -> the job id of its entrypoint's driver (the latest, if it ran several)."""
+    linked = {}
+    for job_id, record in sorted(drivers.items(), key=lambda kv: kv[1]["start"]):
+        if record.get("submission_id"):
+            linked[record["submission_id"]] = job_id
+    return linked
+
+
+def _with_driver(job: JobInfo, linked: dict[str, str]) -> dict[str, Any]:
+    details = job.details()
+    details["job_id"] = details.get("job_id") or linked.get(job.submission_id)
+    return details
+
+
 class JobRoutes:
-    def __init__(self, manager: JobManager, cluster_id: str) -> None:
+    def __init__(self, manager: JobManager, cluster_id: str,
+                 drivers: Callable[[], dict[str, JobRecord]] = dict) -> None:
         self.m = manager
         self.cluster_id = cluster_id
+        self.drivers = drivers
 
     def defs(self) -> list[web.RouteDef]:
         return [
@@ -124,11 +149,20 @@ class JobRoutes:
         return _json({"job_id": sid, "submission_id": sid})
 
     async def list_jobs(self, request: web.Request) -> web.Response:
-        jobs = await asyncio.to_thread(self.m.jobs)
-        return _json([j.details() for j in jobs])
+        """Submissions, then the drivers that called init() themselves (as Ray lists them);
+        a submission's own driver is the submission."""
+        jobs, drivers = await asyncio.gather(asyncio.to_thread(self.m.jobs),
+                                             asyncio.to_thread(self.drivers))
+        linked = _drivers_of_submissions(drivers)
+        return _json([_with_driver(j, linked) for j in jobs] + [
+            driver_details(job_id, record) for job_id, record in sorted(
+                drivers.items(), key=lambda kv: kv[1]["start"])
+            if not record.get("submission_id")
+            and not record["namespace"].startswith(INTERNAL_NAMESPACE_PREFIX)])
 
     async def get_job(self, request: web.Request) -> web.Response:
-        return await self._on_job(request, lambda sid: _json(self.m.get(sid).details()))
+        return await self._on_job(request, lambda sid: _json(_with_driver(
+            self.m.get(sid), _drivers_of_submissions(self.drivers()))))
 
     async def stop(self, request: web.Request) -> web.Response:
         return await self._on_job(request, lambda sid: _json({"stopped": self.m.stop(sid)}))

@@ -118,7 +118,7 @@ async def serve(args: argparse.Namespace) -> None:
     reader = ClusterReader(r, args.cluster_id, _core().gcs_call,
                            lambda address: open_channel(address, credentials.token, tls=tls))
     app = make_app(manager, credentials.token, cluster_id=args.cluster_id, secure=tls is not None,
-                   extra_routes=state_routes(reader, manager))
+                   extra_routes=state_routes(reader, manager), drivers=reader.drivers)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port, ssl_context=tls.server if tls else None,

@@ -82,6 +82,10 @@ class ClusterReader:
     def tables(self) -> GcsTables:
         return read_tables(self.r, self.cluster_id)
 
+    def drivers(self) -> dict[str, schema.JobRecord]:
+        raw = self.r.hgetall(GcsKeys(self.cluster_id).jobs)
+        return {_str(k): schema.decode_job(v) for k, v in raw.items()}  # type: ignore[union-attr]
+
     def tasks(self, limit: int = MAX_LISTED) -> Any:
         return self.gcs_call("ListTasks", gcs_pb2.ListTasksRequest(limit=limit), timeout=10)
 

@@ -23,7 +23,7 @@ import enum
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from runtime.protocol.common_pb2 import ActorInfo, NodeInfo, PlacementGroupInfo, ShapeCount
 from runtime.protocol.states import NodeState, ShapeKind
@@ -163,6 +163,7 @@ class JobRecord(TypedDict):
     namespace: str
     start: float
     end: float | None  # None while the driver runs
+    submission_id: NotRequired[str]  # the submitted job whose entrypoint it is (absent: none)
 
 
 def encode_job(job: JobRecord) -> str:

@@ -179,6 +179,7 @@ class GcsServicer(gcs_pb2_grpc.GcsServicer):
                 "namespace": request.namespace,
                 "start": time.time(),
                 "end": None,
+                "submission_id": request.submission_id,
             },
         )
         return gcs_pb2.RegisterJobReply(job_id=job_id, cluster_id=self.cluster_id)

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from runtime.gcs.schema import JobRecord
+
 # Ray's alphabet for submission ids: letters and digits without the confusable I, l, o, O, 0.
 _ID_ALPHABET = "".join(sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ123456789")
                               - {"I", "l", "o", "O", "0"}))
@@ -145,6 +147,25 @@ class DriverInfo(BaseModel):
     id: str
     node_ip_address: str
     pid: str
+
+
+INTERNAL_NAMESPACE_PREFIX = "_rayctl"  # the web service's own driver and the like: not listed
+
+
+def driver_details(job_id: str, record: JobRecord) -> dict[str, Any]:
+    """A driver that called init() (not submitted), as Ray's JobDetails of type DRIVER."""
+    host = record["driver_address"].rpartition(":")[0]
+    end = record["end"]
+    return {
+        "type": JobType.DRIVER.value, "job_id": job_id, "submission_id": None,
+        "driver_info": {"id": job_id, "node_ip_address": host, "pid": str(record["driver_pid"])},
+        "status": (JobStatus.RUNNING if end is None else JobStatus.SUCCEEDED).value,
+        "entrypoint": "", "message": None, "error_type": None,
+        "start_time": int(record["start"] * 1000),
+        "end_time": None if end is None else int(end * 1000),
+        "metadata": {}, "runtime_env": {}, "driver_agent_http_address": None,
+        "driver_node_id": None, "driver_exit_code": None,
+    }
 
 
 class JobInfo(BaseModel):

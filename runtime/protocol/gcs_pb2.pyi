@@ -133,16 +133,18 @@ class KvReply(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., value: _Optional[bytes] = ..., keys: _Optional[_Iterable[str]] = ..., written: _Optional[bool] = ...) -> None: ...
 
 class RegisterJobRequest(_message.Message):
-    __slots__ = ("versions", "driver_address", "driver_pid", "namespace")
+    __slots__ = ("versions", "driver_address", "driver_pid", "namespace", "submission_id")
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     DRIVER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DRIVER_PID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     versions: _common_pb2.Versions
     driver_address: str
     driver_pid: int
     namespace: str
-    def __init__(self, versions: _Optional[_Union[_common_pb2.Versions, _Mapping]] = ..., driver_address: _Optional[str] = ..., driver_pid: _Optional[int] = ..., namespace: _Optional[str] = ...) -> None: ...
+    submission_id: str
+    def __init__(self, versions: _Optional[_Union[_common_pb2.Versions, _Mapping]] = ..., driver_address: _Optional[str] = ..., driver_pid: _Optional[int] = ..., namespace: _Optional[str] = ..., submission_id: _Optional[str] = ...) -> None: ...
 
 class RegisterJobReply(_message.Message):
     __slots__ = ("job_id", "cluster_id")
