@@ -365,9 +365,10 @@ def test_tasks_objects_and_metrics_of_a_running_driver(head: Head, tmp_path: Any
         text := head.call("GET", f"/api/jobs/{sid}/logs")[1]["logs"]) and text)
     object_id = logs.split("ready ")[1].split()[0]
     try:
+        job_id = head.job(sid)["job_id"]  # its driver's: this job's tasks, not other tests'
         tasks = _wait("the tasks' events (sent each second)", lambda: len(rows := json.loads(
             _rayctl(head.temp_dir, "list", "tasks", "--json", "--filter", "state=FINISHED",
-                    "--limit", "1000").stdout)) >= 9 and rows)
+                    "--filter", f"job_id={job_id}").stdout)) >= 9 and rows)
         by_name = {}
         for row in tasks:
             by_name.setdefault(row["name"], []).append(row)
@@ -376,7 +377,7 @@ def test_tasks_objects_and_metrics_of_a_running_driver(head: Head, tmp_path: Any
                    for r in by_name["square"])
         assert all(r["type"] == "ACTOR_TASK" for r in by_name["Counter.incr"])
         failed = json.loads(_rayctl(head.temp_dir, "list", "tasks", "--json",
-                                    "--filter", "name=broken").stdout)
+                                    "--filter", "name=broken", "--filter", f"job_id={job_id}").stdout)
         assert [(r["state"], r["error_type"]) for r in failed] == [
             ("FAILED", "TASK_EXECUTION_EXCEPTION")]
         assert "no luck" in failed[0]["error_message"]

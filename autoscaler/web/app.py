@@ -15,6 +15,7 @@ from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
 from autoscaler.web import auth
+from autoscaler.web.guard import Guard
 from runtime.constants import RAYCTL_VERSION
 from runtime.gcs.schema import JobRecord
 from runtime.jobs.manager import JobManager, JobNotFoundError, JobStateError
@@ -38,9 +39,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def make_app(manager: JobManager, token: str, *, cluster_id: str = "", secure: bool = False,
              extra_routes: list[web.RouteDef] | None = None, watch: bool = True,
-             drivers: Callable[[], dict[str, JobRecord]] = dict) -> web.Application:
-    """`drivers`: the GCS's driver records (init() callers), listed with the submissions."""
-    app = web.Application(middlewares=[auth.middleware(token)],
+             drivers: Callable[[], dict[str, JobRecord]] = dict,
+             guard: Guard | None = None) -> web.Application:
+    """`drivers`: the GCS's driver records (init() callers), listed with the submissions;
+    `guard`: the port's pre-authentication caps (autoscaler/web/guard.py), told of each
+    connection that proves the token."""
+    app = web.Application(middlewares=[auth.middleware(token, guard)],
                           client_max_size=MAX_PACKAGE_BYTES + 1024 * 1024)
     routes = JobRoutes(manager, cluster_id, drivers)
     app.add_routes([*auth.login_routes(token, secure), *routes.defs(), *(extra_routes or [])])

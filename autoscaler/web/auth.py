@@ -12,6 +12,7 @@ import time
 
 from aiohttp import web
 
+from autoscaler.web.guard import Guard
 from runtime.auth import tokens_equal
 
 COOKIE = "rayctl_session"
@@ -48,13 +49,17 @@ def bearer_ok(token: str, header: str | None) -> bool:
     return scheme.lower() == "bearer" and tokens_equal(value.strip(), token)
 
 
-def middleware(token: str) -> web.middleware:  # type: ignore[valid-type]
+def middleware(token: str, guard: Guard | None = None) -> web.middleware:  # type: ignore[valid-type]
+    """Refuse what lacks the token; tell `guard` (the port's pre-authentication caps) when a
+    connection proved it."""
     @web.middleware
     async def check(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:  # type: ignore[valid-type]
         if request.path in PUBLIC_PATHS:
             return await handler(request)  # type: ignore[operator]
         if bearer_ok(token, request.headers.get("Authorization")) or valid_cookie(
                 token, request.cookies.get(COOKIE, ""), time.time()):
+            if guard is not None:
+                guard.authenticated(request.transport)
             return await handler(request)  # type: ignore[operator]
         return web.Response(status=401, text=UNAUTHORIZED,
                             headers={"WWW-Authenticate": 'Bearer realm="rayctl"'})

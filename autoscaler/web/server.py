@@ -21,6 +21,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from autoscaler.status import ClusterStatus
 from autoscaler.web.app import make_app
+from autoscaler.web.guard import Guard
+from autoscaler.web.guard import serve as guarded_serve
 from autoscaler.web.metrics import ClusterCollector
 from autoscaler.web.state import (
     MAX_LISTED,
@@ -117,14 +119,15 @@ async def serve(args: argparse.Namespace) -> None:
     tls = credentials.tls
     reader = ClusterReader(r, args.cluster_id, _core().gcs_call,
                            lambda address: open_channel(address, credentials.token, tls=tls))
+    guard = Guard()
     app = make_app(manager, credentials.token, cluster_id=args.cluster_id, secure=tls is not None,
-                   extra_routes=state_routes(reader, manager), drivers=reader.drivers)
+                   extra_routes=state_routes(reader, manager), drivers=reader.drivers,
+                   guard=guard)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, ssl_context=tls.server if tls else None,
-                       backlog=256)
-    await site.start()
-    bound = runner.addresses[0][1]
+    listener = await guarded_serve(runner, guard, args.host, args.port,
+                                   tls.server if tls else None)
+    bound = listener.sockets[0].getsockname()[1]
     url = f"{'https' if tls else 'http'}://{args.host}:{bound}"
     if args.session_dir:
         _write_web_file(args.session_dir, url)
@@ -134,6 +137,7 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    listener.close()
     await runner.cleanup()
     rt.shutdown()
 
