@@ -94,11 +94,15 @@ def write_token_file(path: str, credentials: Credentials) -> None:
 
 def read_credentials(path: str) -> Credentials:
     with open(path) as f:
-        text = f.read()
+        return parse_credentials(f.read(), f"token file {path}")
+
+
+def parse_credentials(text: str, where: str) -> Credentials:
+    """A token file's content: the token's line, then the TLS material if the cluster has it."""
     token = text.split("\n", 1)[0].strip()
     if not token:
-        raise ValueError(f"token file {path} is empty")
-    return Credentials(token, from_pem(text, f"token file {path}"))
+        raise ValueError(f"{where} is empty")
+    return Credentials(token, from_pem(text, where))
 
 
 def read_token_file(path: str) -> str:

@@ -395,6 +395,8 @@ def test_job_and_list_reach_a_remote_heads_web_service_through_ssh(head: Head) -
     assert '"is_head_node": true' in listed.output
     web = json.loads((head.session_dir() / "web.json").read_text())
     assert head.server.forwarded.count(urlsplit(web["url"]).port) >= 2  # both through the tunnel
+    # the token came from the head over SSH (on a laptop the head's path does not exist)
+    assert sum("--rayctl-token-file--" in c for c in head.server.commands) >= 2
 
 
 # --- monitor ---------------------------------------------------------------------------------

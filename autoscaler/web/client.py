@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from runtime.auth import credentials_from_env, read_credentials
+from runtime.auth import Credentials, credentials_from_env, parse_credentials, read_credentials
 from runtime.tls import TLS_NAME
 
 ADDRESS_ENV = "RAYCTL_DASHBOARD_ADDRESS"
@@ -139,7 +139,7 @@ def _config_target(config: str) -> Iterator[WebTarget]:
     if remote.port is None or not hasattr(runner, "forward_port"):
         raise WebError(f"cannot forward the web service of cluster {name!r} to this machine "
                        f"({type(runner).__name__} forwards no ports)")
-    credentials = read_credentials(record.token_file)
+    credentials = _head_credentials(head.runner, services.token_file, name)
     try:
         forward = runner.forward_port(remote.port)
     except ProviderError as exc:
@@ -149,6 +149,23 @@ def _config_target(config: str) -> Iterator[WebTarget]:
                         credentials.tls.client if credentials.tls else None)
     finally:
         forward.close()
+
+
+_MARK = "--rayctl-token-file--"
+
+
+def _head_credentials(runner: Any, token_file: str, name: str) -> Credentials:
+    """The head's token file, read over the runner (it exists on the head only), past anything
+    a login shell printed first."""
+    read = runner.run(f"echo {_MARK}; cat {shlex.quote(token_file)}", timeout_s=30)
+    _, mark, text = read.output.partition(_MARK + "\n")
+    try:
+        if read.exit_code != 0 or not mark:
+            raise ValueError(read.output.strip().splitlines()[-1] if read.output.strip() else "")
+        return parse_credentials(text, f"cluster {name!r}'s token file {token_file} on its head")
+    except ValueError as exc:
+        raise WebError(f"cannot read cluster {name!r}'s token file {token_file} on its head: "
+                       f"{exc}") from None
 
 
 def _last_json_line(output: str) -> dict[str, Any] | None:
