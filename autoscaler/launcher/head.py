@@ -180,11 +180,14 @@ def head_runner(config: ClusterConfig, provider: NodeProvider, head: Instance) -
 
 
 def pid_check_command(session_dir: str) -> str:
-    """One line per pid file: `up NAME` or `down NAME`. Plain shell, so it works on a node
-    where rayctl is not (yet) installed."""
+    """One line per pid file of a service: `up NAME` or `down NAME`. Workers' pid files are
+    left out: workers come and go (an actor killed, a job's supervisor done) and a dead one says
+    nothing about the head's health. Plain shell, so it works on a node where rayctl is not (yet)
+    installed."""
     pids = shlex.quote(f"{session_dir}/pids")
     return (
         f"cd {pids} 2>/dev/null && for f in *.pid; do [ -e \"$f\" ] || continue; "
+        "case \"$f\" in worker-*) continue;; esac; "
         "p=$(sed -e 's/^{\"pid\": *//' -e 's/[,}].*//' \"$f\"); "
         "if kill -0 \"$p\" 2>/dev/null; then echo \"up ${f%.pid}\"; "
         "else echo \"down ${f%.pid}\"; fi; done; true"
