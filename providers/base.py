@@ -124,9 +124,9 @@ class ForwardedPort(Protocol):
 class PortForwarder(Protocol):
     """What a runner that reaches its node over the network (SSH) also does."""
 
-    def forward_port(self, remote_port: int) -> ForwardedPort:
-        """Forward the node's 127.0.0.1:`remote_port` to a free local port; raise
-        ProviderError when the node cannot be reached or the forward is refused."""
+    def forward_port(self, remote_port: int, local_port: int = 0) -> ForwardedPort:
+        """Forward the node's 127.0.0.1:`remote_port` to this machine's `local_port` (0: a free
+        one); raise ProviderError when the node cannot be reached or the local port is taken."""
         ...
 
 

@@ -399,6 +399,40 @@ def test_job_and_list_reach_a_remote_heads_web_service_through_ssh(head: Head) -
     assert sum("--rayctl-token-file--" in c for c in head.server.commands) >= 2
 
 
+def test_dashboard_forwards_a_remote_heads_page_until_ctrl_c(head: Head) -> None:
+    """`rayctl dashboard CONFIG` as Ray's `ray dashboard`: the page on this machine through the
+    forwarded port, a one-time link to log in, the forward gone after Ctrl-C (SIGINT)."""
+    local = closed_port()
+    process = subprocess.Popen([RAYCTL, "dashboard", str(head.config_file), "--port", str(local)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=head.env, cwd=head.root, start_new_session=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(3)]
+        assert "forwarded here until Ctrl-C" in lines[2], lines
+        link = lines[1].split("log in once with ")[1].split()[0]
+        assert link.startswith(f"http://127.0.0.1:{local}/login?code=")
+        connection = http.client.HTTPConnection("127.0.0.1", local, timeout=10)
+        try:
+            connection.request("GET", link.removeprefix(f"http://127.0.0.1:{local}"))
+            logged_in = connection.getresponse()
+            logged_in.read()
+            cookie = (logged_in.getheader("Set-Cookie") or "").split(";")[0]
+            assert logged_in.status == 303 and cookie.startswith("rayctl_session=")
+            connection.request("GET", "/", headers={"Cookie": cookie})
+            page = connection.getresponse()
+            assert page.status == 200 and "/static/dashboard.js" in page.read().decode()
+        finally:
+            connection.close()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == 0
+        assert http_get(local) is None  # the forward ended with the command
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 # --- monitor ---------------------------------------------------------------------------------
 
 

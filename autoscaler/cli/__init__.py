@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from autoscaler.cli import cluster, job, node, remote, state, status  # noqa: F401 - they register commands
+from autoscaler.cli import cluster, dashboard, job, node, remote, state, status  # noqa: F401 - they register commands
 from autoscaler.cli.app import app
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import secrets
 import time
+from collections.abc import Callable
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -17,6 +20,8 @@ from runtime.auth import tokens_equal
 
 COOKIE = "rayctl_session"
 SESSION_S = 12 * 3600
+LINK_S = 300  # a one-time login link's life
+MAX_LINKS = 1000  # unredeemed links kept at most
 PUBLIC_PATHS = frozenset({"/login"})
 UNAUTHORIZED = ("401: this is a rayctl cluster's web service; send the cluster token as "
                 "`Authorization: Bearer <token>` (the first line of the head's token file), "
@@ -61,6 +66,9 @@ def middleware(token: str, guard: Guard | None = None) -> web.middleware:  # typ
             if guard is not None:
                 guard.authenticated(request.transport)
             return await handler(request)  # type: ignore[operator]
+        if request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+            # a person's browser: the login page, then back here (a redirect carries no data)
+            raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs}))
         return web.Response(status=401, text=UNAUTHORIZED,
                             headers={"WWW-Authenticate": 'Bearer realm="rayctl"'})
 
@@ -86,10 +94,53 @@ button {{ padding: .5rem 1.5rem; }} .error {{ color: #b00020; }}
 </body></html>"""
 
 
-def login_routes(token: str, secure: bool) -> list[web.RouteDef]:
+class LoginLinks:
+    """One-time login links (`rayctl dashboard` prints one): a random code that logs a browser in
+    once, within LINK_S. Kept in the web service's memory: a restart voids them."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._codes: dict[str, float] = {}  # code -> expiry
+
+    def issue(self) -> str:
+        now = self.clock()
+        self._codes = {c: t for c, t in self._codes.items() if t >= now}
+        while len(self._codes) >= MAX_LINKS:  # the oldest goes first
+            del self._codes[min(self._codes, key=self._codes.__getitem__)]
+        code = secrets.token_urlsafe(24)
+        self._codes[code] = now + LINK_S
+        return code
+
+    def redeem(self, code: str) -> bool:
+        expiry = self._codes.pop(code, None)
+        return expiry is not None and expiry >= self.clock()
+
+
+def login_routes(token: str, secure: bool, links: LoginLinks | None = None) -> list[web.RouteDef]:
+    links = links or LoginLinks()
+
+    def logged_in(target: str) -> web.HTTPSeeOther:
+        response = web.HTTPSeeOther(target)
+        response.set_cookie(COOKIE, session_cookie(token, time.time()), max_age=SESSION_S,
+                            httponly=True, samesite="Lax", secure=secure, path="/")
+        return response
+
     async def page(request: web.Request) -> web.Response:
-        return web.Response(text=LOGIN_PAGE.format(next=html.escape(_next(request.query.get("next"))),
-                                                   error=""), content_type="text/html")
+        target = _next(request.query.get("next"))
+        code = request.query.get("code")
+        if code is not None:
+            if links.redeem(code):
+                raise logged_in(target)
+            return web.Response(status=401, content_type="text/html", text=LOGIN_PAGE.format(
+                next=html.escape(target), error="That login link was used already or has "
+                "expired: run `rayctl dashboard` for a new one, or paste the token."))
+        return web.Response(text=LOGIN_PAGE.format(next=html.escape(target), error=""),
+                            content_type="text/html")
+
+    async def new_link(request: web.Request) -> web.Response:
+        """(Behind the token.) A one-time login link's path, for `rayctl dashboard`."""
+        query = urlencode({"code": links.issue(), "next": _next(request.query.get("next"))})
+        return web.json_response({"path": f"/login?{query}", "expires_in_s": LINK_S})
 
     async def submit(request: web.Request) -> web.Response:
         if (request.content_length or 0) > 64 * 1024:
@@ -100,16 +151,14 @@ def login_routes(token: str, secure: bool) -> list[web.RouteDef]:
         if not given or not tokens_equal(given, token):
             return web.Response(status=401, content_type="text/html", text=LOGIN_PAGE.format(
                 next=html.escape(target), error="That is not this cluster's token."))
-        response = web.HTTPSeeOther(target)
-        response.set_cookie(COOKIE, session_cookie(token, time.time()), max_age=SESSION_S,
-                            httponly=True, samesite="Strict", secure=secure, path="/")
-        raise response
+        raise logged_in(target)
 
-    return [web.get("/login", page), web.post("/login", submit)]
+    return [web.get("/login", page), web.post("/login", submit),
+            web.post("/api/login-links", new_link)]
 
 
 def _next(value: str | None) -> str:
     """Where to go after logging in: a path on this service only (never another site)."""
-    if not value or not value.startswith("/") or value.startswith("//"):
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
         return "/"
     return value

@@ -36,6 +36,7 @@ class WebTarget:
     url: str
     token: str
     ssl_context: ssl.SSLContext | None = None
+    forwarded: bool = False  # reached through a port forwarded for as long as it is in use
 
     @property
     def headers(self) -> dict[str, str]:
@@ -93,19 +94,20 @@ def resolve_target(address: str | None, temp_dir: str | None = None) -> WebTarge
 
 
 @contextlib.contextmanager
-def reach(address: str | None, config: str | None = None,
-          temp_dir: str | None = None) -> Iterator[WebTarget]:
+def reach(address: str | None, config: str | None = None, temp_dir: str | None = None,
+          local_port: int = 0) -> Iterator[WebTarget]:
     """The web service to call, for as long as the block runs: with a cluster config whose head
-    is another machine, through a port forwarded over the launcher's SSH runner."""
+    is another machine, through a port forwarded over the launcher's SSH runner (to this
+    machine's `local_port`, 0: a free one)."""
     if config:
-        with _config_target(config) as target:
+        with _config_target(config, local_port) as target:
             yield target
     else:
         yield resolve_target(address, temp_dir)
 
 
 @contextlib.contextmanager
-def _config_target(config: str) -> Iterator[WebTarget]:
+def _config_target(config: str, local_port: int = 0) -> Iterator[WebTarget]:
     from autoscaler.launcher.head import LaunchError, is_local, load_record
     from autoscaler.launcher.remote import head_services, open_head
     from autoscaler.launcher.up import load_cluster
@@ -141,12 +143,12 @@ def _config_target(config: str) -> Iterator[WebTarget]:
                        f"({type(runner).__name__} forwards no ports)")
     credentials = _head_credentials(head.runner, services.token_file, name)
     try:
-        forward = runner.forward_port(remote.port)
+        forward = runner.forward_port(remote.port, local_port)
     except ProviderError as exc:
         raise WebError(f"cannot forward cluster {name!r}'s web service: {exc}") from None
     try:
         yield WebTarget(f"{remote.scheme}://127.0.0.1:{forward.local_port}", credentials.token,
-                        credentials.tls.client if credentials.tls else None)
+                        credentials.tls.client if credentials.tls else None, forwarded=True)
     finally:
         forward.close()
 

@@ -1,7 +1,8 @@
 """The head's web service process (`python -m autoscaler.web.server ...`), run and restarted by
 the head's supervisor: a driver of the cluster (submitted jobs' supervisors are its actors,
 detached, so they outlive a restart of this process) serving app.py on the dashboard port, over
-HTTPS when the cluster runs TLS. It writes `<session>/web.json` ({"url"}) once it listens."""
+HTTPS when the cluster runs TLS, with the dashboard (dashboard.py) and its samples (series.py).
+It writes `<session>/web.json` ({"url"}) once it listens."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -21,9 +23,11 @@ from prometheus_client.registry import CollectorRegistry
 
 from autoscaler.status import ClusterStatus
 from autoscaler.web.app import make_app
+from autoscaler.web.dashboard import ClusterInfo, Dashboard, session_started
 from autoscaler.web.guard import Guard
 from autoscaler.web.guard import serve as guarded_serve
 from autoscaler.web.metrics import ClusterCollector
+from autoscaler.web.series import SeriesStore
 from autoscaler.web.state import (
     MAX_LISTED,
     ClusterReader,
@@ -44,6 +48,7 @@ log = logging.getLogger("rayctl.web")
 WEB_FILE = "web.json"
 JOIN_TIMEOUT_S = 60.0
 INDEX = """rayctl head web service (cluster {cluster_id})
+  GET  /                          the dashboard (autoscaler/web/dashboard.py lists its routes)
   GET  /api/jobs/                 submitted jobs (Ray's Jobs REST API; `rayctl job ...`)
   GET  /api/state/<kind>          nodes, actors, placement-groups, jobs, tasks, objects
                                   (`rayctl list ...`; ?filter=key=value, ?limit=N)
@@ -52,9 +57,8 @@ INDEX = """rayctl head web service (cluster {cluster_id})
 """
 
 
-def state_routes(reader: ClusterReader, manager: JobManager) -> list[web.RouteDef]:
-    r, cluster_id = reader.r, reader.cluster_id
-
+def status_reader(r: redis.Redis, cluster_id: str) -> Callable[[], ClusterStatus | None]:
+    """The monitor's latest status, or None (no monitor, or another version's)."""
     def status() -> ClusterStatus | None:
         raw = r.hget(GcsKeys(cluster_id).kv(KvNamespace.AUTOSCALER_STATUS), KvKey.STATUS)
         if not raw:
@@ -64,6 +68,12 @@ def state_routes(reader: ClusterReader, manager: JobManager) -> list[web.RouteDe
         except ValueError:  # another version's monitor wrote it
             return None
 
+    return status
+
+
+def state_routes(reader: ClusterReader, manager: JobManager,
+                 status: Callable[[], ClusterStatus | None]) -> list[web.RouteDef]:
+    cluster_id = reader.cluster_id
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClusterCollector(reader, status, manager.jobs))
 
@@ -104,7 +114,7 @@ def state_routes(reader: ClusterReader, manager: JobManager) -> list[web.RouteDe
         return web.Response(text=INDEX.format(cluster_id=cluster_id))
 
     return [web.get("/metrics", metrics), web.get("/api/state/{kind}", state),
-            web.get("/api/summary/{kind}", summary), web.get("/", index)]
+            web.get("/api/summary/{kind}", summary), web.get("/api/", index)]
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -120,9 +130,13 @@ async def serve(args: argparse.Namespace) -> None:
     reader = ClusterReader(r, args.cluster_id, _core().gcs_call,
                            lambda address: open_channel(address, credentials.token, tls=tls))
     guard = Guard()
+    status = status_reader(r, args.cluster_id)
+    dashboard = Dashboard(reader, status, SeriesStore(r, args.cluster_id), ClusterInfo(
+        args.cluster_id, args.gcs_address, session_started(args.session_dir)))
     app = make_app(manager, credentials.token, cluster_id=args.cluster_id, secure=tls is not None,
-                   extra_routes=state_routes(reader, manager), drivers=reader.drivers,
-                   guard=guard)
+                   extra_routes=[*state_routes(reader, manager, status), *dashboard.routes()],
+                   drivers=reader.drivers, guard=guard)
+    app.cleanup_ctx.append(dashboard.record)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     listener = await guarded_serve(runner, guard, args.host, args.port,

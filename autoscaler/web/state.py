@@ -100,7 +100,33 @@ class ClusterReader:
         """(node, NodeStatsReply) for each live node that answered."""
         return self._each_node(nodes, "GetNodeStats", raylet_pb2.RayletEmpty())
 
+    def log_files(self, nodes: list[Any]) -> list[tuple[Any, Any]]:
+        """(node, ListLogsReply) for each live node that answered."""
+        return self._each_node(nodes, "ListLogs", raylet_pb2.RayletEmpty())
+
+    def read_log(self, node: Any, name: str, tail: int) -> tuple[str, str]:
+        """(the end of one of `node`'s log files, "") or ("", why not)."""
+        [(_, call)] = self._calls([node], "ReadLog", raylet_pb2.ReadLogRequest(name=name, tail=tail))
+        try:
+            reply = call.result()
+        except grpc.RpcError as exc:
+            return "", f"node {node.node_id} did not answer: {exc.details()}"
+        if not reply.found:
+            return "", f"node {node.node_id} has no log file {name!r}"
+        return reply.data.decode(errors="replace"), ""
+
     def _each_node(self, nodes: list[Any], method: str, request: Any) -> list[tuple[Any, Any]]:
+        answered = []
+        for node, call in self._calls(nodes, method, request):
+            try:
+                answered.append((node, call.result()))
+            except grpc.RpcError:
+                continue  # gone or stopping: a dead node's copies are lost anyway
+        return answered
+
+
+    def _calls(self, nodes: list[Any], method: str, request: Any) -> list[tuple[Any, Any]]:
+        """`method` sent to each live node at once: (node, its future)."""
         calls = []
         for node in nodes:
             if NodeState.from_wire(node.state) is NodeState.DEAD:
@@ -111,13 +137,7 @@ class ClusterReader:
                 stub = self._stubs[address] = raylet_pb2_grpc.RayletStub(
                     self._raylet_channel(address))
             calls.append((node, getattr(stub, method).future(request, timeout=NODE_CALL_TIMEOUT_S)))
-        answered = []
-        for node, call in calls:
-            try:
-                answered.append((node, call.result()))
-            except grpc.RpcError:
-                continue  # gone or stopping: a dead node's copies are lost anyway
-        return answered
+        return calls
 
 
 def _str(value: bytes | str) -> str:

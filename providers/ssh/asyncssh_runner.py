@@ -7,11 +7,18 @@ import asyncio
 import os
 import posixpath
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import asyncssh
+from cryptography.utils import CryptographyDeprecationWarning
+
+with warnings.catch_warnings():
+    # asyncssh's import names DSA types, which `cryptography` warns are deprecated: four lines
+    # of noise on every command a user runs over this client, about keys rayctl never uses
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    import asyncssh
 
 from providers.base import CommandResult, ConfigError, ProviderError
 from providers.ssh.loop import run_sync
@@ -89,12 +96,14 @@ class AsyncSSHRunner:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def forward_port(self, remote_port: int) -> _Forward:
-        """The node's 127.0.0.1:`remote_port` on a free local port, over this connection."""
+    def forward_port(self, remote_port: int, local_port: int = 0) -> _Forward:
+        """The node's 127.0.0.1:`remote_port` on `local_port` (0: a free one), over this
+        connection."""
         async def listen() -> asyncssh.SSHListener:
             conn = await self._connection(None)
             try:
-                return await conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", remote_port)
+                return await conn.forward_local_port("127.0.0.1", local_port, "127.0.0.1",
+                                                     remote_port)
             except (asyncssh.Error, OSError) as exc:
                 raise ProviderError(f"forwarding port {remote_port} of {self.target.where} "
                                     f"failed: {exc}") from exc

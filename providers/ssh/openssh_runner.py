@@ -185,10 +185,13 @@ class OpenSSHRunner:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def forward_port(self, remote_port: int) -> _Forward:
-        """The node's 127.0.0.1:`remote_port` on a free local port: an `ssh -N -L` of its own
-        (not the shared master, whose ControlPersist would keep the port past `close`)."""
-        local_port = _free_local_port()
+    def forward_port(self, remote_port: int, local_port: int = 0) -> _Forward:
+        """The node's 127.0.0.1:`remote_port` on `local_port` (0: a free one): an `ssh -N -L`
+        of its own (not the shared master, whose ControlPersist would keep the port past
+        `close`)."""
+        if local_port and _accepts(local_port):
+            raise ProviderError(f"port {local_port} of this machine is in use: pick another")
+        local_port = local_port or _free_local_port()
         options = [o for o in ssh_options(self.target, self.control_dir)
                    if not o.startswith(("-oControlMaster=", "-oControlPath=", "-oControlPersist="))]
         argv = ["ssh", "-N", *options, "-oControlMaster=no", "-oControlPath=none",

@@ -15,6 +15,7 @@ Keys (prefix `cluster_prefix(cluster_id)`):
   node_changes     pub/sub channel: JSON {node_id, state, reason} when a node joins, drains or dies
   events           stream of {kind, message, time}
   autoscaler:*     the autoscaler's lifecycle store (autoscaler/lifecycle_store.py owns those)
+  web:*            the dashboard's samples over time (autoscaler/web/series.py owns those)
 """
 
 from __future__ import annotations

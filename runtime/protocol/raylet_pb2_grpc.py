@@ -64,6 +64,16 @@ class RayletStub:
                 request_serializer=runtime_dot_protocol_dot_raylet__pb2.ListObjectsRequest.SerializeToString,
                 response_deserializer=runtime_dot_protocol_dot_raylet__pb2.ListObjectsReply.FromString,
                 _registered_method=True)
+        self.ListLogs = channel.unary_unary(
+                '/rayctl.Raylet/ListLogs',
+                request_serializer=runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.ListLogsReply.FromString,
+                _registered_method=True)
+        self.ReadLog = channel.unary_unary(
+                '/rayctl.Raylet/ReadLog',
+                request_serializer=runtime_dot_protocol_dot_raylet__pb2.ReadLogRequest.SerializeToString,
+                response_deserializer=runtime_dot_protocol_dot_raylet__pb2.ReadLogReply.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/rayctl.Raylet/Shutdown',
                 request_serializer=runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.SerializeToString,
@@ -113,6 +123,18 @@ class RayletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Shutdown(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -151,6 +173,16 @@ def add_RayletServicer_to_server(servicer, server):
                     servicer.ListObjects,
                     request_deserializer=runtime_dot_protocol_dot_raylet__pb2.ListObjectsRequest.FromString,
                     response_serializer=runtime_dot_protocol_dot_raylet__pb2.ListObjectsReply.SerializeToString,
+            ),
+            'ListLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLogs,
+                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.FromString,
+                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.ListLogsReply.SerializeToString,
+            ),
+            'ReadLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadLog,
+                    request_deserializer=runtime_dot_protocol_dot_raylet__pb2.ReadLogRequest.FromString,
+                    response_serializer=runtime_dot_protocol_dot_raylet__pb2.ReadLogReply.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -320,6 +352,60 @@ class Raylet:
             '/rayctl.Raylet/ListObjects',
             runtime_dot_protocol_dot_raylet__pb2.ListObjectsRequest.SerializeToString,
             runtime_dot_protocol_dot_raylet__pb2.ListObjectsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Raylet/ListLogs',
+            runtime_dot_protocol_dot_raylet__pb2.RayletEmpty.SerializeToString,
+            runtime_dot_protocol_dot_raylet__pb2.ListLogsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayctl.Raylet/ReadLog',
+            runtime_dot_protocol_dot_raylet__pb2.ReadLogRequest.SerializeToString,
+            runtime_dot_protocol_dot_raylet__pb2.ReadLogReply.FromString,
             options,
             channel_credentials,
             insecure,

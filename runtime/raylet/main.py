@@ -23,6 +23,7 @@ from runtime.protocol import gcs_pb2, gcs_pb2_grpc, raylet_pb2, raylet_pb2_grpc
 from runtime.raylet import oom, owner_death
 from runtime.raylet.gcs_link import node_info, register, sync_loop
 from runtime.raylet.head_loss import end_machine
+from runtime.raylet.logs import list_logs, read_tail
 from runtime.raylet.server import Raylet, log
 from runtime.raylet.worker_pool import WorkerPool
 from runtime.session import record_pid, watch_parent
@@ -72,6 +73,15 @@ class RayletServicer(raylet_pb2_grpc.RayletServicer):
                                              in_memory=c.in_memory, spilled=c.spilled, pins=c.pins)
                      for c in copies],
             total=self.r.store.stats().num_objects)
+
+    async def ListLogs(self, request: Any, context: Any) -> Any:
+        files = await asyncio.to_thread(list_logs, self.r.log_dir)
+        return raylet_pb2.ListLogsReply(
+            files=[raylet_pb2.LogFile(name=name, size=size) for name, size in files])
+
+    async def ReadLog(self, request: Any, context: Any) -> Any:
+        data = await asyncio.to_thread(read_tail, self.r.log_dir, request.name, request.tail)
+        return raylet_pb2.ReadLogReply(found=data is not None, data=data or b"")
 
     async def FreeObjects(self, request: Any, context: Any) -> Any:
         self.r.delete_copies(list(request.object_ids))

@@ -75,6 +75,7 @@ class Raylet:
         self.view = ClusterView()  # the other nodes, from the GCS's sync stream
         self.idle_since = time.time()
         self.shm_dir = os.path.join(args.shm_root, f"rayctl-{self.node_id}")
+        self.log_dir = os.path.join(args.session_dir, "logs")  # the dashboard reads it (ListLogs)
         self.store = ObjectStore(
             self.shm_dir,
             args.object_store_memory,
