@@ -174,12 +174,30 @@ def test_a_gpu_job_waits_for_the_gpu_node_the_autoscaler_launches(cluster: Clust
 
 
 def test_second_up_changes_nothing(cluster: Cluster) -> None:
-    """Also after workers on the head exited (the jobs' supervisors ended above): a worker come
-    and gone is not a service down, so nothing restarts."""
+    """Also after a worker on the head exited (an actor killed, as a finished job's supervisor
+    is): a worker come and gone is not a service down, so nothing restarts."""
     head_before = head_record(cluster)
-    wait_for(lambda: any(not _alive(json.loads(p.read_text())["pid"]) for p in
-                         (Path(head_before["session_dir"]) / "pids").glob("worker-*.pid")),
-             30, "a worker on the head to have exited")
+    head_node = next((Path(head_before["session_dir"]) / "pids").glob("raylet-*.pid")).stem
+    script = (
+        "import runtime as rt\n"
+        "from runtime.util.scheduling_strategies import NodeAffinitySchedulingStrategy\n"
+        "rt.init(address='auto')\n"
+        "@rt.remote(num_cpus=0)\n"
+        "class Pinned:\n"
+        "    def pid(self):\n"
+        "        import os; return os.getpid()\n"
+        f"a = Pinned.options(scheduling_strategy=NodeAffinitySchedulingStrategy("
+        f"{head_node.removeprefix('raylet-')!r}, soft=False)).remote()\n"
+        "print(rt.get(a.pid.remote(), timeout=60))\n"
+        "rt.kill(a)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True,
+                          text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pid = int(done.stdout.split()[-1])
+    wait_for(lambda: not _alive(pid), 30, "the killed actor's worker on the head to exit")
+    assert any(json.loads(p.read_text())["pid"] == pid for p in
+               (Path(head_before["session_dir"]) / "pids").glob("worker-*.pid"))
     before = cluster.provider.state.read()
     result = invoke("up", str(cluster.config_file), "-y")
     assert result.exit_code == 0, result.output
