@@ -4,7 +4,7 @@ calls straight to the actor's worker."""
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 from runtime import ids
 from runtime.protocol import common_pb2, gcs_pb2
@@ -27,6 +27,7 @@ ACTOR_OPTIONS = {
     "lifetime",
     "scheduling_strategy",
     "runtime_env",
+    "enable_task_events",
     "get_if_exists",
     "accelerator_type",
 }
@@ -68,7 +69,9 @@ class ActorClass:
         if reply.error:
             raise ValueError(reply.error)
         return ActorHandle(
-            info.actor_id, self.__name__, _method_meta(self._cls), int(opts.get("max_task_retries", 0))
+            info.actor_id, self.__name__,
+            _method_meta(self._cls, opts.get("enable_task_events", True) is not False),
+            int(opts.get("max_task_retries", 0))
         )
 
     def _creation_spec(self, cw: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -99,7 +102,7 @@ class ActorClass:
 
     def _actor_info(self, cw: Any, namespace: str, spec: dict[str, Any]) -> common_pb2.ActorInfo:
         """The actor as the GCS records it: its options, resources and placement."""
-        from runtime.remote_function import apply_strategy
+        from runtime.remote_function import apply_strategy, captured_group, effective_strategy
 
         opts = self._options
         shape = task_shape(
@@ -109,7 +112,10 @@ class ActorClass:
             opts.get("resources"),
             default_cpus=0,
         )
-        shape, wire = apply_strategy(shape, opts.get("scheduling_strategy"))
+        chosen = effective_strategy(cw, opts.get("scheduling_strategy"))
+        if captured_group(chosen) is not None:
+            spec["capture_pg"] = captured_group(chosen)
+        shape, wire = apply_strategy(shape, chosen)
         affinity = wire if isinstance(wire, dict) else {}
         return common_pb2.ActorInfo(
             actor_id=ids.random_id(8),
@@ -142,27 +148,40 @@ def _resolved(cw: Any, encoded: Any) -> Any:
     return ("v", *serialize(cw.get([encoded[1]], None)[0]).inline())
 
 
-def _method_meta(cls: type) -> dict[str, int]:
-    meta = {}
+class MethodMeta(NamedTuple):
+    """What a handle knows of each method: set by @method, else the defaults."""
+
+    num_returns: int = 1
+    task_events: bool = True  # recorded for `rayctl list tasks` (Ray's enable_task_events)
+
+
+# every actor answers it once constructed (Ray's), whatever its class defines
+READY_METHOD = "__ray_ready__"
+
+
+def _method_meta(cls: type, task_events: bool = True) -> dict[str, MethodMeta]:
+    meta = {READY_METHOD: MethodMeta(1, task_events)}
     for name, method in inspect.getmembers(cls, inspect.isfunction):
-        meta[name] = getattr(method, "__rayctl_num_returns__", 1)
+        meta[name] = MethodMeta(getattr(method, "__rayctl_num_returns__", 1),
+                                getattr(method, "__rayctl_task_events__", task_events))
     return meta
 
 
 class ActorMethod:
-    def __init__(self, handle: ActorHandle, name: str, num_returns: int) -> None:
+    def __init__(self, handle: ActorHandle, name: str, meta: MethodMeta) -> None:
         self._handle = handle
         self._name = name
-        self._num_returns = num_returns
+        self._meta = meta
 
     def options(self, **options: Any) -> ActorMethod:
-        check_options(options, {"num_returns", "name"}, f"actor method {self._name}")
-        return ActorMethod(
-            self._handle, self._name, int(options.get("num_returns", self._num_returns))
-        )
+        check_options(options, {"num_returns", "name", "enable_task_events"},
+                      f"actor method {self._name}")
+        return ActorMethod(self._handle, self._name, MethodMeta(
+            int(options.get("num_returns", self._meta.num_returns)),
+            bool(options.get("enable_task_events", self._meta.task_events))))
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._handle._call(self._name, self._num_returns, args, kwargs)
+        return self._handle._call(self._name, self._meta, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -172,7 +191,7 @@ class ActorMethod:
 
 class ActorHandle:
     def __init__(
-        self, actor_id: str, class_name: str, methods: dict[str, int], max_task_retries: int
+        self, actor_id: str, class_name: str, methods: dict[str, MethodMeta], max_task_retries: int
     ) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
@@ -180,12 +199,12 @@ class ActorHandle:
         self._max_task_retries = max_task_retries
 
     def __getattr__(self, name: str) -> ActorMethod:
-        if name.startswith("__") or name not in self._methods:
+        if (name.startswith("__") and name != READY_METHOD) or name not in self._methods:
             raise AttributeError(f"actor {self._class_name} has no method {name!r}")
         return ActorMethod(self, name, self._methods[name])
 
     def _call(
-        self, method: str, num_returns: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, method: str, meta: MethodMeta, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         from runtime.api import _core
 
@@ -193,6 +212,7 @@ class ActorHandle:
         name = f"{self._class_name}.{method}"
         enc_args, enc_kwargs, ref_ids, nested = encode_args(cw, name, None, args, kwargs)
         task_id = cw.task_ids.next()
+        num_returns = meta.num_returns
         return_ids, refs = make_returns(cw, task_id, num_returns)
         spec = {
             "task_id": task_id,
@@ -208,7 +228,8 @@ class ActorHandle:
         }
         cw.refs.add_submitted(ref_ids)
         cw.actors.submit(
-            self._actor_id, TaskState(spec, {}, return_ids, ref_ids, self._max_task_retries, False)
+            self._actor_id, TaskState(spec, {}, return_ids, ref_ids, self._max_task_retries, False,
+                                      task_events=meta.task_events)
         )
         return refs[0] if num_returns == 1 else refs
 

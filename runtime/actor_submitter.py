@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from runtime.exceptions import ActorDiedError, ActorUnavailableError
+from runtime.exceptions import ActorDiedError, ActorUnavailableError, TaskCancelledError
 from runtime.protocol import common_pb2, gcs_pb2
 from runtime.protocol.states import TaskStatus
 from runtime.task_submitter import TaskState, _ref_slots
@@ -59,9 +59,11 @@ class ActorSubmitter:
     def __init__(self, cw: CoreWorker) -> None:
         self.cw = cw
         self.queues: dict[str, ActorQueue] = {}
+        self.sent: dict[str, tuple[Connection, TaskState]] = {}  # task id -> calls not answered
 
     def submit(self, actor_id: str, state: TaskState) -> None:
-        state.record = self.cw.events.new(state.spec, state.shape, self.cw.current_task_id)
+        if state.task_events:
+            state.record = self.cw.events.new(state.spec, state.shape, self.cw.current_task_id)
         self.cw.call_soon(self._enqueue, actor_id, state)
 
     def _enqueue(self, actor_id: str, state: TaskState) -> None:
@@ -102,13 +104,19 @@ class ActorSubmitter:
             fut = self.cw.loop.create_future()
             fut.set_exception(exc)
         aq.inflight += 1
+        self.sent[state.spec["task_id"]] = (conn, state)
         fut.add_done_callback(lambda f: self._on_reply(aq, conn, state, f))
 
     def _on_reply(
         self, aq: ActorQueue, conn: Connection, state: TaskState, fut: asyncio.Future[Any]
     ) -> None:
         aq.inflight -= 1
+        self.sent.pop(state.spec["task_id"], None)
         exc = fut.exception()
+        if exc is not None and state.cancelled:  # cancelled, then its connection broke
+            self.cw.tasks._finish(state, error=TaskCancelledError(
+                f"task {state.spec['name']} was cancelled"))
+            return
         if exc is None:
             self.cw.tasks._finish(state, reply=fut.result())
             return
@@ -228,6 +236,30 @@ class ActorSubmitter:
         for lost in list(aq.lost):  # it runs: calls lost with the old connection stay unknown
             self._settle_lost(aq, lost, None)
         return True
+
+    def owns(self, task_id: str) -> bool:
+        """Whether `task_id` is an actor call of ours not answered yet."""
+        return task_id in self.sent or any(
+            s.spec["task_id"] == task_id for aq in self.queues.values() for s in aq.pending)
+
+    def cancel(self, task_id: str) -> None:
+        """Ray's semantics: a call not sent yet is dropped (TaskCancelledError); a sent one is
+        cancelled by its actor (an async call gets CancelledError, a sync one is flagged for
+        is_canceled() and never interrupted)."""
+        for aq in self.queues.values():
+            for state in aq.pending:
+                if state.spec["task_id"] == task_id:
+                    aq.pending.remove(state)
+                    state.cancelled = True
+                    self.cw.tasks._finish(state, error=TaskCancelledError(
+                        f"task {state.spec['name']} was cancelled"))
+                    return
+        sent = self.sent.get(task_id)
+        if sent is not None:
+            conn, state = sent
+            state.cancelled = True
+            if conn.is_open:
+                conn.send("cancel", task_id)
 
     def mark_dead(self, actor_id: str, error: ActorDiedError) -> None:
         """This caller killed the actor: fail queued and later calls at once."""

@@ -267,8 +267,9 @@ def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     return RemoteFunction(target, options)
 
 
-def method(*, num_returns: int = 1) -> Callable[[Any], Any]:
-    """Decorate an actor method to declare how many values it returns."""
+def method(*, num_returns: int = 1, enable_task_events: bool = True) -> Callable[[Any], Any]:
+    """Decorate an actor method to declare how many values it returns, and whether its calls
+    are recorded for `rayctl list tasks` (Ray's enable_task_events)."""
 
     from runtime.remote_function import check_num_returns
 
@@ -276,6 +277,7 @@ def method(*, num_returns: int = 1) -> Callable[[Any], Any]:
 
     def wrap(fn: Any) -> Any:
         fn.__rayctl_num_returns__ = num_returns
+        fn.__rayctl_task_events__ = bool(enable_task_events)
         return fn
 
     return wrap
@@ -349,6 +351,14 @@ def _is_ready(cw: CoreWorker, ref: ObjectRef) -> bool:
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that makes `ref`: dropped if queued, interrupted if running (killed if force)."""
     cw = _core()
+    if force:
+        async def is_actor_call() -> bool:
+            return cw.actors.owns(ref.task_id())
+
+        if cw.run(is_actor_call()):
+            raise ValueError("force=True is not supported for actor calls (an actor keeps its "
+                             "state, so its calls are never killed): cancel without force, or "
+                             "kill the actor with kill()")
     cw.call_soon(cw.tasks.cancel, ref.task_id(), force)
 
 
@@ -444,6 +454,19 @@ class RuntimeContext:
 
     def get_worker_id(self) -> str:
         return self.worker_id
+
+    def is_canceled(self) -> bool:
+        """Whether cancel() was called on the running task (a sync actor call looks at this to
+        stop early; Ray's). A RuntimeError in a driver or an async actor, as in Ray."""
+        from runtime import worker_context
+
+        worker = worker_context.current_worker()
+        if worker is None or not self.task_id:
+            raise RuntimeError("is_canceled() is for a running task or actor call, not a driver")
+        if worker.async_loop is not None:
+            raise RuntimeError("is_canceled() is not for async actors: cancel() raises "
+                               "asyncio.CancelledError in the call instead")
+        return self.task_id in worker.cancelled
 
 
 def get_gpu_ids() -> list[Any]:

@@ -81,6 +81,8 @@ class CoreWorker:
         self.job_env = JobEnv(self.gcs_call, None)  # init(runtime_env=...) replaces it
         self.current_task_id = ""
         self.current_actor_id = ""
+        # the placement group the running task or actor captures its children into, if any
+        self.capture_pg: Any = None
         self.gpu_ids: list[Any] = []  # the devices of the running task or actor (get_gpu_ids)
         object_ref.set_reference_counter(self)
         self.closed = False

@@ -1,10 +1,12 @@
-"""The errors a user of `runtime` sees, mirroring Ray's names (Ray's in brackets where ours differ):
+"""The errors a user of `runtime` sees, with Ray's names and hierarchy (`except
+ray.exceptions.RayActorError` code runs unchanged); the names rayctl shipped first stay as
+aliases (in brackets):
 
-    RuntimeBaseError [RayError]
-    ├── TaskError [RayTaskError]     (at get: also an instance of the task's exception class)
+    RayError [RuntimeBaseError]
+    ├── RayTaskError [TaskError]     (at get: also an instance of the task's exception class)
     ├── WorkerCrashedError
-    ├── OutOfMemoryError           (the node's memory monitor killed the task's worker)
-    ├── ActorError [RayActorError]
+    ├── OutOfMemoryError             (the node's memory monitor killed the task's worker)
+    ├── RayActorError [ActorError]
     │   ├── ActorDiedError           (gone for good)
     │   └── ActorUnavailableError    (restarting, or its connection broke: may come back)
     ├── ObjectLostError
@@ -14,6 +16,10 @@
     ├── TaskCancelledError
     ├── VersionMismatchError         (rayctl's: a peer runs another version)
     └── AuthenticationError          (rayctl's: a peer lacks the cluster token)
+
+A task's exception travels back inside its RayTaskError by value (cloudpickle), so a class
+defined in the driver's `__main__` comes back as that very class; one that cannot be pickled at
+all comes back as its type name, message and traceback text (a RayTaskError with no cause).
 """
 
 from __future__ import annotations
@@ -21,14 +27,15 @@ from __future__ import annotations
 from typing import Any
 
 
-class RuntimeBaseError(Exception):
+class RayError(Exception):
     """Base of every error raised by the runtime."""
 
 
-class TaskError(RuntimeBaseError):
-    """A task raised. `cause` is the original exception; `remote_traceback` its traceback text.
+class RayTaskError(RayError):
+    """A task raised. `cause` is the original exception (None when it could not be pickled);
+    `remote_traceback` its traceback text.
 
-    At `get`, the error raised is an instance of a subclass of both TaskError and the original
+    At `get`, the error raised is an instance of a subclass of both RayTaskError and the original
     exception's class, so `except ValueError` works as it does in Ray.
     """
 
@@ -47,20 +54,23 @@ class TaskError(RuntimeBaseError):
         return self._message()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (TaskError, (self.function_name, self.remote_traceback, self.cause))
+        # by value: the transport's pickle would look the cause's class up by name, which fails
+        # for a class defined in the driver's __main__ (the worker holds a copy cloudpickle made)
+        return (_rebuild_task_error, (self.function_name, self.remote_traceback,
+                                      _cause_bytes(self.cause)))
 
     def as_instanceof_cause(self) -> BaseException:
-        """An exception that is both a TaskError and an instance of the cause's class."""
+        """An exception that is both a RayTaskError and an instance of the cause's class."""
         cause_cls = type(self.cause) if self.cause is not None else None
         if (
             cause_cls is None
-            or issubclass(cause_cls, TaskError)
+            or issubclass(cause_cls, RayTaskError)
             or cause_cls.__module__ == "builtins"
             and cause_cls in (SystemExit, KeyboardInterrupt, GeneratorExit)
         ):
             return self
         try:
-            cls: Any = type(f"TaskError({cause_cls.__name__})", (TaskError, cause_cls), {})
+            cls: Any = type(f"RayTaskError({cause_cls.__name__})", (RayTaskError, cause_cls), {})
             err = cls.__new__(cls)
             err.function_name = self.function_name
             err.remote_traceback = self.remote_traceback
@@ -71,30 +81,54 @@ class TaskError(RuntimeBaseError):
             return self
 
 
-class WorkerCrashedError(RuntimeBaseError):
+def _cause_bytes(cause: BaseException | None) -> bytes | None:
+    if cause is None:
+        return None
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(cause))
+    except Exception:  # noqa: BLE001 - it travels as the traceback text alone
+        return None
+
+
+def _rebuild_task_error(function_name: str, remote_traceback: str,
+                        cause: bytes | None) -> RayTaskError:
+    loaded: BaseException | None = None
+    if cause is not None:
+        import cloudpickle
+
+        try:
+            loaded = cloudpickle.loads(cause)
+        except Exception:  # noqa: BLE001 - a class this process cannot import: text only
+            loaded = None
+    return RayTaskError(function_name, remote_traceback, loaded)
+
+
+class WorkerCrashedError(RayError):
     """The worker running a task died, and the task had no retries left."""
 
 
-class OutOfMemoryError(RuntimeBaseError):
+class OutOfMemoryError(RayError):
     """The node's memory monitor killed the task's worker, and the task had no retries left."""
 
 
-class ActorError(RuntimeBaseError):
-    """A call to an actor failed because of the actor, not the method (Ray's RayActorError)."""
+class RayActorError(RayError):
+    """A call to an actor failed because of the actor, not the method."""
 
 
-class ActorDiedError(ActorError):
+class ActorDiedError(RayActorError):
     """The actor is dead for good: killed, its constructor failed, or it died (worker or node)
     with no restarts left."""
 
 
-class ActorUnavailableError(ActorError):
+class ActorUnavailableError(RayActorError):
     """The actor may come back, as in Ray: it is restarting (the call was not sent), or the
     connection to it broke mid-call and it was not reported dead (the call may or may not have
     run). Raised for a call with no retries left (max_task_retries, default 0); call again later."""
 
 
-class ObjectLostError(RuntimeBaseError):
+class ObjectLostError(RayError):
     """Every copy of an object is gone and it cannot be rebuilt."""
 
 
@@ -102,23 +136,29 @@ class OwnerDiedError(ObjectLostError):
     """The process that owned the object exited."""
 
 
-class GetTimeoutError(RuntimeBaseError, TimeoutError):
+class GetTimeoutError(RayError, TimeoutError):
     """`get` did not finish within its timeout."""
 
 
-class TaskCancelledError(RuntimeBaseError):
+class TaskCancelledError(RayError):
     """The task was cancelled before it finished."""
 
 
-class ObjectStoreFullError(RuntimeBaseError):
+class ObjectStoreFullError(RayError):
     """An object could not be stored on its node: shared memory is at capacity and spilling to
     disk failed, or the shared-memory filesystem itself is full. Raised by `put`, and at `get` for a
     task whose return value could not be stored. The message says how full and what to do."""
 
 
-class VersionMismatchError(RuntimeBaseError):
+class VersionMismatchError(RayError):
     """A driver or node spoke another version than the cluster; the message names both."""
 
 
-class AuthenticationError(RuntimeBaseError):
+class AuthenticationError(RayError):
     """A peer did not present the cluster token."""
+
+
+# the names rayctl shipped first
+RuntimeBaseError = RayError
+TaskError = RayTaskError
+ActorError = RayActorError

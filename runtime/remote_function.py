@@ -25,6 +25,7 @@ TASK_OPTIONS = {
     "name",
     "runtime_env",
     "accelerator_type",
+    "enable_task_events",
 }
 
 
@@ -119,6 +120,27 @@ def encode_args(
     return enc_args, enc_kwargs, ref_ids, nested
 
 
+def effective_strategy(cw: Any, strategy: Any) -> Any:
+    """A task or actor's strategy: its own, else the placement group of the task or actor
+    that submits it when that one captures its children (Ray's
+    placement_group_capture_child_tasks), else the default."""
+    if strategy is None and cw.capture_pg is not None:
+        from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return PlacementGroupSchedulingStrategy(cw.capture_pg, -1, True)
+    return strategy
+
+
+def captured_group(strategy: Any) -> Any:
+    """The placement group whose children this task or actor schedules into, if it captures."""
+    from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and (
+            strategy.placement_group_capture_child_tasks):
+        return strategy.placement_group
+    return None
+
+
 def apply_strategy(shape: dict[str, float], strategy: Any) -> tuple[dict[str, float], Any]:
     """The shape and wire strategy of a task: placement groups rewrite the shape to bundle resources."""
     from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy, to_wire
@@ -206,10 +228,15 @@ class RemoteFunction:
         if streaming:  # see runtime/streaming.py
             spec["streaming"] = True
             max_retries = 0
-        shape, strategy = apply_strategy(shape, opts.get("scheduling_strategy"))
+        chosen = effective_strategy(cw, opts.get("scheduling_strategy"))
+        capture = captured_group(chosen)
+        if capture is not None:
+            spec["capture_pg"] = capture
+        shape, strategy = apply_strategy(shape, chosen)
         retry_exceptions = opts.get("retry_exceptions", False)
         state = TaskState(spec, shape, return_ids, ref_ids, max_retries, retry_exceptions, strategy)
         state.runtime_env = cw.job_env.for_options(opts.get("runtime_env"))
+        state.task_events = opts.get("enable_task_events", True) is not False
         if streaming:
             from runtime.streaming import ObjectRefGenerator, Stream
 

@@ -54,6 +54,7 @@ class TaskState:
     cancelled: bool = False
     lease: Lease | None = None
     record: TaskRecord | None = None  # what `rayctl list tasks` shows of it (runtime/task_events.py)
+    task_events: bool = True  # False: not recorded (Ray's enable_task_events=False)
 
 
 @dataclass(eq=False)
@@ -94,7 +95,8 @@ class TaskSubmitter:
 
     # -- from user threads -----------------------------------------------------------------------
     def submit(self, state: TaskState) -> None:
-        state.record = self.cw.events.new(state.spec, state.shape, self.cw.current_task_id)
+        if state.task_events:
+            state.record = self.cw.events.new(state.spec, state.shape, self.cw.current_task_id)
         with self._inbox_lock:
             self._inbox.append(state)
             first = len(self._inbox) == 1
@@ -454,6 +456,7 @@ class TaskSubmitter:
     def cancel(self, task_id: str, force: bool) -> None:
         state = self.by_task.get(task_id)
         if state is None:
+            self.cw.actors.cancel(task_id)  # an actor call, or already done
             return
         state.cancelled = True
         for q in self.queues.values():
@@ -488,13 +491,7 @@ def _wire_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_remote_error(name: str, exc: BaseException) -> TaskError:
-    """Wrap an exception raised by user code, keeping the original when it can travel."""
-    import cloudpickle
-
+    """Wrap an exception raised by user code. It travels by value inside the TaskError; one that
+    cannot be pickled arrives as its traceback text alone (runtime/exceptions.py)."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    cause: BaseException | None = exc
-    try:
-        cloudpickle.dumps(exc)
-    except Exception:  # noqa: BLE001 - an exception that cannot be pickled travels as text
-        cause = RuntimeError(f"{type(exc).__name__}: {exc}")
-    return TaskError(name, tb, cause)
+    return TaskError(name, tb, exc)

@@ -6,16 +6,18 @@ line by line, to the driver that submitted the task."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import functools
 import io
 import os
 import queue
+import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from runtime import shm
+from runtime.actor import READY_METHOD
 from runtime.auth import credentials_from_env
 from runtime.constants import INLINE_OBJECT_MAX_BYTES
 from runtime.core_worker import CoreWorker
@@ -70,6 +72,10 @@ def _send_quietly(conn: Connection, method: str, payload: Any) -> None:
         conn.send(method, payload)
 
 
+# what cancel() sends the worker's main thread, where normal tasks run (Ray: KeyboardInterrupt)
+CANCEL_SIGNAL = signal.SIGINT
+
+
 class Worker:
     def __init__(self) -> None:
         credentials = credentials_from_env()
@@ -93,9 +99,17 @@ class Worker:
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.local = threading.local()
         self.running: dict[str, int] = {}  # task_id -> thread id
+        self.cancel_target = ""  # the running task cancel() interrupts (see _interrupt)
+        self.interruptible = False  # True only while user code runs on the main thread
+        signal.signal(CANCEL_SIGNAL, self._interrupt)
+        # actor calls received and not answered yet; those cancelled (is_canceled); the running
+        # calls of an async actor (cancel() cancels their asyncio task)
+        self.actor_calls: set[str] = set()
+        self.cancelled: set[str] = set()
+        self.async_tasks: dict[str, asyncio.Task[Any]] = {}
         from runtime import worker_context
 
-        worker_context.set_current(self.cw)
+        worker_context.set_current(self.cw, self)
         self.cw.handlers.update(
             {
                 "push": self._on_push,
@@ -117,6 +131,9 @@ class Worker:
     # -- I/O thread side --------------------------------------------------------------------------
     def _on_push(self, conn: Connection, spec: dict[str, Any]) -> asyncio.Future[Any]:
         fut = self.cw.loop.create_future()
+        if spec.get("actor_id"):
+            self.actor_calls.add(spec["task_id"])
+            fut.add_done_callback(functools.partial(self._call_done, spec["task_id"]))
         if self.async_loop is not None and spec.get("actor_id"):
             self._run_async_method(conn, spec, fut)
         elif self.pool is not None and spec.get("actor_id"):
@@ -130,12 +147,34 @@ class Worker:
         self.jobs.put((self._create_actor, conn, payload, fut))
         return fut
 
+    def _call_done(self, task_id: str, _answered: Any = None) -> None:
+        self.actor_calls.discard(task_id)
+        self.cancelled.discard(task_id)
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        """(The main thread, on CANCEL_SIGNAL.) Raise in the running task if it is the one
+        cancelled; a late signal, after that task ended, does nothing."""
+        target = self.cancel_target
+        if self.interruptible and target and target == self.cw.current_task_id:
+            self.cancel_target = ""
+            self.interruptible = False
+            raise TaskCancelledError(f"task {target} was cancelled")
+
     def _on_cancel(self, conn: Connection, task_id: str) -> None:
+        if self.actor_id:
+            # Ray's semantics: an actor keeps its state, so a running sync call is never
+            # interrupted (it may look at is_canceled()); an async one gets CancelledError
+            if task_id in self.actor_calls:
+                self.cancelled.add(task_id)
+                task = self.async_tasks.get(task_id)
+                if task is not None and self.async_loop is not None:
+                    self.async_loop.call_soon_threadsafe(task.cancel)
+            return
         thread_id = self.running.get(task_id)
         if thread_id is not None:
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(thread_id), ctypes.py_object(TaskCancelledError)
-            )
+            # a signal interrupts the main thread's blocking calls too (sleep, a lock, a read)
+            self.cancel_target = task_id
+            signal.pthread_kill(thread_id, CANCEL_SIGNAL)
 
     # -- main thread ---------------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -170,10 +209,20 @@ class Worker:
         self.local.conn = conn
         self.local.prefix = f"({spec['name']} pid={self.pid}, node={self.cw.node_id[:8]})"
         self.cw.current_task_id = task_id
+        if not spec.get("actor_id"):  # an actor captures for its whole life (its creation)
+            self.cw.capture_pg = spec.get("capture_pg")
         self.running[task_id] = threading.get_ident()
         try:
-            reply = self._borrowed_after(spec, self._run_user_code(spec))
+            if task_id in self.cancelled:  # cancelled before it started: never run
+                raise TaskCancelledError
+            self.interruptible = True  # (a cancel signal raises only in the user's code)
+            result = self._run_user_code(spec)
+            self.interruptible = False
+            reply = self._borrowed_after(spec, result)
+            if task_id in self.cancelled:  # a sync actor call that saw is_canceled()
+                raise TaskCancelledError
         except TaskCancelledError:
+            self.interruptible = False
             reply = {
                 "error": format_remote_error(
                     spec["name"], TaskCancelledError(f"task {spec['name']} cancelled")
@@ -186,6 +235,7 @@ class Worker:
                     stream.end_task()
             self.local.conn = None
             self.cw.current_task_id = ""
+            self.cancel_target = ""
         self.cw.call_soon(_resolve_future, fut, reply)
 
     def _run_user_code(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -207,11 +257,16 @@ class Worker:
 
     def _function(self, spec: dict[str, Any]) -> Any:
         if spec.get("actor_id"):
-            return getattr(self.actor, spec["method"])
+            return self._actor_method(spec["method"])
         fn = self.functions.get(spec["fn_id"])
         if fn is None:
             fn = self.functions[spec["fn_id"]] = deserialize(spec["fn"], [])
         return fn
+
+    def _actor_method(self, name: str) -> Any:
+        if name == READY_METHOD and not hasattr(self.actor, READY_METHOD):
+            return _ready
+        return getattr(self.actor, name)
 
     def _package_returns(self, spec: dict[str, Any], result: Any) -> dict[str, Any]:
         n = spec["num_returns"]
@@ -289,6 +344,7 @@ class Worker:
             self.cw.current_actor_id = self.actor_id
             self._use_gpus(payload.get("gpu_ids"))
             self.actor_name = spec["class_name"]
+            self.cw.capture_pg = spec.get("capture_pg")
             self.local.prefix = f"({self.actor_name} pid={self.pid}, node={self.cw.node_id[:8]})"
             self.actor = cls(*args, **kwargs)
             if spec["is_async"]:
@@ -319,12 +375,23 @@ class Worker:
     ) -> None:
         async def call() -> None:
             assert self.semaphore is not None
-            async with self.semaphore:
-                self.local.conn = conn
-                self.local.prefix = (
-                    f"({self.actor_name} pid={self.pid}, node={self.cw.node_id[:8]})"
-                )
-                reply = await self._invoke_async(spec)
+            task_id = spec["task_id"]
+            task = asyncio.current_task()
+            assert task is not None
+            self.async_tasks[task_id] = task
+            try:
+                if task_id in self.cancelled:  # cancelled before it started
+                    raise asyncio.CancelledError
+                async with self.semaphore:
+                    self.local.conn = conn
+                    self.local.prefix = (
+                        f"({self.actor_name} pid={self.pid}, node={self.cw.node_id[:8]})"
+                    )
+                    reply = await self._invoke_async(spec)
+            except asyncio.CancelledError:
+                reply = _cancelled_reply(spec)
+            finally:
+                self.async_tasks.pop(task_id, None)
             self.cw.call_soon(_resolve_future, fut, self._borrowed_after(spec, reply))
 
         assert self.async_loop is not None
@@ -334,15 +401,27 @@ class Worker:
         """Run one call of an async actor (its arguments die with this frame, before borrows
         are counted)."""
         try:
-            method = getattr(self.actor, spec["method"])
+            method = self._actor_method(spec["method"])
             args = [self._resolve(a) for a in spec["args"]]
             kwargs = {k: self._resolve(v) for k, v in spec["kwargs"].items()}
             result = method(*args, **kwargs)
             if asyncio.iscoroutine(result):
                 result = await result
             return self._package_returns(spec, result)
+        except asyncio.CancelledError:  # cancel(): the method let it through
+            return _cancelled_reply(spec)
         except Exception as exc:  # noqa: BLE001
             return {"error": format_remote_error(spec["name"], exc)}
+
+
+def _cancelled_reply(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"error": format_remote_error(
+        spec["name"], TaskCancelledError(f"task {spec['name']} was cancelled"))}
+
+
+def _ready() -> bool:
+    """actor.__ray_ready__(): the actor is constructed and answers."""
+    return True
 
 
 def _upstream_error(spec: dict[str, Any]) -> BaseException | None:

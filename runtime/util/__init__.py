@@ -4,6 +4,7 @@ from runtime.util import queue
 from runtime.util.actor_pool import ActorPool
 from runtime.util.placement_group import (
     PlacementGroup,
+    get_current_placement_group,
     get_placement_group,
     placement_group,
     placement_group_table,
@@ -29,6 +30,6 @@ def get_node_ip_address() -> str:
 
 __all__ = [
     "ActorPool", "NodeAffinitySchedulingStrategy", "PlacementGroup", "PlacementGroupSchedulingStrategy",
-    "get_node_ip_address", "get_placement_group", "placement_group", "placement_group_table", "queue",
+    "get_current_placement_group", "get_node_ip_address", "get_placement_group", "placement_group", "placement_group_table", "queue",
     "remove_placement_group",
 ]

@@ -106,6 +106,16 @@ def placement_group(bundles: list[dict[str, float]], strategy: str = PlacementSt
                           created=reply.pg.state == PlacementGroupInfo.CREATED)
 
 
+def get_current_placement_group() -> PlacementGroup | None:
+    """The placement group the running task or actor captures its children into (Ray's: set by
+    placement_group_capture_child_tasks=True); None in a driver or without capture."""
+    from runtime import api, worker_context
+
+    cw = worker_context.current() or (api._core() if api.is_initialized() else None)
+    group: PlacementGroup | None = cw.capture_pg if cw is not None else None
+    return group
+
+
 def remove_placement_group(pg: PlacementGroup) -> None:
     """Remove the group, asynchronously as in Ray: returns at once; the bundles' resources come
     back shortly after."""
