@@ -102,9 +102,10 @@ class Worker:
         self.cancel_target = ""  # the running task cancel() interrupts (see _interrupt)
         self.interruptible = False  # True only while user code runs on the main thread
         signal.signal(CANCEL_SIGNAL, self._interrupt)
-        # actor calls received and not answered yet; those cancelled (is_canceled); the running
+        # tasks and actor calls received and not answered yet; those of them cancelled (a task
+        # not started yet then never starts; a sync actor call sees is_canceled()); the running
         # calls of an async actor (cancel() cancels their asyncio task)
-        self.actor_calls: set[str] = set()
+        self.received: set[str] = set()
         self.cancelled: set[str] = set()
         self.async_tasks: dict[str, asyncio.Task[Any]] = {}
         from runtime import worker_context
@@ -131,9 +132,8 @@ class Worker:
     # -- I/O thread side --------------------------------------------------------------------------
     def _on_push(self, conn: Connection, spec: dict[str, Any]) -> asyncio.Future[Any]:
         fut = self.cw.loop.create_future()
-        if spec.get("actor_id"):
-            self.actor_calls.add(spec["task_id"])
-            fut.add_done_callback(functools.partial(self._call_done, spec["task_id"]))
+        self.received.add(spec["task_id"])
+        fut.add_done_callback(functools.partial(self._call_done, spec["task_id"]))
         if self.async_loop is not None and spec.get("actor_id"):
             self._run_async_method(conn, spec, fut)
         elif self.pool is not None and spec.get("actor_id"):
@@ -148,7 +148,7 @@ class Worker:
         return fut
 
     def _call_done(self, task_id: str, _answered: Any = None) -> None:
-        self.actor_calls.discard(task_id)
+        self.received.discard(task_id)
         self.cancelled.discard(task_id)
 
     def _interrupt(self, signum: int, frame: Any) -> None:
@@ -161,14 +161,15 @@ class Worker:
             raise TaskCancelledError(f"task {target} was cancelled")
 
     def _on_cancel(self, conn: Connection, task_id: str) -> None:
+        if task_id not in self.received:
+            return  # answered already
+        self.cancelled.add(task_id)  # (a task still queued here never starts)
         if self.actor_id:
             # Ray's semantics: an actor keeps its state, so a running sync call is never
             # interrupted (it may look at is_canceled()); an async one gets CancelledError
-            if task_id in self.actor_calls:
-                self.cancelled.add(task_id)
-                task = self.async_tasks.get(task_id)
-                if task is not None and self.async_loop is not None:
-                    self.async_loop.call_soon_threadsafe(task.cancel)
+            task = self.async_tasks.get(task_id)
+            if task is not None and self.async_loop is not None:
+                self.async_loop.call_soon_threadsafe(task.cancel)
             return
         thread_id = self.running.get(task_id)
         if thread_id is not None:
@@ -213,13 +214,15 @@ class Worker:
             self.cw.capture_pg = spec.get("capture_pg")
         self.running[task_id] = threading.get_ident()
         try:
+            # interruptible first, then the look: a cancel that lands between the two is seen
+            # by one of them (_on_cancel marks the task before it signals)
+            self.interruptible = not spec.get("actor_id")  # (a signal raises only in user code)
             if task_id in self.cancelled:  # cancelled before it started: never run
                 raise TaskCancelledError
-            self.interruptible = True  # (a cancel signal raises only in the user's code)
             result = self._run_user_code(spec)
             self.interruptible = False
             reply = self._borrowed_after(spec, result)
-            if task_id in self.cancelled:  # a sync actor call that saw is_canceled()
+            if spec.get("actor_id") and task_id in self.cancelled:  # a sync call, is_canceled()
                 raise TaskCancelledError
         except TaskCancelledError:
             self.interruptible = False
