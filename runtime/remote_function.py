@@ -123,11 +123,14 @@ def encode_args(
 def effective_strategy(cw: Any, strategy: Any) -> Any:
     """A task or actor's strategy: its own, else the placement group of the task or actor
     that submits it when that one captures its children (Ray's
-    placement_group_capture_child_tasks), else the default."""
-    if strategy is None and cw.capture_pg is not None:
-        from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    placement_group_capture_child_tasks), else the default. PlacementGroupSchedulingStrategy
+    with no group is the default, outside any group (as in Ray)."""
+    from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+    if strategy is None and cw.capture_pg is not None:
         return PlacementGroupSchedulingStrategy(cw.capture_pg, -1, True)
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group is None:
+        return "DEFAULT"  # Ray's way to leave the capturing parent's group
     return strategy
 
 

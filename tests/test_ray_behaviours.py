@@ -196,6 +196,19 @@ def test_children_of_a_capturing_task_run_in_its_placement_group(cluster) -> Non
         captured = parent.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
             pg, placement_group_capture_child_tasks=True)).remote()
         assert rt.get(captured, timeout=60) == (pg.id, pg.id)
+
+        @rt.remote(num_cpus=0)
+        def outside() -> str | None:
+            group = get_current_placement_group()
+            return group.id if group else None
+
+        @rt.remote(num_cpus=1)
+        def leaving_parent() -> str | None:  # Ray's way out: a strategy with no group
+            return rt.get(outside.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=None)).remote(), timeout=30)
+
+        assert rt.get(leaving_parent.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+            pg, placement_group_capture_child_tasks=True)).remote(), timeout=60) is None
         assert get_current_placement_group() is None  # a driver captures nothing
     finally:
         remove_placement_group(pg)
