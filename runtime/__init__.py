@@ -29,9 +29,11 @@ from runtime.api import (
 )
 from runtime.constants import RAYCTL_VERSION as __version__
 from runtime.object_ref import ObjectRef
+from runtime.streaming import ObjectRefGenerator
 
 __all__ = [
     "ObjectRef",
+    "ObjectRefGenerator",
     "RuntimeContext",
     "__version__",
     "available_resources",

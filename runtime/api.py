@@ -312,8 +312,12 @@ def wait(
     fetch_local: bool = True,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Split refs into (ready, not ready) once `num_returns` are ready or `timeout` passes."""
-    if not isinstance(refs, list) or not all(isinstance(r, ObjectRef) for r in refs):
-        raise TypeError("wait() takes a list of ObjectRefs")
+    from runtime.streaming import ObjectRefGenerator
+
+    if not isinstance(refs, list) or not all(isinstance(r, ObjectRef | ObjectRefGenerator)
+                                             for r in refs):
+        raise TypeError("wait() takes a list of ObjectRefs (or of generator tasks' "
+                        "ObjectRefGenerators)")
     if len(set(refs)) != len(refs):
         raise ValueError("wait() got duplicate ObjectRefs")
     if not 0 <= num_returns <= len(refs):
@@ -324,7 +328,8 @@ def wait(
     watched: set[str] = set()  # owned refs that wake us when ready (registered once each)
     while True:
         event.clear()  # before looking: a wake-up from here on is not lost
-        ready = [r for r in refs if _is_ready(cw, r)]
+        ready = [r for r in refs if (r.has_next_ready() if isinstance(r, ObjectRefGenerator)
+                                     else _is_ready(cw, r))]
         if len(ready) >= num_returns or (deadline is not None and time.monotonic() >= deadline):
             for object_id in watched:  # a loop of wait() calls must not pile them up
                 cw.refs.off_ready(object_id, event.set)
@@ -332,10 +337,12 @@ def wait(
             ready_set = set(ready)
             return ready, [r for r in refs if r not in ready_set]
         for r in refs:
-            if r not in ready and r.id not in watched and cw.refs.on_ready(r.id, event.set):
+            if (isinstance(r, ObjectRef) and r not in ready and r.id not in watched
+                    and cw.refs.on_ready(r.id, event.set)):
                 watched.add(r.id)
-        # borrowed refs cannot wake us: ask their owners again every 50 ms
-        polling = any(r.id not in watched for r in refs if r not in ready)
+        # borrowed refs and generators cannot wake us: look again every 50 ms
+        polling = any(not isinstance(r, ObjectRef) or r.id not in watched
+                      for r in refs if r not in ready)
         cap = 0.05 if polling else 1.0
         remaining = cap if deadline is None else min(cap, max(0.0, deadline - time.monotonic()))
         event.wait(remaining)

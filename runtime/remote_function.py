@@ -176,6 +176,8 @@ class RemoteFunction:
             self._signature = None
         self.__name__ = fn.__name__
         self.__doc__ = fn.__doc__
+        # a generator function streams its values unless num_returns says otherwise (Ray's)
+        self._default_returns: Any = "streaming" if inspect.isgeneratorfunction(fn) else 1
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -201,7 +203,8 @@ class RemoteFunction:
         cw = _core()
         self._ensure_pickled()
         opts = self._options
-        num_returns = check_num_returns(opts.get("num_returns", 1), streaming_ok=True)
+        num_returns = check_num_returns(opts.get("num_returns", self._default_returns),
+                                        streaming_ok=True)
         streaming = num_returns == "streaming"
         if streaming:
             num_returns = 0

@@ -6,6 +6,7 @@ Ray. Such tasks are not retried (a retry would yield everything again)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,28 @@ class ObjectRefGenerator:
 
     def __next__(self) -> ObjectRef:
         return self._take(None)
+
+    def __aiter__(self) -> ObjectRefGenerator:
+        return self
+
+    async def __anext__(self) -> ObjectRef:
+        """`async for ref in gen` (the wait runs in a thread: the event loop goes on)."""
+        ref = await asyncio.to_thread(self._take_or_none)
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def _take_or_none(self) -> ObjectRef | None:
+        try:
+            return self._take(None)
+        except StopIteration:  # (cannot cross a future: asyncio refuses StopIteration)
+            return None
+
+    def has_next_ready(self) -> bool:
+        """Whether the next ref can be taken now, or the stream ended (what wait() asks)."""
+        stream = self._stream
+        with stream.cond:
+            return len(stream.items) > self._next or stream.done
 
     def next(self, timeout: float | None = None) -> ObjectRef:
         """The next ref, waiting up to `timeout` s for the task to yield it (TimeoutError)."""

@@ -268,3 +268,33 @@ def test_cancel_interrupts_a_task_blocked_in_sleep_and_the_worker_goes_on(cluste
         with pytest.raises(rx.TaskCancelledError):
             rt.get(ref, timeout=10)
     assert rt.get(pid.remote(), timeout=10) > 0  # the node still runs tasks
+
+
+def test_a_generator_task_streams_by_default(cluster) -> None:
+    """As in Ray: a generator function's task streams without num_returns="streaming"; its
+    ObjectRefGenerator works with `for`, `async for` and wait()."""
+    import asyncio
+
+    rt = cluster
+
+    @rt.remote
+    def count(n: int, pause: float = 0.0):
+        for i in range(n):
+            time.sleep(pause)
+            yield i
+
+    gen = count.remote(3)
+    assert isinstance(gen, rt.ObjectRefGenerator)
+    assert [rt.get(ref, timeout=30) for ref in gen] == [0, 1, 2]
+
+    slow = count.remote(2, 0.5)
+    ready, not_ready = rt.wait([slow], timeout=30)
+    assert ready == [slow] and not_ready == []  # its first value is there
+    assert rt.get(next(slow), timeout=30) == 0
+
+    async def collect() -> list[int]:
+        return [rt.get(ref, timeout=30) async for ref in count.remote(3)]
+
+    assert asyncio.run(collect()) == [0, 1, 2]
+    first, second, third = count.options(num_returns=3).remote(3)  # as many refs as asked
+    assert rt.get([first, second, third], timeout=30) == [0, 1, 2]
