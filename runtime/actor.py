@@ -86,8 +86,8 @@ class ActorClass:
         )
         # the creation spec (kept by the GCS for restarts) holds them for good
         cw.refs.add_submitted([object_id for object_id, _ in nested])
-        is_async = any(
-            inspect.iscoroutinefunction(m)
+        is_async = any(  # (an async generator method makes an async actor too, as in Ray)
+            inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
             for _, m in inspect.getmembers(self._cls, inspect.isfunction)
         )
         return {
@@ -151,7 +151,7 @@ def _resolved(cw: Any, encoded: Any) -> Any:
 class MethodMeta(NamedTuple):
     """What a handle knows of each method: set by @method, else the defaults."""
 
-    num_returns: int = 1
+    num_returns: int | str = 1  # or "streaming": a generator method's calls stream its values
     task_events: bool = True  # recorded for `rayctl list tasks` (Ray's enable_task_events)
 
 
@@ -162,8 +162,10 @@ READY_METHOD = "__ray_ready__"
 def _method_meta(cls: type, task_events: bool = True) -> dict[str, MethodMeta]:
     meta = {READY_METHOD: MethodMeta(1, task_events)}
     for name, method in inspect.getmembers(cls, inspect.isfunction):
-        meta[name] = MethodMeta(getattr(method, "__rayctl_num_returns__", 1),
-                                getattr(method, "__rayctl_task_events__", task_events))
+        generator = inspect.isgeneratorfunction(method) or inspect.isasyncgenfunction(method)
+        meta[name] = MethodMeta(
+            getattr(method, "__rayctl_num_returns__", "streaming" if generator else 1),
+            getattr(method, "__rayctl_task_events__", task_events))
     return meta
 
 
@@ -177,7 +179,7 @@ class ActorMethod:
         check_options(options, {"num_returns", "name", "enable_task_events"},
                       f"actor method {self._name}")
         return ActorMethod(self._handle, self._name, MethodMeta(
-            int(options.get("num_returns", self._meta.num_returns)),
+            options.get("num_returns", self._meta.num_returns),
             bool(options.get("enable_task_events", self._meta.task_events))))
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -212,7 +214,8 @@ class ActorHandle:
         name = f"{self._class_name}.{method}"
         enc_args, enc_kwargs, ref_ids, nested = encode_args(cw, name, None, args, kwargs)
         task_id = cw.task_ids.next()
-        num_returns = meta.num_returns
+        streaming = meta.num_returns == "streaming"
+        num_returns = 0 if streaming else int(meta.num_returns)
         return_ids, refs = make_returns(cw, task_id, num_returns)
         spec = {
             "task_id": task_id,
@@ -227,10 +230,17 @@ class ActorHandle:
             "owner": cw.address,
         }
         cw.refs.add_submitted(ref_ids)
-        cw.actors.submit(
-            self._actor_id, TaskState(spec, {}, return_ids, ref_ids, self._max_task_retries, False,
-                                      task_events=meta.task_events)
-        )
+        # a streaming call is not resent: a retry would yield everything again
+        state = TaskState(spec, {}, return_ids, ref_ids, 0 if streaming else self._max_task_retries,
+                          False, task_events=meta.task_events)
+        if streaming:  # see runtime/streaming.py
+            from runtime.streaming import ObjectRefGenerator, Stream
+
+            spec["streaming"] = True
+            stream = cw.tasks.streams[task_id] = Stream()
+            cw.actors.submit(self._actor_id, state)
+            return ObjectRefGenerator(task_id, stream)
+        cw.actors.submit(self._actor_id, state)
         return refs[0] if num_returns == 1 else refs
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -273,7 +273,7 @@ def method(*, num_returns: int = 1, enable_task_events: bool = True) -> Callable
 
     from runtime.remote_function import check_num_returns
 
-    check_num_returns(num_returns)
+    check_num_returns(num_returns, streaming_ok=True)
 
     def wrap(fn: Any) -> Any:
         fn.__rayctl_num_returns__ = num_returns

@@ -36,7 +36,7 @@ def check_num_returns(value: Any, *, streaming_ok: bool = False) -> Any:
         return value
     if value in ("dynamic", "streaming"):
         instead = ('use num_returns="streaming" (a generator task)' if streaming_ok else
-                   "generators are supported in tasks (num_returns=\"streaming\"), not actor methods")
+                   "a generator method streams by default; declare nothing")
         raise ValueError(f"num_returns={value!r} is not supported here: {instead}")
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"num_returns must be an integer >= 0, got {value!r}")
@@ -53,7 +53,8 @@ def check_options(options: dict[str, Any], allowed: set[str], what: str) -> None
         if options.get(key) is not None:
             check_retries(f"{what}: {key}", options[key])
     if "num_returns" in options:
-        check_num_returns(options["num_returns"], streaming_ok=what.startswith("remote function"))
+        check_num_returns(options["num_returns"],
+                          streaming_ok=what.startswith(("remote function", "actor method")))
     if options.get("runtime_env"):
         from runtime.runtime_env import validate
 

@@ -300,6 +300,21 @@ class Worker:
             self.cw.run(send())
         return {"returns": [], "error": None}
 
+    async def _stream_out_async(self, spec: dict[str, Any], result: Any) -> dict[str, Any]:
+        """An async actor's generator method (async or not): as _stream_out, each value sent
+        before the next is asked for."""
+        if not hasattr(result, "__aiter__"):
+            return self._stream_out(spec, result)
+        conn = self.local.conn
+        async for value in result:
+            item = self._package(spec, self.cw.fresh_object_id(), value)
+
+            async def send(item: tuple[Any, ...] = item) -> None:
+                conn.send("stream_item", (spec["task_id"], item))
+
+            self.cw.run(send())
+        return {"returns": [], "error": None}
+
     def _package(self, spec: dict[str, Any], object_id: str, value: Any) -> tuple[Any, ...]:
         """One value as it travels: inline, or written to this node's shm (its location)."""
         data = serialize(value)
@@ -408,6 +423,8 @@ class Worker:
             args = [self._resolve(a) for a in spec["args"]]
             kwargs = {k: self._resolve(v) for k, v in spec["kwargs"].items()}
             result = method(*args, **kwargs)
+            if spec.get("streaming"):
+                return await self._stream_out_async(spec, result)
             if asyncio.iscoroutine(result):
                 result = await result
             return self._package_returns(spec, result)

@@ -298,3 +298,39 @@ def test_a_generator_task_streams_by_default(cluster) -> None:
     assert asyncio.run(collect()) == [0, 1, 2]
     first, second, third = count.options(num_returns=3).remote(3)  # as many refs as asked
     assert rt.get([first, second, third], timeout=30) == [0, 1, 2]
+
+
+def test_generator_actor_methods_stream_in_every_kind_of_actor(cluster) -> None:
+    """As in Ray: a generator method's call returns an ObjectRefGenerator, in a plain, a
+    threaded and an async actor (an async generator there), and its error is the next ref's."""
+    rt = cluster
+
+    @rt.remote
+    class Plain:
+        def count(self, n: int):
+            yield from range(n)
+
+        def broken(self):
+            yield 0
+            raise ValueError("after one")
+
+    @rt.remote(max_concurrency=2)
+    class Threaded:
+        def count(self, n: int):
+            yield from range(n)
+
+    @rt.remote
+    class Async:  # an async generator method alone makes it an async actor
+        async def count(self, n: int):
+            for i in range(n):
+                yield i
+
+    for cls in (Plain, Threaded, Async):
+        actor = cls.remote()
+        gen = actor.count.remote(3)
+        assert isinstance(gen, rt.ObjectRefGenerator), cls
+        assert [rt.get(ref, timeout=30) for ref in gen] == [0, 1, 2], cls
+    broken = Plain.remote().broken.remote()
+    assert rt.get(next(broken), timeout=30) == 0
+    with pytest.raises(ValueError, match="after one"):
+        rt.get(next(broken), timeout=30)
