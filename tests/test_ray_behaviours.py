@@ -334,3 +334,44 @@ def test_generator_actor_methods_stream_in_every_kind_of_actor(cluster) -> None:
     assert rt.get(next(broken), timeout=30) == 0
     with pytest.raises(ValueError, match="after one"):
         rt.get(next(broken), timeout=30)
+
+
+def test_actors_an_actor_created_die_with_it_unless_detached(cluster) -> None:
+    """Fate-sharing as in Ray: when an actor's process dies (here SIGKILL, no restarts), the
+    non-detached actors it created die too; a detached one lives on."""
+    import signal as signals
+
+    from polling import wait_for
+
+    rt = cluster
+
+    @rt.remote(num_cpus=0)
+    class Child:
+        def ping(self) -> str:
+            return "pong"
+
+    @rt.remote(num_cpus=0)
+    class Parent:
+        def make(self, detached: bool) -> object:
+            options = {"lifetime": "detached", "name": "orphan-ok"} if detached else {}
+            return Child.options(**options).remote()
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    parent = Parent.remote()
+    child = rt.get(parent.make.remote(False), timeout=30)
+    orphan = rt.get(parent.make.remote(True), timeout=30)
+    assert rt.get([child.ping.remote(), orphan.ping.remote()], timeout=30) == ["pong", "pong"]
+    os.kill(rt.get(parent.pid.remote(), timeout=30), signals.SIGKILL)
+
+    def child_dead() -> bool:
+        try:
+            rt.get(child.ping.remote(), timeout=10)
+            return False
+        except rx.ActorDiedError as exc:
+            assert "owner" in str(exc)
+            return True
+    wait_for(child_dead, 30, "the child actor to die with its owner")
+    assert rt.get(orphan.ping.remote(), timeout=30) == "pong"  # detached: not owned
+    rt.kill(orphan)

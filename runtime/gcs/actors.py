@@ -171,6 +171,7 @@ class ActorManager:
         await self._restart_or_bury(actor, reason)
 
     async def _restart_or_bury(self, actor: common_pb2.ActorInfo, reason: str) -> None:
+        dead_worker = actor.address
         if actor.max_restarts == -1 or actor.num_restarts < actor.max_restarts:
             async with self._changing(actor) as draft:
                 draft.num_restarts += 1
@@ -179,29 +180,45 @@ class ActorManager:
                 draft.death_cause = reason  # the last death's, for callers whose calls it broke
             log.info("restarting actor %s (%d): %s", actor.actor_id, actor.num_restarts, reason)
             self.wake()
+            # its new incarnation is another process: what the dead one owned dies with it
+            await self._owner_died(dead_worker, f"{actor.class_name}({actor.actor_id})")
         else:
             await self._bury(actor, reason)
 
     async def _bury(self, actor: common_pb2.ActorInfo, reason: str) -> None:
+        dead_worker = actor.address
         async with self._changing(actor) as draft:
             draft.state = ActorInfo.DEAD
             draft.death_cause = reason
             draft.address = ""
         if actor.name and self.t.named.get(f"{actor.namespace}/{actor.name}") == actor.actor_id:
             await self.t.put_name(actor.namespace, actor.name, None)
+        await self._owner_died(dead_worker, f"{actor.class_name}({actor.actor_id})")
+
+    async def _owner_died(self, owner_address: str, owner: str) -> None:
+        """Fate-sharing, as in Ray: the actors a dead actor's worker created die with it, unless
+        detached (and theirs with them)."""
+        if not owner_address:
+            return
+        for child in list(self.t.actors.values()):
+            if (child.owner_address == owner_address and not child.detached
+                    and child.state != ActorInfo.DEAD):
+                await self.kill(child.actor_id, no_restart=True,
+                                reason=f"its owner, actor {owner}, died")
 
     async def on_node_dead(self, node_id: str, reason: str) -> None:
         for actor in list(self.t.actors.values()):
             if actor.node_id == node_id and actor.state == ActorInfo.ALIVE:
                 await self._restart_or_bury(actor, f"its node died ({reason})")
 
-    async def kill(self, actor_id: str, no_restart: bool) -> None:
+    async def kill(self, actor_id: str, no_restart: bool,
+                   reason: str = "killed by rt.kill()") -> None:
         actor = self.t.actors.get(actor_id)
         if actor is None or actor.state == ActorInfo.DEAD:
             return
         node = self.t.nodes.get(actor.node_id)
         if no_restart:
-            await self._bury(actor, "killed by rt.kill()")
+            await self._bury(actor, reason)
         if node is not None and node.state != NodeInfo.DEAD:  # a draining node still runs it
             try:
                 await self.raylet(node).KillActorWorker(
