@@ -46,11 +46,14 @@ class Chrome:
 
     def __init__(self, binary: str, profile: Path) -> None:
         self.port = _free_port()
+        scratch = profile.parent / "browser-tmp"  # Chromium's own temp files: removed with it
+        scratch.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--no-default-browser-check", f"--user-data-dir={profile}",
              f"--remote-debugging-port={self.port}", "--window-size=1400,1000", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env=dict(os.environ, TMPDIR=str(scratch)))
         self.session: aiohttp.ClientSession | None = None
         self.ws: Any = None
         self.ids = 0
