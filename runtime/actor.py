@@ -102,7 +102,7 @@ class ActorClass:
 
     def _actor_info(self, cw: Any, namespace: str, spec: dict[str, Any]) -> common_pb2.ActorInfo:
         """The actor as the GCS records it: its options, resources and placement."""
-        from runtime.remote_function import apply_strategy, captured_group, effective_strategy
+        from runtime.remote_function import place
 
         opts = self._options
         shape = task_shape(
@@ -112,10 +112,9 @@ class ActorClass:
             opts.get("resources"),
             default_cpus=0,
         )
-        chosen = effective_strategy(cw, opts.get("scheduling_strategy"))
-        if captured_group(chosen) is not None:
-            spec["capture_pg"] = captured_group(chosen)
-        shape, wire = apply_strategy(shape, chosen)
+        shape, wire, capture = place(cw, shape, opts.get("scheduling_strategy"))
+        if capture is not None:
+            spec["capture_pg"] = capture
         affinity = wire if isinstance(wire, dict) else {}
         return common_pb2.ActorInfo(
             actor_id=ids.random_id(8),

@@ -121,39 +121,29 @@ def encode_args(
     return enc_args, enc_kwargs, ref_ids, nested
 
 
-def effective_strategy(cw: Any, strategy: Any) -> Any:
-    """A task or actor's strategy: its own, else the placement group of the task or actor
-    that submits it when that one captures its children (Ray's
-    placement_group_capture_child_tasks), else the default. PlacementGroupSchedulingStrategy
-    with no group is the default, outside any group (as in Ray)."""
-    from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    if strategy is None and cw.capture_pg is not None:
-        return PlacementGroupSchedulingStrategy(cw.capture_pg, -1, True)
-    if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group is None:
-        return "DEFAULT"  # Ray's way to leave the capturing parent's group
-    return strategy
-
-
-def captured_group(strategy: Any) -> Any:
-    """The placement group whose children this task or actor schedules into, if it captures."""
-    from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    if isinstance(strategy, PlacementGroupSchedulingStrategy) and (
-            strategy.placement_group_capture_child_tasks):
-        return strategy.placement_group
-    return None
-
-
-def apply_strategy(shape: dict[str, float], strategy: Any) -> tuple[dict[str, float], Any]:
-    """The shape and wire strategy of a task: placement groups rewrite the shape to bundle resources."""
+def place(cw: Any, shape: dict[str, float],
+          strategy: Any) -> tuple[dict[str, float], Any, Any]:
+    """A task or actor's (shape, wire strategy, captured group). Its own strategy counts; without
+    one, the placement group of the task or actor submitting it when that one captures its
+    children (Ray's placement_group_capture_child_tasks), else the default.
+    PlacementGroupSchedulingStrategy with no group is the default, outside any group (as in Ray).
+    A placement group rewrites the shape to its bundle resources; the captured group (or None) is
+    the one this task's or actor's own children go to."""
+    if strategy is None and cw.capture_pg is None:  # (most tasks: nothing to import or look at)
+        return shape, None, None
     from runtime.util.scheduling_strategies import PlacementGroupSchedulingStrategy, to_wire
 
-    if isinstance(strategy, PlacementGroupSchedulingStrategy):
-        from runtime.util.placement_group import bundle_shape
+    if strategy is None:
+        strategy = PlacementGroupSchedulingStrategy(cw.capture_pg, -1, True)
+    if not isinstance(strategy, PlacementGroupSchedulingStrategy):
+        return shape, to_wire(strategy), None
+    if strategy.placement_group is None:  # Ray's way to leave the capturing parent's group
+        return shape, None, None
+    from runtime.util.placement_group import bundle_shape
 
-        return bundle_shape(shape, strategy.placement_group, strategy.placement_group_bundle_index), None
-    return shape, to_wire(strategy)
+    group = strategy.placement_group
+    captured = group if strategy.placement_group_capture_child_tasks else None
+    return bundle_shape(shape, group, strategy.placement_group_bundle_index), None, captured
 
 
 def make_returns(cw: Any, task_id: str, num_returns: int) -> tuple[list[str], list[ObjectRef]]:
@@ -235,11 +225,9 @@ class RemoteFunction:
         if streaming:  # see runtime/streaming.py
             spec["streaming"] = True
             max_retries = 0
-        chosen = effective_strategy(cw, opts.get("scheduling_strategy"))
-        capture = captured_group(chosen)
+        shape, strategy, capture = place(cw, shape, opts.get("scheduling_strategy"))
         if capture is not None:
             spec["capture_pg"] = capture
-        shape, strategy = apply_strategy(shape, chosen)
         retry_exceptions = opts.get("retry_exceptions", False)
         state = TaskState(spec, shape, return_ids, ref_ids, max_retries, retry_exceptions, strategy)
         state.runtime_env = cw.job_env.for_options(opts.get("runtime_env"))

@@ -226,11 +226,7 @@ class Worker:
                 raise TaskCancelledError
         except TaskCancelledError:
             self.interruptible = False
-            reply = {
-                "error": format_remote_error(
-                    spec["name"], TaskCancelledError(f"task {spec['name']} cancelled")
-                )
-            }
+            reply = _cancelled_reply(spec)
         finally:
             self.running.pop(task_id, None)
             for stream in (sys.stdout, sys.stderr):
@@ -290,14 +286,7 @@ class Worker:
                             f"{type(result).__name__}, not a generator")
         conn = self.local.conn
         for value in result:
-            item = self._package(spec, self.cw.fresh_object_id(), value)
-
-            async def send(item: tuple[Any, ...] = item) -> None:
-                conn.send("stream_item", (spec["task_id"], item))
-
-            # handed to the socket before the generator goes on: a value yielded just before
-            # the process dies still reaches the owner
-            self.cw.run(send())
+            self._send_item(conn, spec, value)
         return {"returns": [], "error": None}
 
     async def _stream_out_async(self, spec: dict[str, Any], result: Any) -> dict[str, Any]:
@@ -307,13 +296,18 @@ class Worker:
             return self._stream_out(spec, result)
         conn = self.local.conn
         async for value in result:
-            item = self._package(spec, self.cw.fresh_object_id(), value)
-
-            async def send(item: tuple[Any, ...] = item) -> None:
-                conn.send("stream_item", (spec["task_id"], item))
-
-            self.cw.run(send())
+            self._send_item(conn, spec, value)
         return {"returns": [], "error": None}
+
+    def _send_item(self, conn: Connection, spec: dict[str, Any], value: Any) -> None:
+        """One yielded value, to the owner, handed to the socket before the generator goes on:
+        a value yielded just before the process dies still reaches the owner."""
+        item = self._package(spec, self.cw.fresh_object_id(), value)
+
+        async def send() -> None:
+            conn.send("stream_item", (spec["task_id"], item))
+
+        self.cw.run(send())
 
     def _package(self, spec: dict[str, Any], object_id: str, value: Any) -> tuple[Any, ...]:
         """One value as it travels: inline, or written to this node's shm (its location)."""

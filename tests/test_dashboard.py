@@ -7,66 +7,24 @@ scripts/test-browser.sh."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-
-from autoscaler.web.server import read_web_file
-from runtime.auth import read_credentials
-from runtime.node import read_address_file
-
-DEADLINE_S = 30
-
-
-def _rayctl(temp_dir: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, RAYCTL_TEMP_DIR=temp_dir)
-    for name in ("RAYCTL_TOKEN_FILE", "RAYCTL_DASHBOARD_ADDRESS", "RAYCTL_ADDRESS"):
-        env.pop(name, None)
-    return subprocess.run([sys.executable, "-m", "autoscaler.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=90)
-
-
-class Head:
-    def __init__(self, temp_dir: str) -> None:
-        self.temp_dir = temp_dir
-        info = read_address_file(temp_dir)
-        assert info is not None
-        self.session_dir = info["session_dir"]
-        self.token = read_credentials(info["token_file"]).token
-        end = time.monotonic() + DEADLINE_S
-        while (web := read_web_file(self.session_dir)) is None:
-            assert time.monotonic() < end, "the web service did not start"
-            time.sleep(0.05)
-        self.url = web["url"]
-
-    def get(self, path: str, *, token: bool = True, **kwargs: Any) -> tuple[int, Any, Any]:
-        async def go() -> tuple[int, Any, Any]:
-            headers = {"Authorization": f"Bearer {self.token}"} if token else {}
-            async with aiohttp.ClientSession(headers=headers) as s:
-                async with s.get(self.url + path, allow_redirects=False, **kwargs) as r:
-                    text = await r.text()
-                    body = json.loads(text) if r.content_type == "application/json" else text
-                    return r.status, body, r.headers
-        return asyncio.run(go())
+from web_head import Head, rayctl, wait
 
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
     temp_dir = str(tmp_path_factory.mktemp("dash") / "rayctl")
-    started = _rayctl(temp_dir, "start", "--head", "--num-cpus", "2", "--dashboard-port", "0")
+    started = rayctl(temp_dir, "start", "--head", "--num-cpus", "2", "--dashboard-port", "0")
     try:
         assert started.returncode == 0, started.stderr
         yield Head(temp_dir)
     finally:
-        assert _rayctl(temp_dir, "stop").returncode == 0
+        assert rayctl(temp_dir, "stop").returncode == 0
 
 
 def test_the_page_and_its_assets_need_the_token(head: Head) -> None:
@@ -86,7 +44,7 @@ def test_the_page_and_its_assets_need_the_token(head: Head) -> None:
 
 
 def test_a_one_time_login_link_works_once(head: Head) -> None:
-    shown = _rayctl(head.temp_dir, "dashboard")
+    shown = rayctl(head.temp_dir, "dashboard")
     assert shown.returncode == 0, shown.stderr
     assert f"Dashboard: {head.url}" in shown.stdout
     link = next(w for w in shown.stdout.split() if "/login?code=" in w)
@@ -111,10 +69,7 @@ def test_overview_and_samples_match_the_cluster(head: Head) -> None:
     assert node["store"][1] > 0 and cluster["counts"] == {"head": {"ALIVE": 1}}
     assert cluster["started_at"] <= time.time() and cluster["address"]
     # a sample is taken as the service starts, then every 10 s
-    end = time.monotonic() + DEADLINE_S
-    while not (points := head.get("/api/series?window=hour")[1]):
-        assert time.monotonic() < end, "no sample recorded"
-        time.sleep(0.1)
+    points = wait("a sample recorded", lambda: head.get("/api/series?window=hour")[1])
     assert points[-1]["v"]["nodes"] == 1 and points[-1]["v"]["CPU:total"] == 2.0
     assert head.get("/api/series?window=day")[0] == 200
     assert head.get("/api/series?window=week")[0] == 400

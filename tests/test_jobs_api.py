@@ -21,79 +21,21 @@ from typing import Any
 import aiohttp
 import psutil
 import pytest
+from web_head import DEADLINE_S, Head, rayctl, wait
 
 from autoscaler.web.server import read_web_file
-from runtime.auth import read_credentials
-from runtime.node import read_address_file
-
-DEADLINE_S = 60
-
-
-def _rayctl(temp_dir: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, RAYCTL_TEMP_DIR=temp_dir)
-    env.pop("RAYCTL_TOKEN_FILE", None)
-    env.pop("RAYCTL_DASHBOARD_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", "autoscaler.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _wait(what: str, check: Any, deadline_s: float = DEADLINE_S) -> Any:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Head:
-    def __init__(self, temp_dir: str) -> None:
-        self.temp_dir = temp_dir
-        info = read_address_file(temp_dir)
-        assert info is not None
-        self.session_dir = info["session_dir"]
-        self.token = read_credentials(info["token_file"]).token
-        web = _wait("the web service", lambda: read_web_file(self.session_dir))
-        self.url = web["url"]
-
-    def call(self, method: str, path: str, *, token: str | None = "ours", **kwargs: Any) -> tuple[int, Any]:
-        async def go() -> tuple[int, Any]:
-            headers = {} if token is None else {
-                "Authorization": f"Bearer {self.token if token == 'ours' else token}"}
-            async with aiohttp.ClientSession(headers=headers) as s:
-                async with s.request(method, self.url + path, **kwargs) as r:
-                    text = await r.text()
-                    body = json.loads(text) if r.content_type == "application/json" else text
-                    return r.status, body
-        return asyncio.run(go())
-
-    def job(self, sid: str) -> dict[str, Any]:
-        status, body = self.call("GET", f"/api/jobs/{sid}")
-        assert status == 200, body
-        return body
-
-    def wait_status(self, sid: str, *statuses: str) -> dict[str, Any]:
-        return _wait(f"{sid} to be {statuses}",
-                     lambda: (j := self.job(sid))["status"] in statuses and j)
-
-    def submit(self, **body: Any) -> str:
-        status, reply = self.call("POST", "/api/jobs/", json=body)
-        assert status == 200, reply
-        assert set(reply) == {"job_id", "submission_id"}  # exactly what Ray's client unpacks
-        return str(reply["submission_id"])
 
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
     temp_dir = str(tmp_path_factory.mktemp("jobs") / "rayctl")
-    started = _rayctl(temp_dir, "start", "--head", "--num-cpus", "2", "--dashboard-port", "0")
+    started = rayctl(temp_dir, "start", "--head", "--num-cpus", "2", "--dashboard-port", "0")
     try:
         assert started.returncode == 0, started.stderr
         assert "web service: http://127.0.0.1:" in started.stdout
         yield Head(temp_dir)
     finally:
-        stopped = _rayctl(temp_dir, "stop")
+        stopped = rayctl(temp_dir, "stop")
         assert stopped.returncode == 0, stopped.stderr
 
 
@@ -197,12 +139,12 @@ def test_tail_follows_until_the_end(head: Head) -> None:
 def test_stop_ends_the_whole_process_group(head: Head) -> None:
     sid = head.submit(entrypoint="sleep 300 & echo child $!; wait")
     head.wait_status(sid, "RUNNING")
-    logs = _wait("the child's pid", lambda: head.call("GET", f"/api/jobs/{sid}/logs")[1]["logs"])
+    logs = wait("the child's pid", lambda: head.call("GET", f"/api/jobs/{sid}/logs")[1]["logs"])
     child = int(logs.split()[-1])
     status, reply = head.call("POST", f"/api/jobs/{sid}/stop")
     assert status == 200 and reply == {"stopped": True}
     assert head.wait_status(sid, "STOPPED")["message"] == "Job was intentionally stopped."
-    _wait("the background child to die", lambda: not psutil.pid_exists(child)
+    wait("the background child to die", lambda: not psutil.pid_exists(child)
           or psutil.Process(child).status() == psutil.STATUS_ZOMBIE)
     assert head.call("POST", f"/api/jobs/{sid}/stop")[1] == {"stopped": False}
 
@@ -276,7 +218,7 @@ def test_jobs_keep_running_when_the_web_service_restarts(head: Head) -> None:
     head.wait_status(sid, "RUNNING")
     web_pid = json.load(open(os.path.join(head.session_dir, "web.json")))["pid"]
     os.kill(web_pid, signal.SIGKILL)
-    _wait("a new web service", lambda: (w := read_web_file(head.session_dir)) and
+    wait("a new web service", lambda: (w := read_web_file(head.session_dir)) and
           w["pid"] != web_pid)
     head.url = read_web_file(head.session_dir)["url"]
     done = head.wait_status(sid, "SUCCEEDED", "FAILED")
@@ -287,7 +229,7 @@ def test_jobs_keep_running_when_the_web_service_restarts(head: Head) -> None:
 def test_supervisor_killed_marks_the_job_failed_and_ends_its_processes(head: Head) -> None:
     sid = head.submit(entrypoint="sleep 300 & echo child $!; wait")
     job = head.wait_status(sid, "RUNNING")
-    logs = _wait("the child's pid", lambda: head.call("GET", f"/api/jobs/{sid}/logs")[1]["logs"])
+    logs = wait("the child's pid", lambda: head.call("GET", f"/api/jobs/{sid}/logs")[1]["logs"])
     child = psutil.Process(int(logs.split()[-1]))
     leader = psutil.Process(int(job["driver_info"]["pid"]))
     supervisor = leader.parent()
@@ -296,7 +238,7 @@ def test_supervisor_killed_marks_the_job_failed_and_ends_its_processes(head: Hea
     done = head.wait_status(sid, "FAILED")
     assert done["error_type"] == "JOB_SUPERVISOR_ACTOR_DIED"
     for proc in (leader, child):  # the job's whole process group goes with its supervisor
-        _wait(f"{proc.pid} to die with the supervisor",
+        wait(f"{proc.pid} to die with the supervisor",
               lambda p=proc: not p.is_running() or p.status() == psutil.STATUS_ZOMBIE)
 
 
@@ -304,23 +246,23 @@ def test_cli_submit_logs_list_and_state(head: Head, tmp_path: Any) -> None:
     work = tmp_path / "proj"
     work.mkdir()
     (work / "main.py").write_text("import sys; print('args', sys.argv[1:])\n")
-    run = _rayctl(head.temp_dir, "job", "submit", "--working-dir", str(work), "--",
+    run = rayctl(head.temp_dir, "job", "submit", "--working-dir", str(work), "--",
                   sys.executable, "main.py", "--flag", "x")
     assert run.returncode == 0, run.stderr
     assert "args ['--flag', 'x']" in run.stdout and "succeeded" in run.stdout
     sid = run.stdout.split("Job '")[1].split("'")[0]
-    assert _rayctl(head.temp_dir, "job", "status", sid).stdout.startswith(f"Job '{sid}': SUCCEEDED")
-    assert "args" in _rayctl(head.temp_dir, "job", "logs", sid).stdout
-    assert sid in _rayctl(head.temp_dir, "job", "list").stdout
-    failed = _rayctl(head.temp_dir, "job", "submit", "--", "exit 4")
+    assert rayctl(head.temp_dir, "job", "status", sid).stdout.startswith(f"Job '{sid}': SUCCEEDED")
+    assert "args" in rayctl(head.temp_dir, "job", "logs", sid).stdout
+    assert sid in rayctl(head.temp_dir, "job", "list").stdout
+    failed = rayctl(head.temp_dir, "job", "submit", "--", "exit 4")
     assert failed.returncode == 1 and "exit code 4" in failed.stdout
-    nodes = json.loads(_rayctl(head.temp_dir, "list", "nodes", "--json").stdout)
+    nodes = json.loads(rayctl(head.temp_dir, "list", "nodes", "--json").stdout)
     assert len(nodes) == 1 and nodes[0]["is_head_node"] and nodes[0]["state"] == "ALIVE"
-    alive = _rayctl(head.temp_dir, "list", "nodes", "--filter", "state=DEAD")
+    alive = rayctl(head.temp_dir, "list", "nodes", "--filter", "state=DEAD")
     assert "No nodes match the filters." in alive.stdout
-    unknown = _rayctl(head.temp_dir, "list", "things")
+    unknown = rayctl(head.temp_dir, "list", "things")
     assert unknown.returncode == 2 and "unknown kind" in unknown.stderr
-    version = _rayctl(head.temp_dir, "--version")
+    version = rayctl(head.temp_dir, "--version")
     assert version.returncode == 0 and version.stdout.startswith("rayctl ")
 
 
@@ -361,13 +303,13 @@ def test_tasks_objects_and_metrics_of_a_running_driver(head: Head, tmp_path: Any
     script = tmp_path / "tasks.py"
     script.write_text(TASKS_SCRIPT)
     sid = head.submit(entrypoint=f"{sys.executable} {script}")
-    logs = _wait("the driver to be ready", lambda: "ready" in (
+    logs = wait("the driver to be ready", lambda: "ready" in (
         text := head.call("GET", f"/api/jobs/{sid}/logs")[1]["logs"]) and text)
     object_id = logs.split("ready ")[1].split()[0]
     try:
         job_id = head.job(sid)["job_id"]  # its driver's: this job's tasks, not other tests'
-        tasks = _wait("the tasks' events (sent each second)", lambda: len(rows := json.loads(
-            _rayctl(head.temp_dir, "list", "tasks", "--json", "--filter", "state=FINISHED",
+        tasks = wait("the tasks' events (sent each second)", lambda: len(rows := json.loads(
+            rayctl(head.temp_dir, "list", "tasks", "--json", "--filter", "state=FINISHED",
                     "--filter", f"job_id={job_id}").stdout)) >= 9 and rows)
         by_name = {}
         for row in tasks:
@@ -376,17 +318,17 @@ def test_tasks_objects_and_metrics_of_a_running_driver(head: Head, tmp_path: Any
         assert all(r["type"] == "NORMAL_TASK" and r["node_id"] and r["worker_id"]
                    for r in by_name["square"])
         assert all(r["type"] == "ACTOR_TASK" for r in by_name["Counter.incr"])
-        failed = json.loads(_rayctl(head.temp_dir, "list", "tasks", "--json",
+        failed = json.loads(rayctl(head.temp_dir, "list", "tasks", "--json",
                                     "--filter", "name=broken", "--filter", f"job_id={job_id}").stdout)
         assert [(r["state"], r["error_type"]) for r in failed] == [
             ("FAILED", "TASK_EXECUTION_EXCEPTION")]
         assert "no luck" in failed[0]["error_message"]
-        summary = json.loads(_rayctl(head.temp_dir, "summary", "tasks", "--json").stdout)
+        summary = json.loads(rayctl(head.temp_dir, "summary", "tasks", "--json").stdout)
         assert summary["summary"]["square"]["state_counts"]["FINISHED"] >= 6
         assert summary["summary"]["broken"]["state_counts"] == {"FAILED": 1}
-        table = _rayctl(head.temp_dir, "summary", "tasks")
+        table = rayctl(head.temp_dir, "summary", "tasks")
         assert table.returncode == 0 and "Counter.incr" in table.stdout
-        objects = json.loads(_rayctl(head.temp_dir, "list", "objects", "--json").stdout)
+        objects = json.loads(rayctl(head.temp_dir, "list", "objects", "--json").stdout)
         held = [o for o in objects if o["object_id"] == object_id]
         assert len(held) == 1 and held[0]["object_size"] >= 3_000_000
         assert held[0]["copy"] == "PRIMARY" and held[0]["in_memory"]
@@ -405,21 +347,21 @@ def test_tasks_objects_and_metrics_of_a_running_driver(head: Head, tmp_path: Any
 
 def test_a_tls_cluster_serves_https_only(tmp_path: Any) -> None:
     temp_dir = str(tmp_path / "rayctl")
-    started = _rayctl(temp_dir, "start", "--head", "--tls", "--num-cpus", "1",
+    started = rayctl(temp_dir, "start", "--head", "--tls", "--num-cpus", "1",
                       "--dashboard-port", "0")
     try:
         assert started.returncode == 0, started.stderr
         assert "web service: https://127.0.0.1:" in started.stdout
         head = Head(temp_dir)
         assert head.url.startswith("https://")
-        run = _rayctl(temp_dir, "job", "submit", "--", "echo over-tls")  # verifies the cluster CA
+        run = rayctl(temp_dir, "job", "submit", "--", "echo over-tls")  # verifies the cluster CA
         assert run.returncode == 0, run.stderr
         assert "over-tls" in run.stdout
         plain = head.url.replace("https://", "http://")
         with pytest.raises(aiohttp.ClientError):  # no plain-text service beside it
             asyncio.run(_get(plain + "/api/version", head.token))
     finally:
-        _rayctl(temp_dir, "stop")
+        rayctl(temp_dir, "stop")
 
 
 async def _get(url: str, token: str) -> int:

@@ -6,6 +6,7 @@ runs; the URL is printed with a one-time login link."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import threading
 from typing import Annotated, Any
@@ -29,7 +30,7 @@ def dashboard(
 ) -> None:
     """Print the dashboard's URL and a one-time login link; with a remote head, keep its port
     forwarded here until Ctrl-C."""
-    from autoscaler.web.client import WebClient, WebError, reach
+    from autoscaler.web.client import WebClient, WebError
 
     async def link(target: Any) -> str:
         async with WebClient(target) as client:
@@ -37,7 +38,8 @@ def dashboard(
             return str(reply["path"])
 
     try:
-        with _reach_on(reach, address, config, port) as target:
+        stack, target = _reach_on(address, config, port)
+        with stack:
             path = asyncio.run(link(target))
             typer.echo(f"Dashboard: {target.url}")
             typer.echo(f"  log in once with {target.url}{path}  (valid for 5 minutes; "
@@ -50,29 +52,19 @@ def dashboard(
         raise typer.Exit(1) from None
 
 
-def _reach_on(reach: Any, address: str | None, config: str | None, port: int) -> Any:
-    """`reach` on local `port`, or on a free one when that is taken (said on stderr)."""
-    from autoscaler.web.client import WebError
+def _reach_on(address: str | None, config: str | None, port: int) -> Any:
+    """The service reached through local `port`, or a free one when that is taken (said on
+    stderr): an ExitStack holding the forward."""
+    from autoscaler.web.client import WebError, reach
 
-    if not config or not port:
-        return reach(address, config, local_port=port)
-
-    class Fallback:
-        def __enter__(self) -> Any:
-            try:
-                self.inner = reach(address, config, local_port=port)
-                return self.inner.__enter__()
-            except WebError as exc:
-                if "in use" not in str(exc):
-                    raise
-                typer.echo(f"port {port} is taken here: forwarding to a free one", err=True)
-                self.inner = reach(address, config, local_port=0)
-                return self.inner.__enter__()
-
-        def __exit__(self, *exc: object) -> Any:
-            return self.inner.__exit__(*exc)
-
-    return Fallback()
+    stack = contextlib.ExitStack()
+    try:
+        return stack, stack.enter_context(reach(address, config, local_port=port))
+    except WebError as exc:
+        if not config or not port or "in use" not in str(exc):
+            raise
+    typer.echo(f"port {port} is taken here: forwarding to a free one", err=True)
+    return stack, stack.enter_context(reach(address, config, local_port=0))
 
 
 def _wait_for_interrupt() -> None:

@@ -107,7 +107,7 @@ class Dashboard:
                 "resources": {name: [max(n.total[name] - n.available.get(name, 0.0), 0.0),
                                      n.total[name]] for name in RESOURCES if name in n.total},
                 "store": [stats.object_store_used, stats.object_store_capacity] if stats else None,
-                "idle_s": None if not n.idle_since else max(0.0, _now() - n.idle_since),
+                "idle_s": None if not n.idle_since else max(0.0, time.time() - n.idle_since),
             })
         by_type: dict[str, dict[str, int]] = {}
         for (node_type, state_name), count in sorted(counts.items()):
@@ -157,10 +157,6 @@ class Dashboard:
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-def _now() -> float:
-    return time.time()
 
 
 def session_started(session_dir: str) -> float:
